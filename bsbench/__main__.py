@@ -1,0 +1,3 @@
+from bsbench.app import main
+
+main()

@@ -1,0 +1,56 @@
+"""The network being timed: a torchvision classifier trained from scratch, as in the reference."""
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchmetrics.classification import MulticlassAccuracy
+
+
+class ImageClassifier(L.LightningModule):
+    def __init__(
+        self,
+        arch: str = "mobilenet_v3_large",
+        num_classes: int = 10,
+        lr: float = 5e-4,
+        train_acc_eval_forward: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        # micro average = the fraction of images classified correctly, as the reference reports it
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        if train_acc_eval_forward:
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss)
+        if self.hparams.train_acc_eval_forward:
+            # The reference's second forward pass, in eval mode, only to log training accuracy.
+            self.net.eval()
+            with torch.no_grad():
+                self.train_acc(self(x).argmax(1), y)
+            self.net.train()
+            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.val_acc(logits.argmax(1), y)
+        self.log("val_acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.test_acc(self(x).argmax(1), y)
+        self.log("test_acc", self.test_acc)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

@@ -1,0 +1,112 @@
+"""Wall-clock timing of a run, read only after the device has finished its queued work."""
+
+import time
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.data import extract_batch_size
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels: CUDA and MPS return before the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class TimingCallback(L.Callback):
+    """Records train time (fit, validation included), per-epoch times, steady-state training
+    throughput, inference time on the test set and peak device memory.
+
+    Steady state: the first `warmup_steps` training steps are left out, and so is everything between
+    training steps (validation, the dataloader's restart at each epoch), so samples/s measures the
+    training step itself. The clock is read with the device synchronized only where an interval opens
+    or closes, never per step, so timing does not slow down what it times.
+    """
+
+    def __init__(self, warmup_steps: int = 20):
+        self.warmup_steps = warmup_steps
+        self.train_time_s: float | None = None
+        self.epoch_times_s: list[float] = []
+        self.inference_time_s: float | None = None
+        self.test_samples = 0
+        self.steps_seen = 0
+        self.timed_steps = 0
+        self.timed_samples = 0
+        self.timed_seconds = 0.0
+        self.peak_memory_bytes: int | None = None
+        self._interval_start: float | None = None
+
+    def _now(self, trainer: L.Trainer) -> float:
+        synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    # --- fit ---
+    def on_fit_start(self, trainer, pl_module):
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        self._fit_start = self._now(trainer)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.train_time_s = self._now(trainer) - self._fit_start
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            self.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_start = self._now(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # Lightning calls this after the epoch's validation, so epoch times include it.
+        self._close_interval(trainer)
+        self.epoch_times_s.append(self._now(trainer) - self._epoch_start)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._interval_start is None and self.steps_seen >= self.warmup_steps:
+            self._interval_start = self._now(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps_seen += 1
+        if self._interval_start is not None:
+            self.timed_steps += 1
+            self.timed_samples += extract_batch_size(batch) * trainer.world_size
+
+    def on_validation_start(self, trainer, pl_module):
+        self._close_interval(trainer)
+
+    def on_train_end(self, trainer, pl_module):
+        self._close_interval(trainer)
+
+    def _close_interval(self, trainer) -> None:
+        if self._interval_start is not None:
+            self.timed_seconds += self._now(trainer) - self._interval_start
+            self._interval_start = None
+
+    # --- inference ---
+    def on_test_start(self, trainer, pl_module):
+        self.test_samples = 0
+        self._test_start = self._now(trainer)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.test_samples += extract_batch_size(batch) * trainer.world_size
+
+    def on_test_end(self, trainer, pl_module):
+        self.inference_time_s = self._now(trainer) - self._test_start
+
+    def metrics(self) -> dict:
+        def rate(samples, seconds):
+            return samples / seconds if samples and seconds else None
+
+        return {
+            "train_time_s": self.train_time_s,
+            "epoch_times_s": self.epoch_times_s,
+            "train_samples_per_s": rate(self.timed_samples, self.timed_seconds),
+            "warmup_steps": self.warmup_steps,
+            "timed_steps": self.timed_steps,
+            "inference_time_s": self.inference_time_s,
+            "inference_samples_per_s": rate(self.test_samples, self.inference_time_s),
+            "test_samples": self.test_samples,
+            "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
+        }

@@ -1,0 +1,60 @@
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Tiny, fast settings on top of experiment=smoke, for tests that go through the command line.
+SMOKE = ["experiment=smoke", "accelerator=cpu"]
+
+
+class CLI:
+    """Runs `python -m bsbench ...` in a fresh directory, the way a user would."""
+
+    def __init__(self, cwd: Path):
+        self.cwd = cwd
+        self.outputs = cwd / "outputs"
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        return subprocess.run(
+            [sys.executable, "-m", "bsbench", *args],
+            cwd=self.cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+
+    def sweep_dir(self) -> Path:
+        (sweep,) = [p for p in (self.outputs / "multirun").glob("*/*") if p.is_dir()]
+        return sweep
+
+    def results(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.outputs.rglob("results.json"))]
+
+
+@pytest.fixture
+def cli(tmp_path) -> CLI:
+    return CLI(tmp_path)
+
+
+def write_cifar10_format(root: Path, train_per_batch: int = 40, test_images: int = 40, seed: int = 0) -> Path:
+    """A small directory in CIFAR-10's python format (5 training batches, a test batch, the meta file),
+    readable by torchvision's CIFAR10 once the md5 check is off (data.verify=false)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def batch(n):
+        return {
+            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            "labels": rng.integers(0, 10, size=n).tolist(),
+        }
+
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch(train_per_batch)))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(test_images)))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    return root

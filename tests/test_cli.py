@@ -1,0 +1,104 @@
+"""The benchmark as a user runs it: real sweeps through the command line, with tiny settings."""
+
+import csv
+
+from conftest import SMOKE, write_cifar10_format
+
+REQUIRED_KEYS = {
+    "status", "batch_size", "precision", "devices", "world_size", "strategy", "accelerator", "epochs",
+    "model", "data", "train_time_s", "inference_time_s", "train_samples_per_s", "val_acc", "test_acc",
+    "torch_version", "lightning_version", "cuda_version", "cudnn_version", "device_name", "sm_count", "host",
+    "epoch_times_s", "peak_memory_mib",
+}
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
+    proc = cli("-m", "batch_size=range(30,33)", *SMOKE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = cli.sweep_dir()
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0", "1", "2"]
+
+    results = cli.results()
+    assert sorted(r["batch_size"] for r in results) == [30, 31, 32]
+    for r in results:
+        assert REQUIRED_KEYS <= r.keys()
+        assert r["status"] == "ok"
+        assert r["train_time_s"] > 0 and r["inference_time_s"] > 0 and r["train_samples_per_s"] > 0
+        assert r["world_size"] == 1 and r["epochs"] == 1 and r["model"] == "mobilenet_v3_small"
+        assert len(r["epoch_times_s"]) == 1 and 0 < r["epoch_times_s"][0] <= r["train_time_s"]
+        # 256 training images in steps of 30-32, the last partial batch dropped, 2 of them warm-up
+        assert r["timed_steps"] == 256 // r["batch_size"] - 2
+        assert 0.0 <= r["test_acc"] <= 1.0 and r["test_samples"] == 64
+
+    rows = read_csv(sweep / "summary.csv")
+    assert [int(row["batch_size"]) for row in rows] == [30, 31, 32]
+    assert all(row["status"] == "ok" for row in rows)
+    table = (sweep / "summary.md").read_text()
+    header = "| batch size | train time | inf. time | epochs | device | precision | samples/s | test acc | overrides |"
+    assert header in table
+    # the table is printed at the end of the sweep, after the last job
+    assert header in proc.stdout
+    assert proc.stdout.rindex(header) > proc.stdout.rindex("#2 : batch_size=32")
+
+
+def test_precision_sweep_gives_rows_that_differ_in_precision(cli):
+    proc = cli("-m", "precision=32-true,bf16-mixed", *SMOKE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(cli.sweep_dir() / "summary.csv")
+    assert sorted(row["precision_used"] for row in rows) == ["32-true", "bf16-mixed"]
+    assert all(float(row["train_time_s"]) > 0 for row in rows)
+
+
+def test_single_run_lands_in_its_dated_directory(cli):
+    proc = cli(*SMOKE, "model.train_acc_eval_forward=true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result_file,) = list(cli.outputs.glob("*/*/results.json"))
+    assert result_file.parent.parent.parent == cli.outputs  # outputs/<date>/<time>/
+    assert (result_file.parent / ".hydra" / "config.yaml").is_file()
+    assert (result_file.parent / "metrics.csv").is_file() is False  # smoke turns the logger off
+    metrics = cli.results()[0]
+    assert metrics["status"] == "ok"
+
+
+def test_csv_logger_writes_metrics_into_the_run_directory(cli):
+    proc = cli(*SMOKE, "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (metrics,) = list(cli.outputs.rglob("metrics.csv"))
+    assert "val_acc" in metrics.read_text().splitlines()[0]
+
+
+def test_cifar10_format_directory_is_read_end_to_end(cli, tmp_path):
+    root = write_cifar10_format(tmp_path / "cifar", train_per_batch=20, test_images=30)
+    proc = cli(
+        *SMOKE, "data=cifar10", f"data.root={root}", "data.verify=false", "data.download=false",
+        "data.val_size=20", "data.image_size=32", "data.resize_size=36", "data.num_workers=0",
+        "batch_size=16",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = cli.results()
+    assert r["data"] == "cifar10" and r["status"] == "ok"
+    assert r["timed_steps"] == 80 // 16 - 2  # 100 training images, 20 of them for validation
+    assert r["test_samples"] == 30
+
+
+def test_missing_cifar10_offline_stops_with_one_sentence_naming_the_root(cli, tmp_path):
+    root = tmp_path / "no-cifar-here"
+    proc = cli(*SMOKE, "data=cifar10", f"data.root={root}", "data.image_size=32", "data.num_workers=0")
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("bsbench: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert str(root) in errors[0] and "data=synthetic" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert cli.results() == []
+
+
+def test_missing_cifar10_without_download_names_the_setting(cli, tmp_path):
+    proc = cli(*SMOKE, "data=cifar10", f"data.root={tmp_path}", "data.download=false")
+    assert proc.returncode == 2
+    assert "data.download=false" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,73 @@
+import time
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from bsbench.timing import TimingCallback
+
+VAL_SLEEP_S = 0.3
+
+
+class Tiny(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.layer(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            time.sleep(VAL_SLEEP_S)  # slow validation must not count as training throughput
+
+    def test_step(self, batch, batch_idx):
+        self.layer(batch[0])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def loader(n, batch_size):
+    return DataLoader(TensorDataset(torch.randn(n, 4), torch.randint(0, 2, (n,))), batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def timed():
+    timing = TimingCallback(warmup_steps=3)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=2, callbacks=[timing], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+    )
+    model = Tiny()
+    trainer.fit(model, loader(40, 4), loader(8, 4))
+    trainer.test(model, loader(24, 8), verbose=False)
+    return timing.metrics()
+
+
+def test_warmup_steps_are_left_out_of_the_steady_state_rate(timed):
+    assert timed["timed_steps"] == 2 * 10 - 3
+
+
+def test_samples_per_second_excludes_validation_but_train_time_includes_it(timed):
+    assert timed["train_time_s"] > 2 * VAL_SLEEP_S
+    timed_seconds = 17 * 4 / timed["train_samples_per_s"]
+    assert timed_seconds < VAL_SLEEP_S
+
+
+def test_epoch_times_cover_each_epoch_with_its_validation(timed):
+    assert len(timed["epoch_times_s"]) == 2
+    assert all(t > VAL_SLEEP_S for t in timed["epoch_times_s"])
+    assert sum(timed["epoch_times_s"]) <= timed["train_time_s"]
+
+
+def test_inference_is_timed_over_the_whole_test_set(timed):
+    assert timed["test_samples"] == 24
+    assert timed["inference_time_s"] > 0
+    assert timed["inference_samples_per_s"] == pytest.approx(24 / timed["inference_time_s"])
+
+
+def test_cpu_reports_no_peak_device_memory(timed):
+    assert timed["peak_memory_mib"] is None
