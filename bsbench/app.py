@@ -1,19 +1,31 @@
-"""The Hydra entry point: `python -m bsbench [overrides]` and the `bsbench` console script."""
+"""The Hydra entry point: `python -m bsbench [overrides]` and the `bsbench` console script.
+
+A job's outcome is always a result on disk: ok, oom (out of memory: a finding, the sweep goes on),
+failed (the sweep goes on and exits non-zero at the end) or interrupted (the sweep stops, keeping
+what finished). Only a user's mistake ends a job without one: one line and exit status 2.
+"""
 
 import logging
+import signal
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from lightning.pytorch.utilities.memory import garbage_collection_cuda
+from omegaconf import DictConfig, OmegaConf
 
 from bsbench.errors import UserError
-from bsbench.result import RESULT_FILE, write_json_atomic
+from bsbench.hydra_hooks import fail
+from bsbench.result import RESULT_FILE, finished_runs, is_oom, unfinished, write_json_atomic
 from bsbench.run import run
-from bsbench.validate import validate
+from bsbench.summary import summarize
 
 log = logging.getLogger("bsbench")
+
+# resume=DIR makes DIR the sweep directory; otherwise a new dated one.
+OmegaConf.register_new_resolver("bsbench_sweep_dir", lambda resume, new: resume or new, replace=True)
 
 
 def config_dir() -> str:
@@ -24,32 +36,62 @@ def config_dir() -> str:
     return str(packaged if packaged.is_dir() else here.parent / "conf")
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    if multirun:
+        done = finished_runs(hydra_cfg.sweep.dir).get(tuple(sorted(overrides)))
+        if done:
+            log.info("%s: already done in %s, skipped", " ".join(overrides), done["run_dir"])
+            return
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        validate(cfg)
-
-
         result = run(cfg)
     except UserError as err:
-        print(f"bsbench: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(err)
+    except KeyboardInterrupt:
+        _record(unfinished(cfg, "interrupted"), run_dir, overrides)
+        where = hydra_cfg.sweep.dir if multirun else run_dir
+        if multirun:
+            summarize(where)
+        print(f"\nbsbench: interrupted; finished results are kept in {where}"
+              + (f"; resume with resume={where}" if multirun else ""), file=sys.stderr, flush=True)
+        sys.exit(130)
+    except Exception as exc:
+        result = unfinished(cfg, "oom" if is_oom(exc) else "failed", exc)
+        log.error("%s: %s", result["status"], result["traceback"])
+    garbage_collection_cuda()  # the failed run's tensors are unreachable now; give their memory back
     if result is None:  # not global rank 0
         return
+    _record(result, run_dir, overrides)
+    if result["status"] == "failed" and not multirun:
+        sys.exit(1)
+
+
+def _record(result: dict, run_dir: Path, overrides: list[str]) -> None:
     result["run_dir"] = str(run_dir)
-    result["overrides"] = list(HydraConfig.get().overrides.task)
+    result["overrides"] = overrides
     write_json_atomic(run_dir / RESULT_FILE, result)
-    log.info(
-        "batch_size=%s precision=%s: train %.1f s, inference %.1f s, %s samples/s, test acc %s -> %s",
-        result["batch_size"],
-        result["precision_used"],
-        result["train_time_s"],
-        result["inference_time_s"],
-        f"{result['train_samples_per_s']:.0f}" if result["train_samples_per_s"] else "n/a",
-        f"{result['test_acc']:.3f}" if result["test_acc"] is not None else "n/a",
-        run_dir / RESULT_FILE,
-    )
+    log.info("%s -> %s", _one_line(result), run_dir / RESULT_FILE)
+
+
+def _one_line(r: dict) -> str:
+    setup = f"batch_size={r['batch_size']} precision={r.get('precision_used', r['precision'])}"
+    if r["status"] != "ok":
+        return f"{setup}: {r['status']}" + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
+    if r["mode"] == "find_max":
+        return f"{setup}: largest batch size that fits: {r['max_batch_size']}"
+    rate = f"{r['train_samples_per_s']:.0f}" if r["train_samples_per_s"] else "n/a"
+    acc = f"{r['test_acc']:.3f}" if r["test_acc"] is not None else "n/a"
+    return (f"{setup}: train {r['train_time_s']:.1f} s, inference {r['inference_time_s']:.1f} s, "
+            f"{rate} samples/s, test acc {acc}")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,17 @@
 result. Config -> validate -> build -> run -> result; nothing here reads the command line."""
 
 import datetime as dt
+import signal
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.data import ImageDataModule
 from bsbench.environment import describe
 from bsbench.model import ImageClassifier
+from bsbench.result import setup_fields
 from bsbench.timing import TimingCallback
 
 
@@ -17,6 +20,7 @@ def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer,
     datamodule = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
     model = ImageClassifier(**cfg.model)
     timing = TimingCallback(**cfg.timing)
+    extra_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -25,7 +29,7 @@ def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer,
         precision=cfg.precision,
         max_epochs=cfg.epochs,
         logger=logger,
-        callbacks=[timing],
+        callbacks=[timing, *extra_callbacks],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
     return datamodule, model, trainer, timing
@@ -36,36 +40,52 @@ def now() -> str:
 
 
 def run(cfg: DictConfig) -> dict | None:
-    """Train and test once; returns the result on the process that writes it (global rank 0)."""
+    """Run once in the configured mode; returns the result on the process that writes it (global
+    rank 0). Errors propagate: the caller decides what becomes of them."""
     started_at = now()
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer, timing = build(cfg)
-    trainer.fit(model, datamodule=datamodule)
-    val_acc = trainer.callback_metrics.get("val_acc")
-    tested = trainer.test(model, datamodule=datamodule, verbose=False)
+    try:
+        measured = _find_max(cfg, trainer, model, datamodule) if cfg.mode == "find_max" else \
+            _train_and_test(trainer, model, datamodule, timing)
+    except SystemExit:
+        # Lightning answers Ctrl-C with sys.exit(1) after ignoring further SIGINTs; give both back.
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
     if not trainer.is_global_zero:
         return None
     return {
         "status": "ok",
-        "batch_size": cfg.batch_size,
+        **setup_fields(cfg),
         "global_batch_size": cfg.batch_size * trainer.world_size,
-        "precision": str(cfg.precision),
         "precision_used": str(trainer.precision),
-        "devices": cfg.devices,
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,
-        "strategy": str(cfg.strategy),
-        "accelerator": str(cfg.accelerator),
-        "epochs": cfg.epochs,
-        "model": cfg.model.arch,
-        "data": cfg.data.name,
-        "image_size": cfg.data.image_size,
-        "seed": cfg.seed,
-        **timing.metrics(),
-        "val_acc": float(val_acc) if val_acc is not None else None,
-        "test_acc": tested[0].get("test_acc") if tested else None,
+        **measured,
         "started_at": started_at,
         "finished_at": now(),
         **describe(trainer.strategy.root_device),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def _train_and_test(trainer, model, datamodule, timing) -> dict:
+    trainer.fit(model, datamodule=datamodule)
+    val_acc = trainer.callback_metrics.get("val_acc")
+    tested = trainer.test(model, datamodule=datamodule, verbose=False)
+    return {
+        **timing.metrics(),
+        "val_acc": float(val_acc) if val_acc is not None else None,
+        "test_acc": tested[0].get("test_acc") if tested else None,
+    }
+
+
+def _find_max(cfg, trainer, model, datamodule) -> dict:
+    """Lightning's batch-size finder: double from batch_size until memory runs out, then bisect,
+    with a few real training steps per trial."""
+    found = Tuner(trainer).scale_batch_size(
+        model, datamodule=datamodule, mode="binsearch", init_val=cfg.batch_size, **cfg.find_max
+    )
+    return {"max_batch_size": found}

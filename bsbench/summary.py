@@ -4,9 +4,6 @@ published table's columns), derived only from the runs' results.json files."""
 import csv
 from pathlib import Path
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
 from bsbench.result import read_results
 
 # The first CSV columns, in this order; any other scalar field follows, sorted by name.
@@ -69,24 +66,33 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
 
 
-def summarize(directory: Path) -> str:
-    """Write summary.csv and summary.md into `directory` from the results.json files under it, and
-    return the markdown table."""
+def status_notes(results: list[dict]) -> str:
+    """What a reader of the table must not miss: runs that did not finish, and the memory edge."""
+    notes = []
+    oom = [r for r in results if r.get("status") == "oom"]
+    if oom:
+        fit = [r["batch_size"] for r in results if r.get("status") == "ok"]
+        notes.append(f"Out of memory at batch size {', '.join(str(r['batch_size']) for r in oom)}; "
+                     f"the largest batch size that fit: {max(fit) if fit else 'none'}.")
+    for r in results:
+        if r.get("status") not in ("ok", "oom"):
+            why = f": {r['error_type']}: {r['error']}" if r.get("error") else ""
+            notes.append(f"{r.get('status')}: {' '.join(r.get('overrides') or [])} ({r['run_dir']}){why}")
+    return "".join(f"- {n}\n" for n in notes)
+
+
+def summarize(directory: Path) -> tuple[str, list[dict]]:
+    """Write summary.csv and summary.md into `directory` from the results.json files under it;
+    return the markdown table (with its notes) and the results."""
     directory = Path(directory)
     results = sorted(read_results(directory), key=_sort_key)
     write_csv(results, directory / "summary.csv")
-    table = markdown_table(results)
+    counts = ", ".join(f"{sum(r.get('status') == s for r in results)} {s}"
+                       for s in dict.fromkeys(r.get("status") for r in results))
+    notes = status_notes(results)
+    table = markdown_table(results) + ("\n" + notes if notes else "")
     (directory / "summary.md").write_text(
-        f"# bsbench sweep: {directory}\n\n{len(results)} runs; times are wall-clock, samples/s is the "
+        f"# bsbench sweep: {directory}\n\n{len(results)} runs ({counts}); times are wall-clock, samples/s is the "
         "steady-state training rate (warm-up steps excluded).\n\n" + table
     )
-    return table
-
-
-class SweepSummary(Callback):
-    """Hydra callback: when a multirun ends, summarize its sweep directory and print the table."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        table = summarize(sweep_dir)
-        print(f"\nbsbench: {sweep_dir / 'summary.md'}\n\n{table}", flush=True)
+    return table, results

@@ -1,11 +1,15 @@
 """Checks on the composed config, before any data or model is loaded: a mistake on the command line
 should cost one sentence, not a traceback after the dataset has been read."""
 
+import functools
+import tempfile
+from pathlib import Path
 from typing import get_args
 
 import torch
 import torchvision
 from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from bsbench.data import DATASETS
@@ -17,9 +21,11 @@ def _flatten(t) -> tuple:
     return sum((_flatten(a) for a in args), ()) if args else (t,)
 
 
-# Every value Lightning's Trainer accepts for `precision`, read from Lightning itself.
+# Every value Lightning's Trainer accepts for `precision` and `strategy`, read from Lightning itself.
 PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
+STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 GPU_ACCELERATORS = ("gpu", "cuda")
+MODES = ("train", "find_max")
 
 
 def _positive_int(value) -> bool:
@@ -27,34 +33,37 @@ def _positive_int(value) -> bool:
 
 
 def validate(cfg: DictConfig) -> None:
+    """Raise UserError naming the first setting that cannot work."""
     if not _positive_int(cfg.batch_size):
         raise UserError(f"batch_size={cfg.batch_size} is not a positive integer; use e.g. batch_size=256.")
     if not _positive_int(cfg.epochs):
         raise UserError(f"epochs={cfg.epochs} is not a positive integer; use e.g. epochs=10.")
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode} is not a bsbench mode; use one of: {', '.join(MODES)}.")
+    max_steps = cfg.trainer.max_steps
+    if max_steps != -1 and not _positive_int(max_steps):
+        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
     if str(cfg.precision) not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not a Lightning precision; use one of: {', '.join(PRECISIONS)}.")
-    _check_devices(cfg.accelerator, cfg.devices)
+    _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy))
     if cfg.data.name not in DATASETS:
         raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
-    models = torchvision.models.list_models(module=torchvision.models)
-    if cfg.model.arch not in models:
-        raise UserError(
-            f"model.arch={cfg.model.arch} is not a torchvision classification model; "
-            "use e.g. mobilenet_v3_large, mobilenet_v3_small or resnet18."
-        )
-    train_images = (cfg.data.get("num_train_images") or 50000) - cfg.data.val_size
-    if cfg.batch_size > train_images:
-        raise UserError(
-            f"batch_size={cfg.batch_size} is larger than the {train_images} training images, so no full "
-            f"batch exists (the last incomplete batch is dropped, as in the reference); use at most {train_images}."
-        )
+    _check_split(cfg)
+    _check_model(cfg.model.arch, cfg.data.image_size)
 
 
-def _check_devices(accelerator: str, devices) -> None:
+def _check_devices(accelerator: str, devices, strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy={strategy} is not a Lightning strategy; use auto, ddp, ddp_spawn or one of: "
+                        f"{', '.join(STRATEGIES[3:])}.")
+    if strategy.startswith("ddp") and accelerator == "mps":
+        raise UserError(f"strategy={strategy} cannot run on accelerator=mps (one device, no DDP); use strategy=auto.")
     if devices == "auto" or devices == -1 or isinstance(devices, (list, str)):
         return  # Lightning resolves these itself, and explains its own errors
     if not _positive_int(devices):
         raise UserError(f"devices={devices} is not a positive integer; use e.g. devices=1, or devices=auto.")
+    if strategy == "single_device" and devices > 1:
+        raise UserError(f"devices={devices} with strategy=single_device runs one device; use devices=1 or strategy=ddp.")
     gpus = torch.cuda.device_count()
     if accelerator in GPU_ACCELERATORS and gpus == 0:
         raise UserError(
@@ -62,3 +71,55 @@ def _check_devices(accelerator: str, devices) -> None:
         )
     if (accelerator in GPU_ACCELERATORS or (accelerator == "auto" and gpus)) and devices > gpus:
         raise UserError(f"devices={devices} but this machine has {gpus} CUDA GPU(s); use devices={gpus} or fewer.")
+
+
+def _check_split(cfg: DictConfig) -> None:
+    images = cfg.data.get("num_train_images") or 50000  # CIFAR-10's training set
+    if not (_positive_int(cfg.data.val_size) and cfg.data.val_size < images):
+        raise UserError(f"data.val_size={cfg.data.val_size} must leave training images out of {images}; "
+                        "use e.g. data.val_size=5000.")
+    train_images = images - cfg.data.val_size
+    if cfg.batch_size > train_images:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is larger than the {train_images} training images, so no full "
+            f"batch exists (the last incomplete batch is dropped, as in the reference); use at most {train_images}."
+        )
+
+
+def _check_model(arch: str, image_size) -> None:
+    models = torchvision.models.list_models(module=torchvision.models)
+    if arch not in models:
+        raise UserError(
+            f"model.arch={arch} is not a torchvision classification model; "
+            "use e.g. mobilenet_v3_large, mobilenet_v3_small or resnet18."
+        )
+    if not _positive_int(image_size):
+        raise UserError(f"data.image_size={image_size} is not a positive integer; use e.g. data.image_size=224.")
+    problem = _forward_problem(arch, image_size)
+    if problem:
+        raise UserError(f"data.image_size={image_size} is too small for model.arch={arch} ({problem}); "
+                        "use e.g. data.image_size=224.")
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_problem(arch: str, image_size: int) -> str | None:
+    """Try the network on a meta-device batch: shapes are checked, nothing is allocated or computed."""
+    try:
+        with torch.device("meta"):
+            torchvision.models.get_model(arch, weights=None, num_classes=10).eval()(
+                torch.empty(2, 3, image_size, image_size)
+            )
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        return str(exc).splitlines()[0].rstrip(".")
+    return None
+
+
+def check_output_root(output_root: str) -> None:
+    """Create output_root and write a file into it now, or Hydra fails later with a traceback."""
+    try:
+        path = Path(output_root).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise UserError(f"output_root={output_root} is not a writable directory ({exc.strerror}); "
+                        "use output_root=<a writable directory>.") from None

@@ -10,6 +10,7 @@ import pytest
 
 # Tiny, fast settings on top of experiment=smoke, for tests that go through the command line.
 SMOKE = ["experiment=smoke", "accelerator=cpu"]
+HELPERS = Path(__file__).resolve().parent / "helpers"
 
 
 class CLI:
@@ -20,11 +21,22 @@ class CLI:
         self.outputs = cwd / "outputs"
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        return subprocess.run(
-            [sys.executable, "-m", "bsbench", *args],
-            cwd=self.cwd, env=env, capture_output=True, text=True, timeout=timeout,
-        )
+        return subprocess.run(self.command(*args), cwd=self.cwd, env=self.env(), capture_output=True, text=True,
+                              timeout=timeout)
+
+    def start(self, *args: str) -> subprocess.Popen:
+        """The same, in the background, in its own process group (to be signalled like a terminal would)."""
+        return subprocess.Popen(self.command(*args), cwd=self.cwd, env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    @staticmethod
+    def command(*args: str) -> list[str]:
+        return [sys.executable, "-m", "bsbench", *args]
+
+    @staticmethod
+    def env() -> dict:
+        path = os.pathsep.join(filter(None, [str(HELPERS), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path}
 
     def sweep_dir(self) -> Path:
         (sweep,) = [p for p in (self.outputs / "multirun").glob("*/*") if p.is_dir()]

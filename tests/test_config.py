@@ -82,6 +82,12 @@ def test_running_from_the_project_root_uses_its_conf_directory():
         ("accelerator=gpu", "accelerator=gpu"),
         ("model.arch=notanet", "model.arch=notanet"),
         ("data.name=imagenet", "data=imagenet"),
+        ("data.val_size=320", "data.val_size=320"),
+        ("trainer.max_steps=0", "trainer.max_steps=0"),
+        ("strategy=dpp", "strategy=dpp"),
+        ("mode=fastest", "mode=fastest"),
+        ("model.arch=alexnet", "data.image_size=32"),  # alexnet needs at least 63 px
+        ("output_root=/dev/null/outputs", "output_root=/dev/null/outputs"),
     ],
 )
 def test_bad_overrides_stop_with_one_sentence_and_no_result(cli, override, named):
@@ -89,4 +95,19 @@ def test_bad_overrides_stop_with_one_sentence_and_no_result(cli, override, named
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("bsbench: error:") and named in lines[0], proc.stderr
+    assert lines[0].endswith(".") and "use" in lines[0]
     assert cli.results() == []
+
+
+def test_a_sweep_with_one_bad_value_runs_no_job_at_all(cli):
+    proc = cli("-m", "batch_size=32,0", *SMOKE)
+    assert proc.returncode == 2
+    assert "batch_size=0 is not a positive integer" in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(cli.outputs.rglob("results.json"))
+    assert not list(cli.outputs.glob("multirun/*/*/0"))
+
+
+def test_unknown_keys_keep_hydras_own_error(cli):
+    proc = cli(*SMOKE, "batchsize=32")
+    assert proc.returncode == 1
+    assert "Could not override 'batchsize'" in proc.stderr

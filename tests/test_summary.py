@@ -24,7 +24,8 @@ def test_summary_rows_follow_batch_size_and_show_failures(tmp_path):
     for i, r in enumerate(runs):
         (tmp_path / str(i)).mkdir()
         write_json_atomic(tmp_path / str(i) / "results.json", r)
-    table = summarize(tmp_path)
+    table, results = summarize(tmp_path)
+    assert len(results) == 3
     lines = table.splitlines()
     assert lines[2] == "| 513 | 8.72 min | 10.20 s | 10 | Tesla V100 | 16-mixed | 902 | 0.7512 | batch_size=513 epochs=10 |"
     assert lines[3] == "| 600 (oom) |  |  | 10 | Tesla V100 | 16-mixed |  |  |  |"

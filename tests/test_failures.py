@@ -1,0 +1,132 @@
+"""Sweeps that never lose a result: out of memory, failures, interruption, SIGKILL and resume."""
+
+import csv
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+import bsbench.run
+from bsbench.model import ImageClassifier
+from conftest import SMOKE
+from test_config import composed
+
+FAULT = "+callbacks.fault._target_=faults.FailAt"
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def by_batch_size(results):
+    return {r["batch_size"]: r for r in results}
+
+
+def test_out_of_memory_is_a_result_and_the_sweep_goes_on(cli):
+    proc = cli("-m", "batch_size=30,31,32", *SMOKE, FAULT, "+callbacks.fault.batch_size=31")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = by_batch_size(cli.results())
+    assert [runs[b]["status"] for b in (30, 31, 32)] == ["ok", "oom", "ok"]
+    assert runs[31]["error_type"] == "OutOfMemoryError" and "out of memory" in runs[31]["error"]
+    assert runs[32]["train_samples_per_s"] > 0  # the job after the OOM ran clean
+    summary = (cli.sweep_dir() / "summary.md").read_text()
+    assert "| 31 (oom) |" in summary
+    assert "Out of memory at batch size 31; the largest batch size that fit: 32." in summary
+
+
+def test_a_failed_run_is_recorded_the_sweep_finishes_and_exits_non_zero(cli):
+    proc = cli("-m", "batch_size=30,31,32", *SMOKE, FAULT, "+callbacks.fault.batch_size=30",
+               "+callbacks.fault.error=value")
+    assert proc.returncode == 1
+    runs = by_batch_size(cli.results())
+    assert [runs[b]["status"] for b in (30, 31, 32)] == ["failed", "ok", "ok"]
+    assert runs[30]["error_type"] == "ValueError" and runs[30]["error"] == "simulated failure at batch size 30"
+    job_log = (cli.sweep_dir() / "0" / "bsbench.log").read_text()
+    assert "Traceback (most recent call last)" in job_log and "ValueError" in job_log
+    with open(cli.sweep_dir() / "summary.csv", newline="") as f:
+        assert sorted(row["status"] for row in csv.DictReader(f)) == ["failed", "ok", "ok"]
+    assert "failed: batch_size=30" in (cli.sweep_dir() / "summary.md").read_text()
+
+
+def test_a_failed_single_run_writes_its_result_and_exits_non_zero(cli):
+    proc = cli(*SMOKE, FAULT, "+callbacks.fault.batch_size=32", "+callbacks.fault.error=value")
+    assert proc.returncode == 1
+    (result,) = cli.results()
+    assert result["status"] == "failed" and result["batch_size"] == 32
+
+
+class MemoryEdge(ImageClassifier):
+    """Out of memory for every batch larger than 50 images, like a device with a memory edge
+    (Lightning's batch-size finder runs without callbacks, so the model itself must fail)."""
+
+    def training_step(self, batch, batch_idx):
+        if len(batch[0]) > 50:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return super().training_step(batch, batch_idx)
+
+
+def test_find_max_reports_the_largest_batch_size_that_fits(tmp_path, monkeypatch):
+    cfg = composed(*SMOKE, "mode=find_max", "batch_size=8")
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)  # as Hydra does for a job: ${hydra:...} resolves from it
+    job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    monkeypatch.setattr(bsbench.run, "ImageClassifier", MemoryEdge)
+    result = bsbench.run.run(job_cfg)
+    assert result["status"] == "ok" and result["mode"] == "find_max"
+    assert result["max_batch_size"] == 50
+
+
+def test_find_max_from_the_command_line_stops_at_the_training_set(cli):
+    proc = cli(*SMOKE, "mode=find_max", "batch_size=64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = cli.results()
+    assert result["mode"] == "find_max" and result["max_batch_size"] == 256  # smoke's training images
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stopped_sweep_keeps_what_finished_and_marks_the_running_job(cli, sig):
+    # job 0 takes a second; job 1 runs 100 epochs, long enough to be stopped in the middle
+    proc = cli.start("-m", "epochs=1,100,1", *SMOKE)
+    wait_for(lambda: len(list(cli.outputs.rglob("results.json"))) == 1 and
+             list(cli.outputs.glob("multirun/*/*/1/bsbench.log")))
+    time.sleep(2.0)
+    os.killpg(proc.pid, sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    runs = {r["epochs"]: r for r in cli.results()}
+    assert runs[1]["status"] == "ok" and runs[100]["status"] == "interrupted"
+    assert not (cli.sweep_dir() / "2").exists()  # the sweep stopped
+    assert "resume=" in stderr
+    rows = list(csv.DictReader(open(cli.sweep_dir() / "summary.csv", newline="")))
+    assert sorted(row["status"] for row in rows) == ["interrupted", "ok"]
+
+
+def test_a_killed_sweep_resumes_without_rerunning_what_finished(cli):
+    sweep_args = ["-m", "batch_size=30,31,32", *SMOKE, "epochs=4"]
+    proc = cli.start(*sweep_args)
+    wait_for(lambda: list(cli.outputs.rglob("results.json")))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    sweep = cli.sweep_dir()
+    first = sorted(sweep.rglob("results.json"))
+    kept = {p: (p.stat().st_mtime_ns, json.loads(p.read_text())) for p in first}  # every file whole
+    assert all(r["status"] == "ok" for _, r in kept.values()) and len(kept) < 3
+
+    resumed = cli(*sweep_args, f"resume={sweep}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "already done" in resumed.stdout + resumed.stderr
+    for path, (mtime, _) in kept.items():
+        assert path.stat().st_mtime_ns == mtime  # not rerun
+    assert sorted(r["batch_size"] for r in cli.results()) == [30, 31, 32]
+    assert [p.name for p in (cli.outputs / "multirun").glob("*/*")] == [sweep.name]  # no second sweep dir
+    rows = list(csv.DictReader(open(sweep / "summary.csv", newline="")))
+    assert sorted(int(row["batch_size"]) for row in rows) == [30, 31, 32]
