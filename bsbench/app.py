@@ -13,13 +13,13 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.errors import UserError
 from bsbench.hydra_hooks import fail
-from bsbench.result import RESULT_FILE, finished_runs, is_oom, unfinished, write_json_atomic
-from bsbench.run import run
+from bsbench.ranks import processes_to_start, run_ranks
+from bsbench.result import RESULT_FILE, finished_runs, unfinished, write_json_atomic
+from bsbench.run import attempt
 from bsbench.summary import summarize
 
 log = logging.getLogger("bsbench")
@@ -53,7 +53,8 @@ def main(cfg: DictConfig) -> None:
             return
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
-        result = run(cfg)
+        processes = processes_to_start(cfg)
+        result = run_ranks(cfg, run_dir, processes) if processes else attempt(cfg)
     except UserError as err:
         fail(err)
     except KeyboardInterrupt:
@@ -64,10 +65,6 @@ def main(cfg: DictConfig) -> None:
         print(f"\nbsbench: interrupted; finished results are kept in {where}"
               + (f"; resume with resume={where}" if multirun else ""), file=sys.stderr, flush=True)
         sys.exit(130)
-    except Exception as exc:
-        result = unfinished(cfg, "oom" if is_oom(exc) else "failed", exc)
-        log.error("%s: %s", result["status"], result["traceback"])
-    garbage_collection_cuda()  # the failed run's tensors are unreachable now; give their memory back
     if result is None:  # not global rank 0
         return
     _record(result, run_dir, overrides)
@@ -88,10 +85,11 @@ def _one_line(r: dict) -> str:
         return f"{setup}: {r['status']}" + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
     if r["mode"] == "find_max":
         return f"{setup}: largest batch size that fits: {r['max_batch_size']}"
-    rate = f"{r['train_samples_per_s']:.0f}" if r["train_samples_per_s"] else "n/a"
-    acc = f"{r['test_acc']:.3f}" if r["test_acc"] is not None else "n/a"
-    return (f"{setup}: train {r['train_time_s']:.1f} s, inference {r['inference_time_s']:.1f} s, "
-            f"{rate} samples/s, test acc {acc}")
+    def shown(key, fmt):
+        return format(r[key], fmt) if r.get(key) is not None else "n/a"
+
+    return (f"{setup}: train {shown('train_time_s', '.1f')} s, inference {shown('inference_time_s', '.1f')} s, "
+            f"{shown('train_samples_per_s', '.0f')} samples/s, test acc {shown('test_acc', '.3f')}")
 
 
 if __name__ == "__main__":

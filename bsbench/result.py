@@ -1,5 +1,6 @@
 """A run's result: one flat JSON object per run directory, written atomically."""
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -38,7 +39,8 @@ def is_oom(exc: BaseException) -> bool:
 
 def unfinished(cfg: DictConfig, status: str, exc: BaseException | None = None) -> dict:
     """The result of a run that did not finish: status oom, failed or interrupted, and why."""
-    result = {"status": status, **setup_fields(cfg)}
+    result = {"status": status, **setup_fields(cfg),
+              "finished_at": dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")}
     if exc is not None:
         result.update(
             error_type=type(exc).__name__,

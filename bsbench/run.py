@@ -2,18 +2,27 @@
 result. Config -> validate -> build -> run -> result; nothing here reads the command line."""
 
 import datetime as dt
+import logging
+import os
 import signal
+import time
+from contextlib import contextmanager
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.tuner import Tuner
+from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.data import ImageDataModule
 from bsbench.environment import describe
 from bsbench.model import ImageClassifier
-from bsbench.result import setup_fields
+from bsbench.errors import UserError
+from bsbench.result import is_oom, setup_fields, unfinished
 from bsbench.timing import TimingCallback
+
+log = logging.getLogger("bsbench")
 
 
 def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer, TimingCallback]:
@@ -71,12 +80,51 @@ def run(cfg: DictConfig) -> dict | None:
     }
 
 
+def attempt(cfg: DictConfig) -> dict | None:
+    """run(), with a failure turned into its result (status oom or failed) and its memory given back.
+    A user's mistake and an interruption propagate: they are not results of this configuration."""
+    try:
+        with process_state_restored():
+            return run(cfg)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # when it failed (TimingCallback marks Lightning's exceptions): with several ranks, the first
+        # rank to fail is the cause (bsbench.ranks)
+        failed_at = getattr(exc, "failed_at", time.time())
+        result = {**unfinished(cfg, "oom" if is_oom(exc) else "failed", exc), "failed_at": failed_at}
+        log.error("%s: %s", result["status"], result["traceback"])
+    finally:
+        # the failed run's trainer, model and tensors are unreachable once the exception is gone
+        garbage_collection_cuda()
+    return result
+
+
+@contextmanager
+def process_state_restored():
+    """Lightning's DDP leaves its environment variables (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...) and
+    an initialized process group behind; the next job of a sweep, in the same process, must start
+    without them or it would join the previous job's process group."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _train_and_test(trainer, model, datamodule, timing) -> dict:
     trainer.fit(model, datamodule=datamodule)
+    timing.collect(trainer)
     val_acc = trainer.callback_metrics.get("val_acc")
     tested = trainer.test(model, datamodule=datamodule, verbose=False)
+    timing.collect(trainer)
     return {
         **timing.metrics(),
+        # Lightning tests with every rank, each on its shard of the test set (the reference used one device)
+        "inference_world_size": trainer.world_size,
         "val_acc": float(val_acc) if val_acc is not None else None,
         "test_acc": tested[0].get("test_acc") if tested else None,
     }

@@ -15,6 +15,13 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+# ddp_spawn runs fit and test in child processes, and only trainer.callback_metrics travels back to
+# the main process: the measurements travel there, under this key, as plain numbers.
+STATE_KEY = "bsbench_timing"
+STATE = ("train_time_s", "epoch_times_s", "inference_time_s", "test_samples", "steps_seen", "timed_steps",
+         "timed_samples", "timed_seconds", "peak_memory_bytes")
+
+
 class TimingCallback(L.Callback):
     """Records train time (fit, validation included), per-epoch times, steady-state training
     throughput, inference time on the test set and peak device memory.
@@ -39,7 +46,11 @@ class TimingCallback(L.Callback):
         self._interval_start: float | None = None
 
     def _now(self, trainer: L.Trainer) -> float:
+        # With several ranks, every clock read waits for all of them: rank 0's interval then covers
+        # the slowest rank, and that is the clock the result reports.
         synchronize(trainer.strategy.root_device)
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("bsbench-timing")
         return time.perf_counter()
 
     # --- fit ---
@@ -54,6 +65,7 @@ class TimingCallback(L.Callback):
         device = trainer.strategy.root_device
         if device.type == "cuda":
             self.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+        self._publish(trainer)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_start = self._now(trainer)
@@ -94,6 +106,21 @@ class TimingCallback(L.Callback):
 
     def on_test_end(self, trainer, pl_module):
         self.inference_time_s = self._now(trainer) - self._test_start
+        self._publish(trainer)
+
+    def on_exception(self, trainer, pl_module, exception):
+        # Lightning calls this before tearing the strategy down. With several ranks, the teardown of
+        # the failing rank breaks the others' collectives: this mark tells the cause from the echoes.
+        if not hasattr(exception, "failed_at"):
+            exception.failed_at = time.time()
+
+    def _publish(self, trainer) -> None:
+        trainer.callback_metrics[STATE_KEY] = {name: getattr(self, name) for name in STATE}
+
+    def collect(self, trainer) -> None:
+        """Take over what a child process measured (ddp_spawn); a no-op when this process measured it."""
+        for name, value in trainer.callback_metrics.get(STATE_KEY, {}).items():
+            setattr(self, name, value)
 
     def metrics(self) -> dict:
         def rate(samples, seconds):

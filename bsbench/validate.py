@@ -32,8 +32,9 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise UserError naming the first setting that cannot work."""
+def validate(cfg: DictConfig, here: bool = True) -> None:
+    """Raise UserError naming the first setting that cannot work. `here`: the job runs on this
+    machine, so its GPUs can be counted (not so for a sweep sent to a cluster)."""
     if not _positive_int(cfg.batch_size):
         raise UserError(f"batch_size={cfg.batch_size} is not a positive integer; use e.g. batch_size=256.")
     if not _positive_int(cfg.epochs):
@@ -45,14 +46,14 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
     if str(cfg.precision) not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not a Lightning precision; use one of: {', '.join(PRECISIONS)}.")
-    _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy))
+    _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy), here)
     if cfg.data.name not in DATASETS:
         raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
     _check_split(cfg)
     _check_model(cfg.model.arch, cfg.data.image_size)
 
 
-def _check_devices(accelerator: str, devices, strategy: str) -> None:
+def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:
     if strategy not in STRATEGIES:
         raise UserError(f"strategy={strategy} is not a Lightning strategy; use auto, ddp, ddp_spawn or one of: "
                         f"{', '.join(STRATEGIES[3:])}.")
@@ -64,6 +65,8 @@ def _check_devices(accelerator: str, devices, strategy: str) -> None:
         raise UserError(f"devices={devices} is not a positive integer; use e.g. devices=1, or devices=auto.")
     if strategy == "single_device" and devices > 1:
         raise UserError(f"devices={devices} with strategy=single_device runs one device; use devices=1 or strategy=ddp.")
+    if not here:
+        return
     gpus = torch.cuda.device_count()
     if accelerator in GPU_ACCELERATORS and gpus == 0:
         raise UserError(

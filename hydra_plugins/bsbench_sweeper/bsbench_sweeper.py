@@ -4,6 +4,7 @@ sweepers from the hydra_plugins package, hence this module's place."""
 
 from typing import Sequence
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 from bsbench.errors import UserError
@@ -13,9 +14,10 @@ from bsbench.validate import validate
 
 class BsbenchSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        here = isinstance(self.launcher, BasicLauncher)  # other launchers run jobs on other machines
         for overrides in batch:
             job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             try:
-                validate(job_cfg)
+                validate(job_cfg, here=here)
             except UserError as err:
                 fail(err)

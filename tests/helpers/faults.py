@@ -32,3 +32,14 @@ class OOMAbove(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if _batch_size(batch) > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+class FailOnRank(L.Callback):
+    """Raises in the first training step on one DDP rank only, leaving the others in a collective."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.rank:
+            raise ValueError(f"simulated failure on rank {self.rank}")

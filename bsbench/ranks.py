@@ -1,0 +1,88 @@
+"""Multi-process DDP inside a Hydra job.
+
+Lightning's `ddp` re-executes the command line once per extra device. Inside a Hydra multirun that
+command line holds `-m` and the whole sweep, so every extra rank would launch the sweep again. bsbench
+therefore starts a job's ranks itself, with torch's elastic launcher (torchrun), each rank running
+exactly this job's composed and resolved config (`bsbench.worker`) and nothing else. torchrun also
+gives the failure semantics a benchmark needs: when one rank fails, the others are terminated instead
+of waiting forever in a collective. Lightning recognises torchrun's environment and starts no
+processes of its own. Under SLURM (or torchrun started by the user) the cluster starts the ranks, and
+bsbench leaves them to Lightning.
+"""
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from omegaconf import DictConfig, OmegaConf
+
+from bsbench.errors import UserError
+from bsbench.result import unfinished
+
+log = logging.getLogger("bsbench")
+RANKS_DIR = "ranks"
+TERMINATE_TIMEOUT_S = 60
+
+
+def processes_to_start(cfg: DictConfig) -> int:
+    """How many processes this job must start itself: the local device count when Lightning would
+    re-execute the command line for them (its subprocess-script DDP with nobody else starting ranks),
+    else 0. Lightning decides which strategy `auto` and `devices` become, so ask Lightning."""
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # the real Trainer reports devices; this probe need not
+    try:
+        probe = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+                          num_nodes=cfg.trainer.num_nodes, logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False)
+    finally:
+        lightning_log.setLevel(level)
+    launcher = probe.strategy.launcher
+    if not isinstance(launcher, _SubprocessScriptLauncher) or launcher.cluster_environment.creates_processes_externally:
+        return 0
+    if probe.num_nodes > 1:
+        raise UserError(f"trainer.num_nodes={probe.num_nodes} needs a cluster to start the ranks on every node; "
+                        "run the sweep with hydra/launcher=slurm, or use trainer.num_nodes=1.")
+    return probe.num_devices if probe.num_devices > 1 else 0
+
+
+def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
+    """Run the job in `processes` ranks under torchrun; return rank 0's result, or the failure."""
+    ranks_dir = run_dir / RANKS_DIR
+    ranks_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ranks_dir.glob("rank*.json"):  # a resumed job's earlier attempt
+        stale.unlink()
+    config_file = ranks_dir / "config.yaml"
+    OmegaConf.save(cfg, config_file, resolve=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "--max-restarts=0", "-m", "bsbench.worker", str(config_file), str(ranks_dir)]
+    log.info("starting %d ranks: %s", processes, " ".join(command))
+    proc = subprocess.Popen(command)
+    try:
+        returncode = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()  # torchrun passes it on to every rank
+        try:
+            proc.wait(timeout=TERMINATE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    outcomes = {}
+    for path in ranks_dir.glob("rank*.json"):
+        outcomes[int(path.stem[4:])] = json.loads(path.read_text())
+        path.unlink()  # consumed: the job's one result is its results.json
+    if returncode == 0 and outcomes.get(0, {}).get("status") == "ok":
+        return outcomes[0]
+    failures = [(rank, o) for rank, o in outcomes.items() if o["status"] != "ok"]
+    if failures:
+        # The rank that failed first is the cause: the others fail after it, in broken collectives.
+        rank, failure = min(failures, key=lambda ro: ro[1]["failed_at"])
+        return {**failure, "failed_rank": rank}
+    result = unfinished(cfg, "failed")
+    result.update(error_type="RankFailure", error=f"torchrun exited with status {returncode} and no rank "
+                  "reported an error (a rank was killed, e.g. by the kernel's out-of-memory killer)")
+    return result

@@ -1,0 +1,63 @@
+"""Device-count sweeps: DDP inside a Hydra multirun (gloo on the CPU), ddp_spawn, and the cluster
+launcher's config."""
+
+import subprocess
+import sys
+
+from conftest import SMOKE
+from test_config import composed
+
+
+def test_ddp_sweep_over_device_counts_runs_each_job_once(cli):
+    proc = cli("-m", "devices=1,2", "strategy=ddp", *SMOKE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("Launching 2 jobs") == 1  # no rank started the sweep again
+    sweep = cli.sweep_dir()
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "1", "multirun.yaml", "summary.csv", "summary.md"]
+    assert len(list(cli.outputs.rglob("results.json"))) == 2
+    runs = {r["world_size"]: r for r in cli.results()}
+    assert sorted(runs) == [1, 2]
+    assert runs[2]["global_batch_size"] == 64 and runs[2]["batch_size"] == 32
+    assert runs[2]["inference_world_size"] == 2 and runs[2]["test_samples"] == 64
+    # 256 training images split over 2 ranks: 4 steps of 32 per rank, 2 of them warm-up
+    assert runs[2]["timed_steps"] == 2 and runs[2]["train_samples_per_s"] > 0
+    assert all(r["status"] == "ok" and r["train_time_s"] > 0 for r in runs.values())
+    assert "| 2x " in (sweep / "summary.md").read_text()
+
+
+def test_a_failing_rank_fails_its_job_and_the_sweep_goes_on(cli):
+    proc = cli("-m", "devices=2,1", "strategy=ddp", *SMOKE, "+callbacks.fault._target_=faults.FailOnRank",
+               "+callbacks.fault.rank=1", timeout=180)
+    assert proc.returncode == 1  # a failed run, reported after every job ran
+    runs = {r["devices"]: r for r in cli.results()}
+    assert runs[2]["status"] == "failed"
+    assert runs[2]["error_type"] == "ValueError" and runs[2]["failed_rank"] == 1
+    assert runs[1]["status"] == "ok"  # world size 1 has no rank 1
+    assert "failed: devices=2" in (cli.sweep_dir() / "summary.md").read_text()
+
+
+def test_ddp_spawn_keeps_working(cli):
+    proc = cli("devices=2", "strategy=ddp_spawn", *SMOKE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = cli.results()
+    assert r["world_size"] == 2 and r["status"] == "ok"
+    assert r["train_time_s"] > 0 and r["inference_time_s"] > 0 and r["train_samples_per_s"] > 0
+
+
+def test_slurm_launcher_maps_devices_and_nodes_to_tasks_and_gpus(tmp_path):
+    cfg = composed("hydra/launcher=slurm", "devices=4", "trainer.num_nodes=2", "accelerator=gpu")
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)
+    proc = subprocess.run([sys.executable, "-m", "bsbench", "--cfg", "hydra", "hydra/launcher=slurm", "devices=4"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0 and "SlurmLauncher" in proc.stdout
+
+
+def test_a_sweep_runs_through_submitits_local_executor(cli):
+    proc = cli("-m", "batch_size=30,31", *SMOKE, "hydra/launcher=submitit_local", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(r["batch_size"] for r in cli.results()) == [30, 31]
+    assert (cli.sweep_dir() / ".submitit").is_dir()
+    assert (cli.sweep_dir() / "summary.md").is_file()
