@@ -8,6 +8,7 @@ what finished). Only a user's mistake ends a job without one: one line and exit 
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -20,7 +21,7 @@ from bsbench.hydra_hooks import fail
 from bsbench.ranks import processes_to_start, run_ranks
 from bsbench.result import RESULT_FILE, finished_runs, unfinished, write_json_atomic
 from bsbench.run import attempt
-from bsbench.summary import summarize
+from bsbench.report import write_report
 
 log = logging.getLogger("bsbench")
 
@@ -46,6 +47,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
+    position = hydra_cfg.job.num if multirun else None  # the sweeper's order: which job ran when
     if multirun:
         done = finished_runs(hydra_cfg.sweep.dir).get(tuple(sorted(overrides)))
         if done:
@@ -53,28 +55,30 @@ def main(cfg: DictConfig) -> None:
             return
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
+        if multirun and hydra_cfg.job.num > 0 and cfg.cooldown_s:
+            log.info("cooling down for %s s", cfg.cooldown_s)
+            time.sleep(cfg.cooldown_s)
         processes = processes_to_start(cfg)
         result = run_ranks(cfg, run_dir, processes) if processes else attempt(cfg)
     except UserError as err:
         fail(err)
     except KeyboardInterrupt:
-        _record(unfinished(cfg, "interrupted"), run_dir, overrides)
+        _record(unfinished(cfg, "interrupted"), run_dir, overrides, position)
         where = hydra_cfg.sweep.dir if multirun else run_dir
         if multirun:
-            summarize(where)
+            write_report([where])
         print(f"\nbsbench: interrupted; finished results are kept in {where}"
               + (f"; resume with resume={where}" if multirun else ""), file=sys.stderr, flush=True)
         sys.exit(130)
     if result is None:  # not global rank 0
         return
-    _record(result, run_dir, overrides)
+    _record(result, run_dir, overrides, position)
     if result["status"] == "failed" and not multirun:
         sys.exit(1)
 
 
-def _record(result: dict, run_dir: Path, overrides: list[str]) -> None:
-    result["run_dir"] = str(run_dir)
-    result["overrides"] = overrides
+def _record(result: dict, run_dir: Path, overrides: list[str], position: int | None) -> None:
+    result.update(run_dir=str(run_dir), overrides=overrides, sweep_position=position)
     write_json_atomic(run_dir / RESULT_FILE, result)
     log.info("%s -> %s", _one_line(result), run_dir / RESULT_FILE)
 

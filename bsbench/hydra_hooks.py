@@ -8,8 +8,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from bsbench.errors import UserError
-from bsbench.summary import summarize
-from bsbench.validate import check_output_root, validate
+from bsbench.report import write_report
+from bsbench.validate import check_output_root, validate, validate_sweep
 
 
 def fail(err: UserError) -> None:
@@ -32,18 +32,18 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
             check_output_root(config.output_root)
+            validate_sweep(config)
         except UserError as err:
             fail(err)
 
 
-class SweepSummary(Callback):
-    """When a multirun ends: summarize its sweep directory, print the table, and exit non-zero if
-    any run failed (out-of-memory runs are results, not failures)."""
+class SweepReport(Callback):
+    """When a multirun ends: write its report (tables, verdict, plots) into the sweep directory, print
+    it, and exit non-zero if any run failed (out-of-memory runs are results, not failures)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        table, results = summarize(sweep_dir)
-        print(f"\nbsbench: {sweep_dir / 'summary.md'}\n\n{table}", flush=True)
+        text, results = write_report([Path(config.hydra.sweep.dir)])
+        print("\n" + text, flush=True)
         failed = [r for r in results if r.get("status") not in ("ok", "oom")]
         if failed:
             print(f"bsbench: {len(failed)} of {len(results)} runs did not finish; see the table above.",

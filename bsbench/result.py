@@ -28,7 +28,13 @@ def setup_fields(cfg: DictConfig) -> dict:
         "data": cfg.data.name,
         "image_size": cfg.data.image_size,
         "seed": cfg.seed,
+        "repeat": cfg.repeat,
     }
+
+
+def now() -> str:
+    """Local time with its UTC offset, to the millisecond: when runs of a sweep started and ended."""
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -39,8 +45,7 @@ def is_oom(exc: BaseException) -> bool:
 
 def unfinished(cfg: DictConfig, status: str, exc: BaseException | None = None) -> dict:
     """The result of a run that did not finish: status oom, failed or interrupted, and why."""
-    result = {"status": status, **setup_fields(cfg),
-              "finished_at": dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")}
+    result = {"status": status, **setup_fields(cfg), "finished_at": now()}
     if exc is not None:
         result.update(
             error_type=type(exc).__name__,

@@ -1,7 +1,6 @@
 """Build the datamodule, model and Trainer from the composed config, train, test, and gather the
 result. Config -> validate -> build -> run -> result; nothing here reads the command line."""
 
-import datetime as dt
 import logging
 import os
 import signal
@@ -19,16 +18,18 @@ from bsbench.data import ImageDataModule
 from bsbench.environment import describe
 from bsbench.model import ImageClassifier
 from bsbench.errors import UserError
-from bsbench.result import is_oom, setup_fields, unfinished
+from bsbench.result import is_oom, now, setup_fields, unfinished
+from bsbench.telemetry import TelemetryCallback
 from bsbench.timing import TimingCallback
 
 log = logging.getLogger("bsbench")
 
 
-def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer, TimingCallback]:
+def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer, TimingCallback, TelemetryCallback]:
     datamodule = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
     model = ImageClassifier(**cfg.model)
     timing = TimingCallback(**cfg.timing)
+    telemetry = TelemetryCallback(**cfg.telemetry)
     extra_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer = L.Trainer(
@@ -38,14 +39,10 @@ def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer,
         precision=cfg.precision,
         max_epochs=cfg.epochs,
         logger=logger,
-        callbacks=[timing, *extra_callbacks],
+        callbacks=[timing, telemetry, *extra_callbacks],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
-    return datamodule, model, trainer, timing
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datamodule, model, trainer, timing, telemetry
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -53,7 +50,7 @@ def run(cfg: DictConfig) -> dict | None:
     rank 0). Errors propagate: the caller decides what becomes of them."""
     started_at = now()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model, trainer, timing = build(cfg)
+    datamodule, model, trainer, timing, telemetry = build(cfg)
     try:
         measured = _find_max(cfg, trainer, model, datamodule) if cfg.mode == "find_max" else \
             _train_and_test(trainer, model, datamodule, timing)
@@ -73,6 +70,7 @@ def run(cfg: DictConfig) -> dict | None:
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,
         **measured,
+        **telemetry.metrics(),
         "started_at": started_at,
         "finished_at": now(),
         **describe(trainer.strategy.root_device),

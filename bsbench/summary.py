@@ -1,38 +1,111 @@
-"""The table at the end of a sweep: summary.csv (every scalar field of every run) and summary.md (the
-published table's columns), derived only from the runs' results.json files."""
+"""Tables derived from the runs' results.json files, and nothing else: runs.csv (every scalar field
+of every run), summary.csv and summary.md (per configuration: run count, mean, standard deviation and
+95% interval of the timings). Runs that did not finish are listed, never averaged."""
 
 import csv
+import json
 from pathlib import Path
 
-from bsbench.result import read_results
+from bsbench.stats import describe
 
-# The first CSV columns, in this order; any other scalar field follows, sorted by name.
+# The first runs.csv columns, in this order; any other scalar field follows, sorted by name.
 LEADING = [
-    "status", "batch_size", "global_batch_size", "precision", "precision_used", "devices", "world_size",
-    "strategy", "accelerator", "epochs", "model", "data", "image_size", "train_time_s",
+    "status", "batch_size", "repeat", "sweep_position", "global_batch_size", "precision", "precision_used",
+    "devices", "world_size", "strategy", "accelerator", "epochs", "model", "data", "image_size", "train_time_s",
     "inference_time_s", "train_samples_per_s", "inference_samples_per_s", "val_acc", "test_acc",
-    "peak_memory_mib", "device_name", "run_dir",
+    "peak_memory_mib", "device_name", "started_at", "finished_at", "run_dir",
 ]
-TABLE_HEADER = ["batch size", "train time", "inf. time", "epochs", "device", "precision", "samples/s", "test acc",
-                "overrides"]
+# Per-configuration statistics: (result field or derived name, heading).
+METRICS = {
+    "train_time_s": "train time (s)",
+    "train_time_per_sample_us": "train time per sample (µs)",
+    "train_samples_per_s": "samples/s",
+    "inference_time_s": "inference time (s)",
+}
+# Config keys that never make two runs different configurations: the batch size is the axis, the
+# others are repetition and bookkeeping (run directories, the order of the sweep).
+NOT_CONFIGURATION = {"batch_size", "repeat", "repeats", "order", "order_seed", "cooldown_s", "resume", "seed",
+                     "output_root", "logger", "trainer.default_root_dir"}
 
 
-def _sort_key(r: dict):
-    return (str(r.get("model")), str(r.get("data")), str(r.get("precision")), r.get("world_size") or 0,
-            r.get("batch_size") or 0, r.get("run_dir", ""))
+# Result fields that follow from a config key: named only when the key does not already tell them apart.
+DERIVED = {"result.precision_used": "precision", "result.world_size": "devices"}
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def setting(result: dict) -> dict:
+    """What makes runs comparable, batch size aside: the config (less bookkeeping) and the device."""
+    config = {k: v for k, v in flatten(result.get("config") or {}).items()
+              if not any(k == n or k.startswith(n + ".") for n in NOT_CONFIGURATION)}
+    for key in ("model", "data", "image_size", "precision_used", "epochs", "mode", "world_size", "device_name"):
+        config[f"result.{key}"] = result.get(key)
+    return config
+
+
+def group_key(result: dict) -> str:
+    return json.dumps(setting(result), sort_keys=True, default=str)
+
+
+def label_groups(results: list[dict]) -> dict[str, str]:
+    """A short name per setting: the keys whose values differ between settings, e.g. 'precision=bf16-mixed'."""
+    settings = {group_key(r): setting(r) for r in results}
+    keys = sorted({k for s in settings.values() for k in s})
+    varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in settings.values()}) > 1]
+    varying = [k for k in varying if DERIVED.get(k) not in varying]
+    return {g: " ".join(f"{k.removeprefix('result.')}={s.get(k)}" for k in varying) for g, s in settings.items()}
+
+
+def per_sample_us(r: dict) -> float | None:
+    samples = r.get("train_samples")
+    return r["train_time_s"] / samples * 1e6 if samples and r.get("train_time_s") else None
+
+
+def configurations(results: list[dict]) -> list[dict]:
+    """One row per (setting, batch size) over the ok runs: their count and statistics."""
+    labels = label_groups(results)
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        if r.get("status") == "ok":
+            groups.setdefault((group_key(r), r["batch_size"]), []).append(r)
+    rows = []
+    for (key, batch_size), runs in groups.items():
+        first = runs[0]
+        row = {"setting": labels[key], "batch_size": batch_size, "runs": len(runs), "group": key}
+        for field in ("model", "data", "image_size", "precision_used", "world_size", "epochs", "device_name", "mode"):
+            row[field] = first.get(field)
+        for metric in METRICS:
+            values = [per_sample_us(r) if metric == "train_time_per_sample_us" else r.get(metric) for r in runs]
+            stats = describe([v for v in values if v is not None])
+            row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
+        accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
+        row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
+        row["_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
+        row["_epoch_times"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs if r.get("epoch_times_s")]
+        rows.append(row)
+    return sorted(rows, key=lambda row: (row["setting"], row["batch_size"]))
 
 
 def _csv_value(v):
     return ";".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else v
 
 
-def write_csv(results: list[dict], path: Path) -> None:
-    keys = {k for r in results for k, v in r.items() if not isinstance(v, dict)}
-    columns = [k for k in LEADING if k in keys] + sorted(keys - set(LEADING))
+def write_csv(rows: list[dict], path: Path, leading: list[str]) -> None:
+    keys = {k for r in rows for k, v in r.items() if not isinstance(v, dict) and not k.startswith("_")}
+    columns = [k for k in leading if k in keys] + sorted(keys - set(leading))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
-        for r in results:
+        for r in rows:
             writer.writerow({k: _csv_value(r.get(k)) for k in columns})
 
 
@@ -43,27 +116,39 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds / 60:.2f} min" if seconds >= 60 else f"{seconds:.2f} s"
 
 
-def _device(r: dict) -> str:
-    name = r.get("device_name") or r.get("device_type") or ""
-    return f"{r['world_size']}x {name}" if (r.get("world_size") or 1) > 1 else name
+def _spread(row: dict, metric: str) -> str:
+    mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+    if mean is None:
+        return ""
+    text = format_duration(mean)
+    if sd is not None:  # in the mean's unit
+        text += f" ± {sd / 60:.2f}" if mean >= 60 else f" ± {sd:.2f}"
+    return text
 
 
-def markdown_table(results: list[dict]) -> str:
-    rows = [TABLE_HEADER, ["---"] * len(TABLE_HEADER)]
-    for r in results:
-        rate, acc = r.get("train_samples_per_s"), r.get("test_acc")
-        rows.append([
-            str(r.get("batch_size")) if r.get("status") == "ok" else f"{r.get('batch_size')} ({r.get('status')})",
-            format_duration(r.get("train_time_s")),
-            format_duration(r.get("inference_time_s")),
-            str(r.get("epochs", "")),
-            _device(r),
-            str(r.get("precision_used") or r.get("precision")),
-            f"{rate:.0f}" if rate else "",
-            f"{acc:.4f}" if acc is not None else "",
-            " ".join(r.get("overrides") or []),
+def _device(row: dict) -> str:
+    name = row.get("device_name") or ""
+    return f"{row['world_size']}x {name}" if (row.get("world_size") or 1) > 1 else name
+
+
+TABLE_HEADER = ["batch size", "runs", "train time", "inf. time", "epochs", "device", "precision",
+                "samples/s (95% CI)", "test acc", "setting"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [TABLE_HEADER, ["---"] * len(TABLE_HEADER)]
+    for row in rows:
+        rate = row["train_samples_per_s_mean"]
+        rate_text = f"{rate:.0f}" if rate else ""
+        if row["train_samples_per_s_ci_low"] is not None:
+            rate_text += f" ({row['train_samples_per_s_ci_low']:.0f}–{row['train_samples_per_s_ci_high']:.0f})"
+        acc = row["test_acc_mean"]
+        lines.append([
+            str(row["batch_size"]), str(row["runs"]), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
+            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text,
+            f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows) + "\n"
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
 def status_notes(results: list[dict]) -> str:
@@ -81,18 +166,14 @@ def status_notes(results: list[dict]) -> str:
     return "".join(f"- {n}\n" for n in notes)
 
 
-def summarize(directory: Path) -> tuple[str, list[dict]]:
-    """Write summary.csv and summary.md into `directory` from the results.json files under it;
-    return the markdown table (with its notes) and the results."""
-    directory = Path(directory)
-    results = sorted(read_results(directory), key=_sort_key)
-    write_csv(results, directory / "summary.csv")
+def summary_markdown(directories: list[Path], results: list[dict], rows: list[dict]) -> str:
     counts = ", ".join(f"{sum(r.get('status') == s for r in results)} {s}"
                        for s in dict.fromkeys(r.get("status") for r in results))
     notes = status_notes(results)
-    table = markdown_table(results) + ("\n" + notes if notes else "")
-    (directory / "summary.md").write_text(
-        f"# bsbench sweep: {directory}\n\n{len(results)} runs ({counts}); times are wall-clock, samples/s is the "
-        "steady-state training rate (warm-up steps excluded).\n\n" + table
+    return (
+        f"# bsbench summary: {', '.join(str(d) for d in directories)}\n\n"
+        f"{len(results)} runs ({counts or 'none'}) in {len(rows)} configurations. Times are wall-clock means ± "
+        "standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
+        "(warm-up steps excluded) with its 95% confidence interval where a configuration ran at least twice.\n\n"
+        + markdown_table(rows) + ("\n" + notes if notes else "")
     )
-    return table, results

@@ -18,7 +18,7 @@ def synchronize(device: torch.device) -> None:
 # ddp_spawn runs fit and test in child processes, and only trainer.callback_metrics travels back to
 # the main process: the measurements travel there, under this key, as plain numbers.
 STATE_KEY = "bsbench_timing"
-STATE = ("train_time_s", "epoch_times_s", "inference_time_s", "test_samples", "steps_seen", "timed_steps",
+STATE = ("train_time_s", "epoch_times_s", "inference_time_s", "test_samples", "steps_seen", "samples_seen", "timed_steps",
          "timed_samples", "timed_seconds", "peak_memory_bytes")
 
 
@@ -39,6 +39,7 @@ class TimingCallback(L.Callback):
         self.inference_time_s: float | None = None
         self.test_samples = 0
         self.steps_seen = 0
+        self.samples_seen = 0
         self.timed_steps = 0
         self.timed_samples = 0
         self.timed_seconds = 0.0
@@ -80,10 +81,12 @@ class TimingCallback(L.Callback):
             self._interval_start = self._now(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        samples = extract_batch_size(batch) * trainer.world_size
         self.steps_seen += 1
+        self.samples_seen += samples
         if self._interval_start is not None:
             self.timed_steps += 1
-            self.timed_samples += extract_batch_size(batch) * trainer.world_size
+            self.timed_samples += samples
 
     def on_validation_start(self, trainer, pl_module):
         self._close_interval(trainer)
@@ -129,6 +132,7 @@ class TimingCallback(L.Callback):
         return {
             "train_time_s": self.train_time_s,
             "epoch_times_s": self.epoch_times_s,
+            "train_samples": self.samples_seen,
             "train_samples_per_s": rate(self.timed_samples, self.timed_seconds),
             "warmup_steps": self.warmup_steps,
             "timed_steps": self.timed_steps,

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from bsbench.data import DATASETS
 from bsbench.errors import UserError
+from bsbench.order import ORDERS
 
 
 def _flatten(t) -> tuple:
@@ -30,6 +31,16 @@ MODES = ("train", "find_max")
 
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def validate_sweep(cfg: DictConfig) -> None:
+    """The settings of a sweep as a whole."""
+    if not _positive_int(cfg.repeats):
+        raise UserError(f"repeats={cfg.repeats} is not a positive integer; use e.g. repeats=3.")
+    if cfg.order not in ORDERS:
+        raise UserError(f"order={cfg.order} is not a sweep order; use one of: {', '.join(ORDERS)}.")
+    if not isinstance(cfg.cooldown_s, (int, float)) or cfg.cooldown_s < 0:
+        raise UserError(f"cooldown_s={cfg.cooldown_s} is not a number of seconds; use e.g. cooldown_s=30.")
 
 
 def validate(cfg: DictConfig, here: bool = True) -> None:

@@ -36,11 +36,14 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
         assert r["timed_steps"] == 256 // r["batch_size"] - 2
         assert 0.0 <= r["test_acc"] <= 1.0 and r["test_samples"] == 64
 
+    runs = read_csv(sweep / "runs.csv")
+    assert [int(row["batch_size"]) for row in runs] == [30, 31, 32]
+    assert all(row["status"] == "ok" for row in runs)
     rows = read_csv(sweep / "summary.csv")
-    assert [int(row["batch_size"]) for row in rows] == [30, 31, 32]
-    assert all(row["status"] == "ok" for row in rows)
+    assert [(int(row["batch_size"]), row["runs"]) for row in rows] == [(30, "1"), (31, "1"), (32, "1")]
     table = (sweep / "summary.md").read_text()
-    header = "| batch size | train time | inf. time | epochs | device | precision | samples/s | test acc | overrides |"
+    header = ("| batch size | runs | train time | inf. time | epochs | device | precision | samples/s (95% CI) "
+              "| test acc | setting |")
     assert header in table
     # the table is printed at the end of the sweep, after the last job
     assert header in proc.stdout
@@ -52,7 +55,23 @@ def test_precision_sweep_gives_rows_that_differ_in_precision(cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_csv(cli.sweep_dir() / "summary.csv")
     assert sorted(row["precision_used"] for row in rows) == ["32-true", "bf16-mixed"]
-    assert all(float(row["train_time_s"]) > 0 for row in rows)
+    assert sorted(row["setting"] for row in rows) == ["precision=32-true", "precision=bf16-mixed"]
+    assert all(float(row["train_time_s_mean"]) > 0 for row in rows)
+
+
+def test_repeated_sweep_runs_interleaved_and_leaves_the_report(cli):
+    proc = cli("-m", "batch_size=range(30,34)", "repeats=3", *SMOKE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(cli.results(), key=lambda r: r["sweep_position"])
+    assert [(r["batch_size"], r["repeat"]) for r in results] == [(b, i) for i in range(3) for b in range(30, 34)]
+    assert all(r["started_at"] < r["finished_at"] <= s["started_at"] for r, s in zip(results, results[1:]))
+    assert all(r["gpu_temp_c_mean"] is None for r in results)  # no NVML on a CPU: null, and the runs go on
+    sweep = cli.sweep_dir()
+    for name in ("runs.csv", "summary.csv", "summary.md", "verdict.md", "samples_per_s.png", "epoch_time.png"):
+        assert (sweep / name).is_file(), name
+    assert [row["runs"] for row in read_csv(sweep / "summary.csv")] == ["3"] * 4
+    verdict = (sweep / "verdict.md").read_text()
+    assert "| 32 | 2^5, 8×4 | 31 | 3 vs 3 |" in verdict and "| 32 | 2^5, 8×4 | 33 | 3 vs 3 |" in verdict
 
 
 def test_single_run_lands_in_its_dated_directory(cli):

@@ -1,7 +1,4 @@
-import csv
-
-from bsbench.result import write_json_atomic
-from bsbench.summary import format_duration, summarize
+from bsbench.summary import configurations, format_duration, markdown_table, status_notes
 
 
 def test_durations_read_like_the_published_table():
@@ -10,28 +7,28 @@ def test_durations_read_like_the_published_table():
     assert format_duration(None) == ""
 
 
-def test_summary_rows_follow_batch_size_and_show_failures(tmp_path):
-    runs = [
-        {"status": "ok", "batch_size": 513, "train_time_s": 523.2, "inference_time_s": 10.2, "epochs": 10,
-         "device_name": "Tesla V100", "world_size": 1, "precision_used": "16-mixed", "train_samples_per_s": 901.5,
-         "test_acc": 0.7512, "epoch_times_s": [52.0, 51.5], "overrides": ["batch_size=513", "epochs=10"]},
-        {"status": "ok", "batch_size": 256, "train_time_s": 172.2, "inference_time_s": None, "epochs": 10,
-         "device_name": "Tesla V100", "world_size": 4, "precision_used": "16-mixed", "train_samples_per_s": 2800.0,
-         "test_acc": 0.75},
-        {"status": "oom", "batch_size": 600, "epochs": 10, "device_name": "Tesla V100", "world_size": 1,
-         "precision_used": "16-mixed"},
-    ]
-    for i, r in enumerate(runs):
-        (tmp_path / str(i)).mkdir()
-        write_json_atomic(tmp_path / str(i) / "results.json", r)
-    table, results = summarize(tmp_path)
-    assert len(results) == 3
-    lines = table.splitlines()
-    assert lines[2] == "| 513 | 8.72 min | 10.20 s | 10 | Tesla V100 | 16-mixed | 902 | 0.7512 | batch_size=513 epochs=10 |"
-    assert lines[3] == "| 600 (oom) |  |  | 10 | Tesla V100 | 16-mixed |  |  |  |"
-    assert lines[4].startswith("| 256 | 2.87 min |  | 10 | 4x Tesla V100 |")
-    with open(tmp_path / "summary.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["batch_size"] for r in rows] == ["513", "600", "256"]
-    assert rows[0]["epoch_times_s"] == "52.0000;51.5000"
-    assert (tmp_path / "summary.md").read_text().endswith(table)
+def run(batch_size, rate, status="ok", world_size=1, **extra):
+    return {"status": status, "batch_size": batch_size, "train_samples_per_s": rate, "world_size": world_size,
+            "train_time_s": 172.2 if rate else None, "inference_time_s": 9.0 if rate else None, "epochs": 10,
+            "device_name": "Tesla V100", "precision_used": "16-mixed", "test_acc": 0.75 if rate else None,
+            "config": {"devices": world_size}, "run_dir": f"d/{batch_size}/{rate}", **extra}
+
+
+def test_table_rows_in_the_published_shape_per_configuration():
+    results = [run(256, 2800.0, world_size=4, train_time_s=170.0), run(256, 2900.0, world_size=4, train_time_s=176.0),
+               run(513, 900.0)]
+    table = markdown_table(configurations(results)).splitlines()
+    assert table[2] == ("| 513 | 1 | 2.87 min | 9.00 s | 10 | Tesla V100 | 16-mixed | 900 | 0.7500 | "
+                        "devices=1 |")
+    # sd of 170 s and 176 s: 4.24 s = 0.07 min; t(0.975, 1) = 12.706: 2850 ± 12.706 * 70.71 / sqrt(2)
+    assert table[3] == ("| 256 | 2 | 2.88 min ± 0.07 | 9.00 s ± 0.00 | 10 | 4x Tesla V100 | 16-mixed | 2850 (2215–3485) "
+                        "| 0.7500 | devices=4 |")
+
+
+def test_runs_that_did_not_finish_are_listed_with_why():
+    results = [run(512, 900.0), run(600, None, status="oom"),
+               run(30, None, status="failed", error_type="ValueError", error="boom", overrides=["batch_size=30"])]
+    assert [row["batch_size"] for row in configurations(results)] == [512]
+    notes = status_notes(results)
+    assert "- Out of memory at batch size 600; the largest batch size that fit: 512.\n" in notes
+    assert "- failed: batch_size=30 (d/30/None): ValueError: boom\n" in notes

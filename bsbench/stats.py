@@ -1,0 +1,93 @@
+"""The statistics a verdict needs: mean, standard deviation, Student-t intervals, and Welch's
+comparison of two groups of runs. Written here rather than taken from scipy, which is large and
+absent from many GPU images, for the one distribution bsbench needs."""
+
+import math
+from statistics import fmean, stdev
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """Lentz's evaluation of the continued fraction for the incomplete beta function."""
+    tiny, eps = 1e-300, 1e-15
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    result = d
+    for m in range(1, 500):
+        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            result *= c * d
+        if abs(c * d - 1.0) < eps:
+            break
+    return result
+
+
+def regularized_beta(a: float, b: float, x: float) -> float:
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - front * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    tail = 0.5 * regularized_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with df (possibly fractional) degrees of freedom."""
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo < 1e-12:
+            break
+    return (lo + hi) / 2.0
+
+
+def describe(values: list[float], confidence: float = 0.95) -> dict:
+    """n, mean, sample standard deviation and the t interval of the mean (None where n is too small)."""
+    n = len(values)
+    if n == 0:
+        return {"n": 0, "mean": None, "sd": None, "ci_low": None, "ci_high": None}
+    mean = fmean(values)
+    if n == 1:
+        return {"n": 1, "mean": mean, "sd": None, "ci_low": None, "ci_high": None}
+    sd = stdev(values)
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def compare(a: list[float], b: list[float], confidence: float = 0.95, power: float = 0.8) -> dict:
+    """How much larger a's values are than b's, as a ratio: Welch's interval on the logarithms (so
+    the answer is relative and symmetric), and the smallest relative difference these runs could
+    have detected at this confidence and power. Needs two runs on each side."""
+    result = {"ratio": fmean(a) / fmean(b) - 1.0, "ci_low": None, "ci_high": None, "detectable": None}
+    if len(a) < 2 or len(b) < 2:
+        return result
+    la, lb = [math.log(v) for v in a], [math.log(v) for v in b]
+    va, vb = stdev(la) ** 2 / len(la), stdev(lb) ** 2 / len(lb)
+    se = math.sqrt(va + vb)
+    diff = fmean(la) - fmean(lb)
+    if se == 0.0:
+        return {**result, "ratio": math.expm1(diff), "ci_low": math.expm1(diff), "ci_high": math.expm1(diff),
+                "detectable": 0.0}
+    df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1))  # Welch-Satterthwaite
+    t = t_quantile(0.5 + confidence / 2.0, df)
+    return {
+        "ratio": math.expm1(diff),
+        "ci_low": math.expm1(diff - t * se),
+        "ci_high": math.expm1(diff + t * se),
+        "detectable": math.expm1((t + t_quantile(power, df)) * se),
+    }

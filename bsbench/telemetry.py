@@ -1,0 +1,103 @@
+"""GPU telemetry during training, through NVML (nvidia-ml-py, optional: pip install "bsbench[nvml]"):
+temperature, SM clock and power, sampled in a background thread, so a report can show whether a card
+throttled during a sweep. Without NVML or a CUDA device the fields are null and the run goes on."""
+
+import logging
+import threading
+
+import lightning as L
+
+log = logging.getLogger("bsbench")
+FIELDS = ("gpu_temp_c", "sm_clock_mhz", "power_w")
+
+
+def _nvml():
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml
+    except Exception:  # not installed, no driver, no permission: telemetry is optional
+        return None
+
+
+class NvmlSampler:
+    """Samples one GPU every `interval_s` seconds between start() and stop()."""
+
+    def __init__(self, nvml, handle, interval_s: float):
+        self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
+        self.samples: dict[str, list[float]] = {name: [] for name in FIELDS}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bsbench-nvml", daemon=True)
+
+    def read(self) -> None:
+        nvml, handle = self.nvml, self.handle
+        self.samples["gpu_temp_c"].append(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+        self.samples["sm_clock_mhz"].append(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
+        self.samples["power_w"].append(nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)  # milliwatts
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.read()
+            except Exception as exc:  # a sensor the card lacks: stop sampling, keep the run
+                log.warning("NVML telemetry stopped: %s", exc)
+                return
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5 * self.interval_s + 1)
+
+
+def _handle(nvml, device):
+    """NVML numbers GPUs apart from CUDA (CUDA_VISIBLE_DEVICES renumbers them): match by UUID."""
+    import torch
+
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    if uuid is not None:
+        try:
+            return nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+        except Exception:
+            pass
+    return nvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+
+
+def summarize(samples: dict[str, list[float]] | None) -> dict:
+    """min, mean and max of every field; null where nothing was sampled."""
+    out = {}
+    for name in FIELDS:
+        values = (samples or {}).get(name) or []
+        out[f"{name}_min"] = min(values) if values else None
+        out[f"{name}_mean"] = sum(values) / len(values) if values else None
+        out[f"{name}_max"] = max(values) if values else None
+    out["telemetry_samples"] = len((samples or {}).get(FIELDS[0]) or [])
+    return out
+
+
+class TelemetryCallback(L.Callback):
+    """Samples this rank's GPU from the start of fit to its end."""
+
+    def __init__(self, interval_s: float = 1.0):
+        self.interval_s = interval_s
+        self.sampler: NvmlSampler | None = None
+
+    def on_fit_start(self, trainer, pl_module):
+        device = trainer.strategy.root_device
+        nvml = _nvml() if device.type == "cuda" else None
+        if nvml is not None:
+            self.sampler = NvmlSampler(nvml, _handle(nvml, device), self.interval_s)
+            self.sampler.start()
+
+    def on_fit_end(self, trainer, pl_module):
+        if self.sampler is not None:
+            self.sampler.stop()
+
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_fit_end(trainer, pl_module)
+
+    def metrics(self) -> dict:
+        return summarize(self.sampler.samples if self.sampler else None)

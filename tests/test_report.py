@@ -1,0 +1,103 @@
+"""The report: files from results.json files, merged over directories, with real plots."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bsbench.plots import figure
+from bsbench.report import main, rule_of_thumb, suggest, write_report
+from bsbench.result import write_json_atomic
+from bsbench.summary import configurations
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_runs(directory: Path, rates: dict[int, list[float]], start: int = 0, status: str = "ok"):
+    for b, values in rates.items():
+        for i, rate in enumerate(values):
+            run = directory / f"{start}"
+            start += 1
+            run.mkdir(parents=True)
+            write_json_atomic(run / "results.json", {
+                "status": status, "batch_size": b, "repeat": i, "train_samples_per_s": rate,
+                "train_time_s": 1000 / rate, "train_samples": 1000, "inference_time_s": 1.0,
+                "epoch_times_s": [400 / rate, 600 / rate], "config": {"precision": "32-true"}, "world_size": 1,
+                "device_name": "GPU X", "precision_used": "32-true", "epochs": 2, "test_acc": 0.5,
+            })
+
+
+def test_report_files_and_their_statistics(tmp_path):
+    write_runs(tmp_path, {31: [100.0, 110.0, 105.0], 32: [120.0, 121.0, 119.0]})
+    text, results = write_report([tmp_path])
+    assert len(results) == 6
+    for name in ("runs.csv", "summary.csv", "summary.md", "verdict.md", "samples_per_s.png", "epoch_time.png"):
+        assert (tmp_path / name).is_file(), name
+    rows = {int(r["batch_size"]): r for r in csv.DictReader(open(tmp_path / "summary.csv", newline=""))}
+    assert rows[31]["runs"] == "3"
+    assert float(rows[31]["train_samples_per_s_mean"]) == pytest.approx(105.0)
+    assert float(rows[31]["train_samples_per_s_sd"]) == pytest.approx(5.0)
+    # t(0.975, 2) = 4.3027: 105 ± 4.3027 * 5 / sqrt(3)
+    assert float(rows[31]["train_samples_per_s_ci_low"]) == pytest.approx(105 - 12.4208, abs=1e-3)
+    # per-sample train time in microseconds: (1000/rate) s / 1000 samples
+    assert float(rows[32]["train_time_per_sample_us_mean"]) == pytest.approx(
+        sum(1e6 / r for r in (120, 121, 119)) / 3)
+    assert len(list(csv.DictReader(open(tmp_path / "runs.csv", newline="")))) == 6
+    assert "| 32 | 3 |" in (tmp_path / "summary.md").read_text() and "| 32 | 2^5, 8×4 | 31 |" in text
+
+
+def test_plots_are_pngs_of_the_sweep(tmp_path):
+    write_runs(tmp_path, {31: [100.0, 110.0], 32: [120.0, 122.0], 40: [90.0, 92.0]})
+    write_report([tmp_path])
+    for name in ("samples_per_s.png", "epoch_time.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(PNG_MAGIC)
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (900, 500)
+            assert len(set(image.convert("L").getdata())) > 10  # drawn, not blank
+            assert image.info["Title"].startswith("bsbench:")
+    ax = figure(configurations(json.loads(json.dumps(_results(tmp_path)))), "_values", "samples/s").axes[0]
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [31, 32, 40] and list(line.get_ydata()) == pytest.approx([105, 121, 91])
+    stars = [ln for ln in ax.lines if ln.get_marker() == "*" and len(ln.get_xdata())]
+    diamonds = [ln for ln in ax.lines if ln.get_marker() == "D" and len(ln.get_xdata())]
+    assert [ln.get_xdata()[0] for ln in stars] == [32] and [ln.get_xdata()[0] for ln in diamonds] == [40]
+
+
+def _results(directory):
+    from bsbench.result import read_results
+
+    return read_results(directory)
+
+
+def test_two_sweep_directories_merge_and_failures_are_listed_not_averaged(tmp_path, capsys):
+    first, second, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    write_runs(first, {511: [100.0, 101.0], 512: [103.0, 104.0]})
+    write_runs(second, {512: [102.0], 513: [99.0, 100.0]})
+    write_runs(second, {600: [50.0]}, start=10, status="oom")
+    assert main([str(first), str(second), "--out", str(out)]) == 0
+    rows = {int(r["batch_size"]): r for r in csv.DictReader(open(out / "summary.csv", newline=""))}
+    assert sorted(rows) == [511, 512, 513] and rows[512]["runs"] == "3"
+    summary = (out / "summary.md").read_text()
+    assert "Out of memory at batch size 600; the largest batch size that fit: 513." in summary
+    assert "bsbench summary:" in capsys.readouterr().out
+
+
+def test_report_command_is_installed_and_says_what_is_wrong(tmp_path):
+    script = Path(sys.executable).with_name("bsbench-report")
+    proc = subprocess.run([str(script), str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no results.json under" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "bsbench.report", "--suggest", "--sm", "80"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "rule of thumb" in proc.stdout
+
+
+def test_suggestions_follow_the_quoted_rule_of_thumb():
+    # V100: 2**14 * 80 / (224 * 224 * 3) = 8.707...: n = 1..: 8, 17, 26, ...
+    assert rule_of_thumb(80, 224, 3, 60) == [8, 17, 26, 34, 43, 52]
+    text = suggest(132, 224, 3, 1024, 512)
+    assert "512" in text.split("powers of two:")[1].splitlines()[0]
+    assert "range(504,521)" in text

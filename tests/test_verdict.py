@@ -1,0 +1,59 @@
+import random
+
+from bsbench.summary import configurations
+from bsbench.verdict import comparisons, kind, verdict_markdown
+
+
+def runs(rates_by_batch: dict[int, list[float]], **config) -> list[dict]:
+    return [
+        {"status": "ok", "batch_size": b, "repeat": i, "train_samples_per_s": rate, "train_time_s": 1000 / rate,
+         "train_samples": 1000, "epoch_times_s": [1000 / rate], "config": {"precision": "32-true", **config},
+         "run_dir": f"{b}/{i}", "model": "m", "world_size": 1}
+        for b, rates in rates_by_batch.items() for i, rate in enumerate(rates)
+    ]
+
+
+def noisy(mean: float, n: int, rng: random.Random, sd: float = 0.005) -> list[float]:
+    return [mean * (1 + rng.gauss(0, sd)) for _ in range(n)]
+
+
+def test_kinds():
+    assert kind(512) == "2^9, 8×64" and kind(504) == "8×63" and kind(513) == ""
+
+
+def test_a_planted_five_percent_gap_is_found():
+    rng = random.Random(1)
+    found = comparisons(configurations(runs({511: noisy(1000, 5, rng), 512: noisy(1050, 5, rng),
+                                             513: noisy(1000, 5, rng)})))
+    assert [(c["batch_size"], c["against"]) for c in found] == [(512, 511), (512, 513)]
+    for c in found:
+        assert 0.03 < c["ci_low"] < 0.05 < c["ci_high"] < 0.07
+        assert c["reading"].endswith("faster ({:.1%} to {:.1%})".format(c["ci_low"], c["ci_high"]))
+
+
+def test_a_planted_gap_the_other_way_reads_slower():
+    rng = random.Random(2)
+    found = comparisons(configurations(runs({127: noisy(1000, 4, rng), 128: noisy(950, 4, rng)})))
+    assert len(found) == 1 and "slower" in found[0]["reading"]
+
+
+def test_identical_distributions_read_no_detectable_difference():
+    rng = random.Random(3)
+    found = comparisons(configurations(runs({b: noisy(1000, 5, rng) for b in (255, 256, 257)})))
+    assert len(found) == 2
+    assert all(c["reading"] == "no detectable difference at this precision" for c in found)
+    assert all(0 < c["detectable"] < 0.05 for c in found)
+
+
+def test_settings_are_compared_only_within_themselves():
+    rng = random.Random(4)
+    results = runs({31: noisy(1000, 3, rng), 32: noisy(1000, 3, rng)}) + \
+        runs({33: noisy(2000, 3, rng)}, precision="bf16-mixed")
+    found = comparisons(configurations(results))
+    assert [(c["batch_size"], c["against"], c["setting"]) for c in found] == [(32, 31, "precision=32-true")]
+
+
+def test_single_runs_say_so_and_the_verdict_says_how_little_it_can_tell():
+    text = verdict_markdown(configurations(runs({31: [1000.0], 32: [1010.0]})))
+    assert "no interval (run the sweep with repeats=3 or more)" in text
+    assert "| 32 | 2^5, 8×4 | 31 | 1 vs 1 | +1.0% |" in text
