@@ -1,42 +1,37 @@
 """CIFAR-10 (or a synthetic stand-in with the same shapes) as a LightningDataModule.
 
-The transforms and the split are the reference's: train Resize -> RandomCrop -> ToTensor, eval
-Resize -> CenterCrop -> ToTensor; 45,000/5,000 train/val from CIFAR-10's training set with a fixed
-generator; the 10,000 test images for inference. Validation uses the eval transform (the reference
-reused the training transform there; accuracy, not speed, is what that changes).
+The split and the transforms are the reference's: 45,000/5,000 train/val from CIFAR-10's training set
+by a fixed generator, the 10,000 test images for inference; train Resize -> RandomCrop, eval Resize
+-> CenterCrop, pixels scaled to [0, 1]. Validation uses the eval transform (the reference reused the
+training transform there; accuracy, not speed, is what that changes).
+
+Where the resize happens is `resize_on`:
+- `device` (default): the loader only indexes 32 px uint8 images held in memory; whole batches are
+  resized and cropped on the training device after the transfer. The reference's PIL path delivers a
+  few thousand images/s per CPU core, slower than a current GPU trains, which would hide any effect
+  of the batch size behind the input pipeline.
+- `cpu`: the reference's path, PIL per image in DataLoader workers, for a faithful reproduction.
 """
 
-import copy
+import functools
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import VisionDataset
+from torchvision.transforms.v2 import functional as TF
 
 from bsbench.errors import UserError
 
 CIFAR10_SHAPE = (32, 32, 3)
 CIFAR10_CLASSES = 10
 DATASETS = ("cifar10", "synthetic")
-
-
-class SyntheticCIFAR10(CIFAR10):
-    """CIFAR-10's own item path (uint8 HWC array -> PIL -> transform) over random images.
-
-    Subclassing CIFAR10 keeps __getitem__ identical to the real dataset, so loader cost per image is
-    the same; only where `data` and `targets` come from differs.
-    """
-
-    def __init__(self, num_images: int, seed: int, transform=None):
-        VisionDataset.__init__(self, root=None, transform=transform)
-        rng = np.random.default_rng(seed)
-        self.data = rng.integers(0, 256, size=(num_images, *CIFAR10_SHAPE), dtype=np.uint8)
-        self.targets = rng.integers(0, CIFAR10_CLASSES, size=num_images).tolist()
+RESIZE_ON = ("device", "cpu")
 
 
 class CheckedCIFAR10(CIFAR10):
@@ -64,16 +59,74 @@ class CheckedCIFAR10(CIFAR10):
         return check_integrity(str(Path(self.root) / self.base_folder / self.meta["filename"]), self.meta["md5"])
 
 
-def with_transform(dataset: CIFAR10, transform) -> CIFAR10:
-    """A view of `dataset` with another transform, sharing its decoded images (no second load)."""
-    view = copy.copy(dataset)
-    view.transform = transform
-    return view
+class ArrayCIFAR10(CIFAR10):
+    """CIFAR10's own item path (uint8 HWC array -> PIL -> transform) over images already in memory:
+    the `cpu` path, identical per image to torchvision's CIFAR10."""
+
+    def __init__(self, data: np.ndarray, targets: list[int], transform=None):
+        VisionDataset.__init__(self, root=None, transform=transform)
+        self.data, self.targets = data, targets
+
+
+class TensorImages(Dataset):
+    """The `device` path: the decoded uint8 images, shared without a copy, and their labels; a batch
+    is one indexing operation (DataLoader's __getitems__), with no per-image Python work. Images come
+    out as (N, 3, H, W) views of HWC memory, i.e. channels-last."""
+
+    def __init__(self, data: np.ndarray, targets: list[int]):
+        self.images = torch.from_numpy(data)
+        self.targets = torch.as_tensor(targets, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        return self.images[index].permute(2, 0, 1), self.targets[index]
+
+    def __getitems__(self, indices: list[int]):
+        index = torch.as_tensor(indices)
+        return self.images[index].permute(0, 3, 1, 2), self.targets[index]
+
+
+def batch_as_is(batch):
+    """collate_fn for TensorImages: __getitems__ already returns the batch."""
+    return batch
+
+
+@functools.lru_cache(maxsize=2)
+def load_arrays(name: str, root: str | None, verify: bool, num_train: int, num_test: int, seed: int):
+    """Decoded images and labels, (train, test) as ((N, 32, 32, 3) uint8, labels). Cached: the jobs of
+    a sweep run in one process and read the dataset once."""
+    if name == "synthetic":
+        rng = np.random.default_rng(seed)
+        return tuple(
+            (rng.integers(0, 256, size=(n, *CIFAR10_SHAPE), dtype=np.uint8),
+             rng.integers(0, CIFAR10_CLASSES, size=n).tolist())
+            for n in (num_train, num_test)
+        )
+    return tuple((ds.data, ds.targets) for ds in (CheckedCIFAR10(root, True, verify), CheckedCIFAR10(root, False, verify)))
 
 
 def resized(image_size: int, resize_size: int | None) -> int:
     """The reference resizes to 256 before cropping 224; keep that ratio unless told otherwise."""
     return resize_size if resize_size else round(image_size * 256 / 224)
+
+
+def device_transform(images: torch.Tensor, resize: int, crop: int, train: bool) -> torch.Tensor:
+    """The reference's transforms on a whole uint8 batch, on whatever device it is on: Resize to
+    resize x resize, then a random (train) or center (eval) crop, then scale to [0, 1] floats."""
+    images = TF.resize(images, [resize, resize], antialias=True)
+    if not train:
+        return TF.center_crop(images, [crop, crop]).float().div_(255)
+    n, channels, device = images.shape[0], images.shape[1], images.device
+    top = torch.randint(0, resize - crop + 1, (n, 1, 1, 1), device=device)
+    left = torch.randint(0, resize - crop + 1, (n, 1, 1, 1), device=device)
+    offsets = torch.arange(crop, device=device)
+    rows = top + offsets.view(1, 1, crop, 1)
+    cols = left + offsets.view(1, 1, 1, crop)
+    batch = torch.arange(n, device=device).view(n, 1, 1, 1)
+    channel = torch.arange(channels, device=device).view(1, channels, 1, 1)
+    return images[batch, channel, rows, cols].float().div_(255)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -88,6 +141,7 @@ class ImageDataModule(L.LightningDataModule):
         split_seed: int = 42,
         image_size: int = 224,
         resize_size: int | None = None,
+        resize_on: str = "device",
         num_workers: int = 3,
         pin_memory: bool = True,
         persistent_workers: bool = False,
@@ -102,9 +156,9 @@ class ImageDataModule(L.LightningDataModule):
         self.verify = verify
         self.val_size = val_size
         self.split_seed = split_seed
-        resize = transforms.Resize((resized(image_size, resize_size),) * 2)
-        self.train_transform = transforms.Compose([resize, transforms.RandomCrop(image_size), transforms.ToTensor()])
-        self.eval_transform = transforms.Compose([resize, transforms.CenterCrop(image_size), transforms.ToTensor()])
+        self.image_size = image_size
+        self.resize = resized(image_size, resize_size)
+        self.resize_on = resize_on
         self.loader_kwargs = dict(
             num_workers=num_workers,
             pin_memory=pin_memory,
@@ -119,29 +173,40 @@ class ImageDataModule(L.LightningDataModule):
             self._download_cifar10()
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            train_full = self._dataset(train=True)
-            n = len(train_full)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
-            self.train_set = Subset(with_transform(train_full, self.train_transform), order[: n - self.val_size])
-            self.val_set = Subset(with_transform(train_full, self.eval_transform), order[n - self.val_size :])
-        if stage == "test":
-            self.test_set = with_transform(self._dataset(train=False), self.eval_transform)
+        train, test = load_arrays(self.name, str(self.root) if self.root else None, self.verify,
+                                  self.num_train_images, self.num_test_images, self.split_seed)
+        n = len(train[1])
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed)).tolist()
+        self.train_set = Subset(self._dataset(*train, train=True), order[: n - self.val_size])
+        self.val_set = Subset(self._dataset(*train, train=False), order[n - self.val_size :])
+        self.test_set = self._dataset(*test, train=False)
+
+    def _dataset(self, data: np.ndarray, targets: list[int], train: bool) -> Dataset:
+        if self.resize_on == "device":
+            return TensorImages(data, targets)
+        resize = transforms.Resize((self.resize, self.resize))
+        crop = transforms.RandomCrop(self.image_size) if train else transforms.CenterCrop(self.image_size)
+        return ArrayCIFAR10(data, targets, transforms.Compose([resize, crop, transforms.ToTensor()]))
+
+    def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
+        collate = {"collate_fn": batch_as_is} if self.resize_on == "device" else {}
+        return DataLoader(dataset, self.batch_size, **kwargs, **collate, **self.loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, **self.loader_kwargs)
+        return self._loader(self.train_set, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.batch_size, **self.loader_kwargs)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, self.batch_size, **self.loader_kwargs)
+        return self._loader(self.test_set)
 
-    def _dataset(self, train: bool) -> CIFAR10:
-        if self.name == "synthetic":
-            n = self.num_train_images if train else self.num_test_images
-            return SyntheticCIFAR10(n, seed=self.split_seed + int(train))
-        return CheckedCIFAR10(str(self.root), train=train, verify=self.verify)
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.resize_on != "device":
+            return batch
+        images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return device_transform(images, self.resize, self.image_size, train=training), labels
 
     def _download_cifar10(self) -> None:
         ways_out = (

@@ -14,10 +14,14 @@ class ImageClassifier(L.LightningModule):
         num_classes: int = 10,
         lr: float = 5e-4,
         train_acc_eval_forward: bool = False,
+        channels_last: bool = False,
+        log_train_loss: bool = True,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
         # micro average = the fraction of images classified correctly, as the reference reports it
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -25,12 +29,13 @@ class ImageClassifier(L.LightningModule):
             self.train_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=self.memory_format))
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
+        if self.hparams.log_train_loss:  # off in throughput mode: no per-step logging there
+            self.log("train_loss", loss)
         if self.hparams.train_acc_eval_forward:
             # The reference's second forward pass, in eval mode, only to log training accuracy.
             self.net.eval()

@@ -29,6 +29,11 @@ def setup_fields(cfg: DictConfig) -> dict:
         "image_size": cfg.data.image_size,
         "seed": cfg.seed,
         "repeat": cfg.repeat,
+        "resize_on": cfg.data.resize_on,
+        "channels_last": cfg.channels_last,
+        "cudnn_benchmark": cfg.cudnn_benchmark,
+        "compile": cfg.compile,
+        "matmul_precision": cfg.matmul_precision,
     }
 
 

@@ -20,27 +20,40 @@ from bsbench.model import ImageClassifier
 from bsbench.errors import UserError
 from bsbench.result import is_oom, now, setup_fields, unfinished
 from bsbench.telemetry import TelemetryCallback
-from bsbench.timing import TimingCallback
+from bsbench.timing import StepTimer, TimingCallback
 
 log = logging.getLogger("bsbench")
 
 
-def build(cfg: DictConfig) -> tuple[ImageDataModule, ImageClassifier, L.Trainer, TimingCallback, TelemetryCallback]:
+def build(cfg: DictConfig):
+    """The datamodule, module and Trainer of a run, and the callbacks whose measurements it reports."""
     datamodule = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
-    model = ImageClassifier(**cfg.model)
-    timing = TimingCallback(**cfg.timing)
-    telemetry = TelemetryCallback(**cfg.telemetry)
-    extra_callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    model = ImageClassifier(**cfg.model, channels_last=cfg.channels_last, log_train_loss=cfg.mode != "throughput")
+    if cfg.compile:
+        model = torch.compile(model)
+    if cfg.matmul_precision:
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    throughput = cfg.mode == "throughput"
+    warmup = cfg.throughput.warmup_steps if throughput else cfg.timing.warmup_steps
+    timing, telemetry = TimingCallback(warmup), TelemetryCallback(**cfg.telemetry)
+    callbacks = [timing, telemetry, *(instantiate(c) for c in (cfg.get("callbacks") or {}).values())]
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    if throughput:  # timed steps and nothing else
+        callbacks.append(StepTimer(warmup))
+        trainer_args.update(max_steps=warmup + cfg.throughput.steps, limit_val_batches=0, num_sanity_val_steps=0,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        logger = False
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
         precision=cfg.precision,
-        max_epochs=cfg.epochs,
+        max_epochs=-1 if throughput else cfg.epochs,
+        benchmark=cfg.cudnn_benchmark,
         logger=logger,
-        callbacks=[timing, telemetry, *extra_callbacks],
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        callbacks=callbacks,
+        **trainer_args,
     )
     return datamodule, model, trainer, timing, telemetry
 
@@ -52,8 +65,12 @@ def run(cfg: DictConfig) -> dict | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer, timing, telemetry = build(cfg)
     try:
-        measured = _find_max(cfg, trainer, model, datamodule) if cfg.mode == "find_max" else \
-            _train_and_test(trainer, model, datamodule, timing)
+        if cfg.mode == "find_max":
+            measured = _find_max(cfg, trainer, model, datamodule)
+        elif cfg.mode == "throughput":
+            measured = _throughput(trainer, model, datamodule, timing)
+        else:
+            measured = _train_and_test(trainer, model, datamodule, timing)
     except SystemExit:
         # Lightning answers Ctrl-C with sys.exit(1) after ignoring further SIGINTs; give both back.
         if trainer.interrupted:
@@ -126,6 +143,15 @@ def _train_and_test(trainer, model, datamodule, timing) -> dict:
         "val_acc": float(val_acc) if val_acc is not None else None,
         "test_acc": tested[0].get("test_acc") if tested else None,
     }
+
+
+def _throughput(trainer, model, datamodule, timing) -> dict:
+    trainer.fit(model, datamodule=datamodule)
+    timing.collect(trainer)
+    (step_timer,) = [c for c in trainer.callbacks if isinstance(c, StepTimer)]
+    metrics = timing.metrics()
+    return {**metrics, **step_timer.metrics(trainer), "inference_time_s": None, "inference_samples_per_s": None,
+            "val_acc": None, "test_acc": None}
 
 
 def _find_max(cfg, trainer, model, datamodule) -> dict:

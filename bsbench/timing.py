@@ -18,6 +18,7 @@ def synchronize(device: torch.device) -> None:
 # ddp_spawn runs fit and test in child processes, and only trainer.callback_metrics travels back to
 # the main process: the measurements travel there, under this key, as plain numbers.
 STATE_KEY = "bsbench_timing"
+STEP_TIMES_KEY = "bsbench_step_times"
 STATE = ("train_time_s", "epoch_times_s", "inference_time_s", "test_samples", "steps_seen", "samples_seen", "timed_steps",
          "timed_samples", "timed_seconds", "peak_memory_bytes")
 
@@ -140,4 +141,55 @@ class TimingCallback(L.Callback):
             "inference_samples_per_s": rate(self.test_samples, self.inference_time_s),
             "test_samples": self.test_samples,
             "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
+        }
+
+
+class StepTimer(L.Callback):
+    """Per-step times for throughput mode: a mark at the start of every step after the warm-up and
+    one at the end of training. On CUDA the marks are events on the device's stream, so no step waits
+    for a clock read; elsewhere they are clock reads after synchronizing."""
+
+    def __init__(self, warmup_steps: int):
+        self.warmup_steps = warmup_steps
+        self.steps_seen = 0
+        self.marks: list = []
+        self.step_times_s: list[float] = []
+
+    def _mark(self, trainer) -> None:
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            synchronize(device)
+            self.marks.append(time.perf_counter())
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.steps_seen >= self.warmup_steps:
+            self._mark(trainer)
+        self.steps_seen += 1
+
+    def on_train_end(self, trainer, pl_module):
+        if not self.marks:
+            return
+        self._mark(trainer)
+        if isinstance(self.marks[0], float):
+            self.step_times_s = [b - a for a, b in zip(self.marks, self.marks[1:])]
+        else:
+            self.marks[-1].synchronize()
+            self.step_times_s = [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:])]
+        trainer.callback_metrics[STEP_TIMES_KEY] = self.step_times_s  # for ddp_spawn, as TimingCallback
+
+    def metrics(self, trainer) -> dict:
+        times = trainer.callback_metrics.get(STEP_TIMES_KEY, self.step_times_s)
+        if not times:
+            return {"step_time_mean_ms": None, "step_time_median_ms": None, "step_time_sd_ms": None}
+        ms = sorted(t * 1000 for t in times)
+        mean = sum(ms) / len(ms)
+        middle = len(ms) // 2
+        return {
+            "step_time_mean_ms": mean,
+            "step_time_median_ms": ms[middle] if len(ms) % 2 else (ms[middle - 1] + ms[middle]) / 2,
+            "step_time_sd_ms": (sum((t - mean) ** 2 for t in ms) / (len(ms) - 1)) ** 0.5 if len(ms) > 1 else None,
         }

@@ -12,7 +12,7 @@ from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
-from bsbench.data import DATASETS
+from bsbench.data import DATASETS, RESIZE_ON
 from bsbench.errors import UserError
 from bsbench.order import ORDERS
 
@@ -26,7 +26,8 @@ def _flatten(t) -> tuple:
 PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
 STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 GPU_ACCELERATORS = ("gpu", "cuda")
-MODES = ("train", "find_max")
+MODES = ("train", "throughput", "find_max")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def _positive_int(value) -> bool:
@@ -52,6 +53,13 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
         raise UserError(f"epochs={cfg.epochs} is not a positive integer; use e.g. epochs=10.")
     if cfg.mode not in MODES:
         raise UserError(f"mode={cfg.mode} is not a bsbench mode; use one of: {', '.join(MODES)}.")
+    if cfg.matmul_precision is not None and cfg.matmul_precision not in MATMUL_PRECISIONS:
+        raise UserError(f"matmul_precision={cfg.matmul_precision} is not a float32 matmul precision; "
+                        f"use one of: {', '.join(MATMUL_PRECISIONS)}, or null.")
+    for key in ("warmup_steps", "steps"):
+        value = cfg.throughput[key]
+        if not (_positive_int(value) or (key == "warmup_steps" and value == 0)):
+            raise UserError(f"throughput.{key}={value} is not a positive integer; use e.g. throughput.{key}=50.")
     max_steps = cfg.trainer.max_steps
     if max_steps != -1 and not _positive_int(max_steps):
         raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
@@ -60,6 +68,8 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy), here)
     if cfg.data.name not in DATASETS:
         raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
+    if cfg.data.resize_on not in RESIZE_ON:
+        raise UserError(f"data.resize_on={cfg.data.resize_on} is not a place to resize; use one of: {', '.join(RESIZE_ON)}.")
     _check_split(cfg)
     _check_model(cfg.model.arch, cfg.data.image_size)
 

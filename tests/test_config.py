@@ -15,7 +15,7 @@ from conftest import SMOKE
 
 ROOT = Path(__file__).resolve().parent.parent
 # Trainer arguments that bsbench sets from its own top-level keys or owns.
-OWNED = {"accelerator", "strategy", "devices", "precision", "max_epochs", "logger", "callbacks"}
+OWNED = {"accelerator", "strategy", "devices", "precision", "max_epochs", "logger", "callbacks", "benchmark"}
 
 
 def composed(*overrides):
@@ -42,7 +42,7 @@ def test_published_tables_are_presets_with_the_reference_settings(preset, batch_
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert (cfg.devices, cfg.strategy, cfg.precision, cfg.epochs) == (devices, strategy, "16-mixed", 10)
     assert (cfg.model.arch, cfg.data.name, cfg.data.image_size) == ("mobilenet_v3_large", "cifar10", 224)
-    assert (cfg.model.lr, cfg.data.val_size, cfg.data.num_workers) == (5e-4, 5000, 3)
+    assert (cfg.model.lr, cfg.data.val_size, cfg.data.num_workers, cfg.data.resize_on) == (5e-4, 5000, 3, "cpu")
 
 
 def test_command_line_choices_win_over_a_preset():
@@ -86,6 +86,9 @@ def test_running_from_the_project_root_uses_its_conf_directory():
         ("trainer.max_steps=0", "trainer.max_steps=0"),
         ("strategy=dpp", "strategy=dpp"),
         ("mode=fastest", "mode=fastest"),
+        ("data.resize_on=gpu", "data.resize_on=gpu"),
+        ("matmul_precision=low", "matmul_precision=low"),
+        ("throughput.steps=0", "throughput.steps=0"),
         ("model.arch=alexnet", "data.image_size=32"),  # alexnet needs at least 63 px
         ("output_root=/dev/null/outputs", "output_root=/dev/null/outputs"),
     ],

@@ -1,0 +1,167 @@
+"""The overhead benchmark: how much of the hardware's speed does bsbench's training step keep?
+
+    python -m bsbench.bench [--model mobilenet_v3_small] [--image-size 64] [--batch-size 32] ...
+
+In one process, on the same network, batch, precision and in-memory data, it alternates a plain
+hand-written PyTorch training loop (the floor: index a batch, resize it on the device, forward,
+backward, Adam step) with bsbench's own path (mode=throughput through Lightning, with bsbench's
+callbacks), and prints their throughput ratio. Next to it, the input pipeline's rate for both resize
+paths, so the headroom between loading and training is visible. Not a test: it prints figures.
+"""
+
+import argparse
+import contextlib
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bsbench.app import config_dir
+from bsbench.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized
+from bsbench.environment import describe
+from bsbench.run import build
+from bsbench.timing import synchronize
+from torchvision import transforms
+
+AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def plain_loop(args, device: torch.device, dataset: TensorImages) -> float:
+    """samples/s of a hand-written loop over `args.steps` steps after `args.warmup` steps."""
+    torch.manual_seed(0)
+    net = torchvision.models.get_model(args.model, weights=None, num_classes=10).to(device)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    net.to(memory_format=memory_format).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
+    dtype = AUTOCAST[args.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    resize = resized(args.image_size, None)
+    order = torch.randperm(len(dataset)).tolist()
+    start = None
+    for step in range(args.warmup + args.steps):
+        if step == args.warmup:
+            synchronize(device)
+            start = time.perf_counter()
+        first = step * args.batch_size % (len(order) - args.batch_size)
+        x, y = dataset.__getitems__(order[first : first + args.batch_size])  # the same in-memory data
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = device_transform(x, resize, args.image_size, train=True).contiguous(memory_format=memory_format)
+        autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+        with autocast:
+            loss = F.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    synchronize(device)
+    return args.steps * args.batch_size / (time.perf_counter() - start)
+
+
+def device_of(accelerator: str) -> str:
+    """The device Lightning's accelerator=... picks for one device."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
+        return "mps"
+    return "cpu"
+
+
+def bsbench_path(args, workdir: str) -> float:
+    """samples/s of bsbench's own training path in throughput mode (build() as a run uses it)."""
+    overrides = [
+        "data=synthetic", f"model={args.model}", f"data.image_size={args.image_size}", f"batch_size={args.batch_size}",
+        f"precision={args.precision}", f"accelerator={args.accelerator}", "devices=1", "mode=throughput",
+        f"throughput.warmup_steps={args.warmup}", f"throughput.steps={args.steps}", f"channels_last={args.channels_last}",
+        "data.num_workers=0", f"data.num_train_images={args.images}", f"data.val_size={args.batch_size}",
+        f"trainer.default_root_dir={workdir}", "logger=none",
+    ]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    datamodule, model, trainer, timing, _ = build(cfg)
+    trainer.fit(model, datamodule=datamodule)
+    return timing.metrics()["train_samples_per_s"]
+
+
+def pipeline_rates(args, device: torch.device, data, targets) -> dict:
+    """Images/s that each resize path delivers from memory, on one CPU core or the device."""
+    resize = resized(args.image_size, None)
+    pil = ArrayCIFAR10(data, targets, transforms.Compose([
+        transforms.Resize((resize, resize)), transforms.RandomCrop(args.image_size), transforms.ToTensor()]))
+    count = min(len(targets), 2000)
+    start = time.perf_counter()
+    for i in range(count):
+        pil[i]
+    pil_rate = count / (time.perf_counter() - start)
+    tensors = TensorImages(data, targets)
+    batches = max(1, 4000 // args.batch_size)
+    device_transform(tensors.__getitems__(list(range(args.batch_size)))[0].to(device), resize, args.image_size, True)
+    synchronize(device)
+    start = time.perf_counter()
+    for b in range(batches):
+        indices = [(b * args.batch_size + i) % len(targets) for i in range(args.batch_size)]
+        x, _ = tensors.__getitems__(indices)
+        device_transform(x.to(device, non_blocking=True), resize, args.image_size, True)
+    synchronize(device)
+    return {"cpu_pil_images_per_s_per_worker": pil_rate,
+            "device_images_per_s": batches * args.batch_size / (time.perf_counter() - start)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bsbench.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v3_small")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per measurement")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating pairs of measurements")
+    parser.add_argument("--images", type=int, default=2048, help="synthetic images held in memory")
+    parser.add_argument("--out", type=Path, help="write every figure as JSON here")
+    args = parser.parse_args(argv)
+
+    (data, targets), _ = load_arrays("synthetic", None, True, args.images, 1, 42)
+    dataset = TensorImages(data, targets)
+    device = torch.device(device_of(args.accelerator))
+    plain, ours = [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        for round_ in range(args.rounds):  # alternate, and who goes first too, so drift hits both alike
+            for side in ("ours", "plain") if round_ % 2 == 0 else ("plain", "ours"):
+                if side == "ours":
+                    ours.append(bsbench_path(args, workdir))
+                else:
+                    plain.append(plain_loop(args, device, dataset))
+    ratios = [o / p for o, p in zip(ours, plain)]
+    figures = {
+        "config": vars(args) | {"out": str(args.out) if args.out else None},
+        "device": describe(device),
+        "plain_samples_per_s": plain,
+        "bsbench_samples_per_s": ours,
+        "ratios": ratios,
+        "median_ratio": statistics.median(ratios),
+        **pipeline_rates(args, device, data, targets),
+    }
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.json").write_text(json.dumps(figures, indent=2, default=str))
+    print(f"\n{args.model} at {args.image_size} px, batch {args.batch_size}, {args.precision}, "
+          f"{figures['device']['device_name']}; {args.rounds} alternating rounds of {args.steps} steps:")
+    print("| path | samples/s (median) | min | max |\n| --- | --- | --- | --- |")
+    for name, rates in (("plain PyTorch loop", plain), ("bsbench (mode=throughput)", ours)):
+        print(f"| {name} | {statistics.median(rates):.1f} | {min(rates):.1f} | {max(rates):.1f} |")
+    print(f"| bsbench / plain (median of rounds) | {figures['median_ratio']:.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
+    print(f"| input: PIL resize, one worker | {figures['cpu_pil_images_per_s_per_worker']:.0f} images/s | | |")
+    print(f"| input: device resize | {figures['device_images_per_s']:.0f} images/s | | |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
