@@ -90,7 +90,8 @@ def configurations(results: list[dict]) -> list[dict]:
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
         row["_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
-        row["_epoch_times"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs if r.get("epoch_times_s")]
+        row["_epoch_times"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
+                               if r.get("epoch_times_s") and r.get("mode", "train") == "train"]  # whole epochs only
         rows.append(row)
     return sorted(rows, key=lambda row: (row["setting"], row["batch_size"]))
 

@@ -70,6 +70,10 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
         raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
     if cfg.data.resize_on not in RESIZE_ON:
         raise UserError(f"data.resize_on={cfg.data.resize_on} is not a place to resize; use one of: {', '.join(RESIZE_ON)}.")
+    resize = cfg.data.resize_size
+    if resize is not None and not (_positive_int(resize) and resize >= cfg.data.image_size):
+        raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
+                        f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
     _check_split(cfg)
     _check_model(cfg.model.arch, cfg.data.image_size)
 

@@ -89,6 +89,7 @@ def test_running_from_the_project_root_uses_its_conf_directory():
         ("data.resize_on=gpu", "data.resize_on=gpu"),
         ("matmul_precision=low", "matmul_precision=low"),
         ("throughput.steps=0", "throughput.steps=0"),
+        ("data.resize_size=20", "data.resize_size=20"),
         ("model.arch=alexnet", "data.image_size=32"),  # alexnet needs at least 63 px
         ("output_root=/dev/null/outputs", "output_root=/dev/null/outputs"),
     ],
