@@ -89,6 +89,7 @@ def _one_line(r: dict) -> str:
         return f"{setup}: {r['status']}" + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
     if r["mode"] == "find_max":
         return f"{setup}: largest batch size that fits: {r['max_batch_size']}"
+
     def shown(key, fmt):
         return format(r[key], fmt) if r.get(key) is not None else "n/a"
 

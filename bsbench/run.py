@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsbench.data import ImageDataModule
 from bsbench.environment import describe
-from bsbench.model import ImageClassifier
 from bsbench.errors import UserError
+from bsbench.model import ImageClassifier
 from bsbench.result import is_oom, now, setup_fields, unfinished
 from bsbench.telemetry import TelemetryCallback
 from bsbench.timing import StepTimer, TimingCallback
@@ -117,13 +117,15 @@ def attempt(cfg: DictConfig) -> dict | None:
 
 @contextmanager
 def process_state_restored():
-    """Lightning's DDP leaves its environment variables (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...) and
-    an initialized process group behind; the next job of a sweep, in the same process, must start
-    without them or it would join the previous job's process group."""
+    """A job must not change the next one's, in the same process: Lightning's DDP leaves its
+    environment variables (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...) and an initialized process group
+    behind, which the next job would join, and matmul_precision sets a process-wide value."""
     saved = dict(os.environ)
+    matmul_precision = torch.get_float32_matmul_precision()
     try:
         yield
     finally:
+        torch.set_float32_matmul_precision(matmul_precision)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         os.environ.clear()

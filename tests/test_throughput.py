@@ -73,3 +73,13 @@ def test_overhead_benchmark_prints_its_table_and_writes_figures(tmp_path):
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert len(figures["ratios"]) == 2 and figures["median_ratio"] > 0
     assert figures["cpu_pil_images_per_s_per_worker"] > 0 and figures["device_images_per_s"] > 0
+
+
+def test_a_jobs_process_wide_settings_do_not_leak_into_the_next_job(tmp_path):
+    from bsbench.run import attempt
+
+    before = torch.get_float32_matmul_precision()
+    result = attempt(job_config(tmp_path, "mode=throughput", "throughput.steps=2", "throughput.warmup_steps=1",
+                                "matmul_precision=medium"))
+    assert result["status"] == "ok" and result["matmul_precision"] == "medium"
+    assert torch.get_float32_matmul_precision() == before
