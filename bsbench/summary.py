@@ -146,7 +146,7 @@ def markdown_table(rows: list[dict]) -> str:
         acc = row["test_acc_mean"]
         lines.append([
             str(row["batch_size"]), str(row["runs"]), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
-            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text,
+            str(row.get("epochs") or "") if (row.get("mode") or "train") == "train" else "", _device(row), str(row.get("precision_used") or ""), rate_text,
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
@@ -160,10 +160,17 @@ def status_notes(results: list[dict]) -> str:
         fit = [r["batch_size"] for r in results if r.get("status") == "ok"]
         notes.append(f"Out of memory at batch size {', '.join(str(r['batch_size']) for r in oom)}; "
                      f"the largest batch size that fit: {max(fit) if fit else 'none'}.")
+    unfinished: dict[tuple, list[dict]] = {}  # runs that failed alike are told once
     for r in results:
         if r.get("status") not in ("ok", "oom"):
-            why = f": {r['error_type']}: {r['error']}" if r.get("error") else ""
-            notes.append(f"{r.get('status')}: {' '.join(r.get('overrides') or [])} ({r['run_dir']}){why}")
+            unfinished.setdefault((r.get("status"), r.get("error_type"), r.get("error")), []).append(r)
+    for (status, error_type, error), runs in unfinished.items():
+        why = f": {error_type}: {error}" if error else ""
+        if len(runs) == 1:
+            notes.append(f"{status}: {' '.join(runs[0].get('overrides') or [])} ({runs[0]['run_dir']}){why}")
+        else:
+            dirs = ", ".join(Path(r["run_dir"]).name for r in runs[:8]) + (", ..." if len(runs) > 8 else "")
+            notes.append(f"{status}, {len(runs)} runs (job directories {dirs}){why}")
     return "".join(f"- {n}\n" for n in notes)
 
 

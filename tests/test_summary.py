@@ -32,3 +32,16 @@ def test_runs_that_did_not_finish_are_listed_with_why():
     notes = status_notes(results)
     assert "- Out of memory at batch size 600; the largest batch size that fit: 512.\n" in notes
     assert "- failed: batch_size=30 (d/30/None): ValueError: boom\n" in notes
+
+
+def test_runs_that_failed_alike_are_told_once():
+    results = [run(b, None, status="failed", error_type="RuntimeError", error="same", run_dir=f"sweep/{b}")
+               for b in range(30, 40)]
+    notes = status_notes(results)
+    assert notes == "- failed, 10 runs (job directories 30, 31, 32, 33, 34, 35, 36, 37, ...): RuntimeError: same\n"
+
+
+def test_epochs_are_shown_only_where_runs_train_whole_epochs():
+    table = markdown_table(configurations([run(32, 500.0, mode="throughput"), run(33, 500.0)])).splitlines()
+    epochs = {line.split(" | ")[0]: line.split(" | ")[4] for line in table[2:]}
+    assert epochs == {"| 32": "", "| 33": "10"}
