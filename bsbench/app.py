@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     position = hydra_cfg.job.num if multirun else None  # the sweeper's order: which job ran when
-    if multirun:
+    if multirun and cfg.resume:
         done = finished_runs(hydra_cfg.sweep.dir).get(tuple(sorted(overrides)))
         if done:
             log.info("%s: already done in %s, skipped", " ".join(overrides), done["run_dir"])

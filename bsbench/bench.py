@@ -21,14 +21,13 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from torchvision import transforms
 
 from bsbench.app import config_dir
 from bsbench.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized
 from bsbench.environment import describe
 from bsbench.run import build
 from bsbench.timing import synchronize
-from torchvision import transforms
 
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 

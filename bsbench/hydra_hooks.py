@@ -23,16 +23,16 @@ class Preflight(Callback):
     jobs of a sweep are checked each by bsbench's sweeper once their values are known."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        try:
-            check_output_root(config.output_root)
-            validate(config)
-        except UserError as err:
-            fail(err)
+        self._check(config, validate)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config, validate_sweep)
+
+    @staticmethod
+    def _check(config: DictConfig, check) -> None:
         try:
             check_output_root(config.output_root)
-            validate_sweep(config)
+            check(config)
         except UserError as err:
             fail(err)
 

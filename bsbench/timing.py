@@ -1,5 +1,6 @@
 """Wall-clock timing of a run, read only after the device has finished its queued work."""
 
+import statistics
 import time
 
 import lightning as L
@@ -182,14 +183,9 @@ class StepTimer(L.Callback):
         trainer.callback_metrics[STEP_TIMES_KEY] = self.step_times_s  # for ddp_spawn, as TimingCallback
 
     def metrics(self, trainer) -> dict:
-        times = trainer.callback_metrics.get(STEP_TIMES_KEY, self.step_times_s)
-        if not times:
-            return {"step_time_mean_ms": None, "step_time_median_ms": None, "step_time_sd_ms": None}
-        ms = sorted(t * 1000 for t in times)
-        mean = sum(ms) / len(ms)
-        middle = len(ms) // 2
+        ms = [t * 1000 for t in trainer.callback_metrics.get(STEP_TIMES_KEY, self.step_times_s)]
         return {
-            "step_time_mean_ms": mean,
-            "step_time_median_ms": ms[middle] if len(ms) % 2 else (ms[middle - 1] + ms[middle]) / 2,
-            "step_time_sd_ms": (sum((t - mean) ** 2 for t in ms) / (len(ms) - 1)) ** 0.5 if len(ms) > 1 else None,
+            "step_time_mean_ms": statistics.fmean(ms) if ms else None,
+            "step_time_median_ms": statistics.median(ms) if ms else None,
+            "step_time_sd_ms": statistics.stdev(ms) if len(ms) > 1 else None,
         }

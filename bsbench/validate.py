@@ -80,8 +80,9 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
 
 def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:
     if strategy not in STRATEGIES:
+        others = [s for s in STRATEGIES if s not in ("auto", "ddp", "ddp_spawn")]
         raise UserError(f"strategy={strategy} is not a Lightning strategy; use auto, ddp, ddp_spawn or one of: "
-                        f"{', '.join(STRATEGIES[3:])}.")
+                        f"{', '.join(others)}.")
     if strategy.startswith("ddp") and accelerator == "mps":
         raise UserError(f"strategy={strategy} cannot run on accelerator=mps (one device, no DDP); use strategy=auto.")
     if devices == "auto" or devices == -1 or isinstance(devices, (list, str)):
