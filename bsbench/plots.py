@@ -13,8 +13,8 @@ from bsbench.stats import describe  # noqa: E402
 from bsbench.verdict import is_power_of_two  # noqa: E402
 
 PLOTS = {
-    "samples_per_s.png": ("_values", "training throughput (samples/s)"),
-    "epoch_time.png": ("_epoch_times", "time per epoch, validation included (s)"),
+    "samples_per_s.png": ("train_samples_per_s_values", "training throughput (samples/s)"),
+    "epoch_time.png": ("epoch_time_s_values", "time per epoch, validation included (s)"),
 }
 
 

@@ -71,7 +71,9 @@ def per_sample_us(r: dict) -> float | None:
 
 
 def configurations(results: list[dict]) -> list[dict]:
-    """One row per (setting, batch size) over the ok runs: their count and statistics."""
+    """One row per (setting, batch size) over the ok runs: their count and statistics, and the per-run
+    values that the verdict and the plots work from (train_samples_per_s_values; epoch_time_s_values,
+    each run's mean epoch time, from mode=train runs only)."""
     labels = label_groups(results)
     groups: dict[tuple, list[dict]] = {}
     for r in results:
@@ -89,8 +91,8 @@ def configurations(results: list[dict]) -> list[dict]:
             row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
-        row["_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
-        row["_epoch_times"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
+        row["train_samples_per_s_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
+        row["epoch_time_s_values"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
                                if r.get("epoch_times_s") and r.get("mode", "train") == "train"]  # whole epochs only
         rows.append(row)
     return sorted(rows, key=lambda row: (row["setting"], row["batch_size"]))

@@ -34,7 +34,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     found = []
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        if row["_values"]:
+        if row["train_samples_per_s_values"]:
             groups.setdefault(row["group"], []).append(row)
     for group_rows in groups.values():
         group_rows.sort(key=lambda row: row["batch_size"])
@@ -44,9 +44,10 @@ def comparisons(rows: list[dict]) -> list[dict]:
             for j in (i - 1, i + 1):
                 if 0 <= j < len(group_rows):
                     other = group_rows[j]
-                    c = compare(row["_values"], other["_values"])
+                    mine, theirs = row["train_samples_per_s_values"], other["train_samples_per_s_values"]
+                    c = compare(mine, theirs)
                     found.append({"setting": row["setting"], "batch_size": row["batch_size"], "kind": kind(row["batch_size"]),
-                                  "against": other["batch_size"], "runs": (len(row["_values"]), len(other["_values"])),
+                                  "against": other["batch_size"], "runs": (len(mine), len(theirs)),
                                   **c, "reading": reading(c)})
     return found
 

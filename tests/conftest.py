@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from bsbench.app import config_dir
 
 # Tiny, fast settings on top of experiment=smoke, for tests that go through the command line.
 SMOKE = ["experiment=smoke", "accelerator=cpu"]
@@ -49,6 +54,21 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path) -> CLI:
     return CLI(tmp_path)
+
+
+def composed(*overrides):
+    """The config `python -m bsbench <overrides>` composes, Hydra's own section included."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def job_config(tmp_path, *overrides):
+    """A job's config on top of SMOKE, as bsbench.run receives it, with its output directory in tmp_path."""
+    cfg = composed(*SMOKE, *overrides)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(cfg)
+    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
 
 
 def write_cifar10_format(root: Path, train_per_batch: int = 40, test_images: int = 40, seed: int = 0) -> Path:

@@ -8,19 +8,11 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from hydra import compose, initialize_config_dir
-
-from bsbench.app import config_dir
-from conftest import SMOKE
+from conftest import SMOKE, composed
 
 ROOT = Path(__file__).resolve().parent.parent
 # Trainer arguments that bsbench sets from its own top-level keys or owns.
 OWNED = {"accelerator", "strategy", "devices", "precision", "max_epochs", "logger", "callbacks", "benchmark"}
-
-
-def composed(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
 def test_every_other_trainer_argument_is_a_trainer_key():

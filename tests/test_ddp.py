@@ -4,8 +4,7 @@ launcher's config."""
 import subprocess
 import sys
 
-from conftest import SMOKE
-from test_config import composed
+from conftest import SMOKE, composed
 
 
 def test_ddp_sweep_over_device_counts_runs_each_job_once(cli):

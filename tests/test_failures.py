@@ -8,13 +8,10 @@ import time
 
 import pytest
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
 import bsbench.run
 from bsbench.model import ImageClassifier
-from conftest import SMOKE
-from test_config import composed
+from conftest import SMOKE, job_config
 
 FAULT = "+callbacks.fault._target_=faults.FailAt"
 
@@ -74,11 +71,7 @@ class MemoryEdge(ImageClassifier):
 
 
 def test_find_max_reports_the_largest_batch_size_that_fits(tmp_path, monkeypatch):
-    cfg = composed(*SMOKE, "mode=find_max", "batch_size=8")
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig.instance().set_config(cfg)  # as Hydra does for a job: ${hydra:...} resolves from it
-    job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    job_cfg = job_config(tmp_path, "mode=find_max", "batch_size=8")
     monkeypatch.setattr(bsbench.run, "ImageClassifier", MemoryEdge)
     result = bsbench.run.run(job_cfg)
     assert result["status"] == "ok" and result["mode"] == "find_max"

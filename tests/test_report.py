@@ -39,6 +39,7 @@ def test_report_files_and_their_statistics(tmp_path):
         assert (tmp_path / name).is_file(), name
     rows = {int(r["batch_size"]): r for r in csv.DictReader(open(tmp_path / "summary.csv", newline=""))}
     assert rows[31]["runs"] == "3"
+    assert sorted(float(v) for v in rows[31]["train_samples_per_s_values"].split(";")) == [100.0, 105.0, 110.0]
     assert float(rows[31]["train_samples_per_s_mean"]) == pytest.approx(105.0)
     assert float(rows[31]["train_samples_per_s_sd"]) == pytest.approx(5.0)
     # t(0.975, 2) = 4.3027: 105 ± 4.3027 * 5 / sqrt(3)
@@ -60,7 +61,7 @@ def test_plots_are_pngs_of_the_sweep(tmp_path):
             assert image.size == (900, 500)
             assert len(set(image.convert("L").getdata())) > 10  # drawn, not blank
             assert image.info["Title"].startswith("bsbench:")
-    ax = figure(configurations(json.loads(json.dumps(_results(tmp_path)))), "_values", "samples/s").axes[0]
+    ax = figure(configurations(json.loads(json.dumps(_results(tmp_path)))), "train_samples_per_s_values", "samples/s").axes[0]
     line = ax.lines[0]
     assert list(line.get_xdata()) == [31, 32, 40] and list(line.get_ydata()) == pytest.approx([105, 121, 91])
     stars = [ln for ln in ax.lines if ln.get_marker() == "*" and len(ln.get_xdata())]

@@ -5,12 +5,9 @@ import subprocess
 import sys
 
 import torch
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
 
 from bsbench.run import build
-from conftest import SMOKE
-from test_config import composed
+from conftest import SMOKE, job_config
 
 
 def test_throughput_mode_times_fixed_steps_and_nothing_else(cli):
@@ -30,14 +27,6 @@ def test_a_throughput_sweep_costs_seconds_per_point(cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = cli.results()
     assert len(results) == 4 and all(r["train_time_s"] < 30 for r in results)
-
-
-def job_config(tmp_path, *overrides):
-    cfg = composed(*SMOKE, *overrides)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig.instance().set_config(cfg)
-    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
 
 
 def test_speed_knobs_are_applied(tmp_path):
@@ -69,10 +58,17 @@ def test_overhead_benchmark_prints_its_table_and_writes_figures(tmp_path):
          "--steps", "2", "--rounds", "2", "--images", "64", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "| bsbench / plain (median of rounds) |" in proc.stdout
     figures = json.loads((tmp_path / "bench.json").read_text())
-    assert len(figures["ratios"]) == 2 and figures["median_ratio"] > 0
+    assert len(figures["ratios"]) == 2
+    assert figures["ratio_ci_low"] < figures["ratio"] < figures["ratio_ci_high"]
+    assert proc.stdout.rstrip().splitlines()[-1].startswith(f"bsbench / plain: {figures['ratio']:.3f} (95% interval")
     assert figures["cpu_pil_images_per_s_per_worker"] > 0 and figures["device_images_per_s"] > 0
+
+
+def test_overhead_benchmark_wants_an_even_number_of_rounds():
+    proc = subprocess.run([sys.executable, "-m", "bsbench.bench", "--rounds", "3"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "--rounds=3: use an even number" in proc.stderr.splitlines()[-1]
 
 
 def test_a_jobs_process_wide_settings_do_not_leak_into_the_next_job(tmp_path):
