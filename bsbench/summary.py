@@ -93,7 +93,7 @@ def configurations(results: list[dict]) -> list[dict]:
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
         row["train_samples_per_s_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
         row["epoch_time_s_values"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
-                               if r.get("epoch_times_s") and r.get("mode", "train") == "train"]  # whole epochs only
+                                      if r.get("epoch_times_s") and r.get("mode", "train") == "train"]  # whole epochs only
         rows.append(row)
     return sorted(rows, key=lambda row: (row["setting"], row["batch_size"]))
 
