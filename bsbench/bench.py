@@ -67,17 +67,9 @@ def plain_loop(args, device: torch.device, dataset: TensorImages) -> float:
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
 
-def device_of(accelerator: str) -> str:
-    """The device Lightning's accelerator=... picks for one device."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return "cuda"
-    if accelerator == "mps" or (accelerator == "auto" and torch.backends.mps.is_available()):
-        return "mps"
-    return "cpu"
-
-
-def bsbench_path(args, workdir: str) -> float:
-    """samples/s of bsbench's own training path in throughput mode (build() as a run uses it)."""
+def bsbench_path(args, workdir: str) -> tuple[float, torch.device]:
+    """samples/s of bsbench's own training path in throughput mode (build() as a run uses it), and the
+    device Lightning chose for it, which the plain loop then uses."""
     overrides = [
         "data=synthetic", f"model={args.model}", f"data.image_size={args.image_size}", f"batch_size={args.batch_size}",
         f"precision={args.precision}", f"accelerator={args.accelerator}", "devices=1", "mode=throughput",
@@ -89,7 +81,7 @@ def bsbench_path(args, workdir: str) -> float:
         cfg = compose("config", overrides=overrides)
     datamodule, model, trainer, timing, _ = build(cfg)
     trainer.fit(model, datamodule=datamodule)
-    return timing.metrics()["train_samples_per_s"]
+    return timing.metrics()["train_samples_per_s"], trainer.strategy.root_device
 
 
 def pipeline_rates(args, device: torch.device, data, targets) -> dict:
@@ -140,16 +132,16 @@ def main(argv=None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per measurement
     (data, targets), _ = load_arrays("synthetic", None, True, args.images, 1, 42)
     dataset = TensorImages(data, targets)
-    device = torch.device(device_of(args.accelerator))
     plain, ours = [], []
     with tempfile.TemporaryDirectory() as workdir:
-        bsbench_path(args, workdir), plain_loop(args, device, dataset)  # one-time costs, not measured
+        _, device = bsbench_path(args, workdir)  # one-time costs, not measured
+        plain_loop(args, device, dataset)
         # ABBA order: who goes first alternates, so a linear drift and a path's gain from following
         # itself (measured: about 1% on the CPU VM) hit both sides alike
         for round_ in range(args.rounds):
             for side in ("ours", "plain") if round_ % 2 == 0 else ("plain", "ours"):
                 if side == "ours":
-                    ours.append(bsbench_path(args, workdir))
+                    ours.append(bsbench_path(args, workdir)[0])
                 else:
                     plain.append(plain_loop(args, device, dataset))
     ratios = [o / p for o, p in zip(ours, plain)]

@@ -31,7 +31,10 @@ TERMINATE_TIMEOUT_S = 60
 def processes_to_start(cfg: DictConfig) -> int:
     """How many processes this job must start itself: the local device count when Lightning would
     re-execute the command line for them (its subprocess-script DDP with nobody else starting ranks),
-    else 0. Lightning decides which strategy `auto` and `devices` become, so ask Lightning."""
+    else 0. Lightning decides which strategy `auto` and `devices` become, so ask Lightning, unless the
+    job asks for one device on one node: that never starts processes, and most jobs are such."""
+    if cfg.devices == 1 and cfg.trainer.num_nodes == 1:
+        return 0
     lightning_log = logging.getLogger("lightning.pytorch")
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)  # the real Trainer reports devices; this probe need not
