@@ -1,3 +1,3 @@
-from bsbench.app import main
+from bsbench.job.app import main
 
 main()

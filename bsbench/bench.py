@@ -1,13 +1,15 @@
 """The overhead benchmark: how much of the hardware's speed does bsbench's training step keep?
 
     python -m bsbench.bench [--model mobilenet_v3_small] [--image-size 64] [--batch-size 32] ...
+    python -m bsbench.bench --devices 2 ...     # the same with 2 DDP ranks (gloo on a CPU, NCCL on GPUs)
 
-In one process, on the same network, batch, precision and in-memory data, it alternates a plain
-hand-written PyTorch training loop (the floor: index a batch, resize it on the device, forward,
-backward, Adam step) with bsbench's own path (mode=throughput through Lightning, with bsbench's
-callbacks), and prints their throughput ratio with its 95% interval. Next to it, the input pipeline's
-rate for both resize paths, so the headroom between loading and training is visible. Not a test: it
-prints figures.
+In one process (one per rank), on the same network, batch, precision and in-memory data, it
+alternates a plain hand-written PyTorch training loop (the floor: index a batch, resize it on the
+device, forward, backward, Adam step; under DDP, the same with DistributedDataParallel) with bsbench's
+own path (mode=throughput through Lightning, with bsbench's callbacks), and prints their throughput
+ratio with its 95% interval. Next to it, the input pipeline's rate for both resize paths, so the
+headroom between loading and training is visible, and under DDP the cost of the one collective
+Lightning adds to every step. Not a test: it prints figures.
 """
 
 import argparse
@@ -15,44 +17,57 @@ import contextlib
 import json
 import logging
 import math
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 import torchvision
 from hydra import compose, initialize_config_dir
 from torchvision import transforms
 
-from bsbench.app import config_dir
-from bsbench.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized
-from bsbench.environment import describe
-from bsbench.run import build
-from bsbench.stats import describe as interval
-from bsbench.timing import synchronize
+from bsbench.core.config import typed
+from bsbench.job.app import config_dir
+from bsbench.job.build import build
+from bsbench.report.stats import describe as interval
+from bsbench.training.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized
+from bsbench.training.environment import describe
+from bsbench.training.timing import synchronize
 
+# What the plain loop autocasts to, by the precision Lightning ran (16-mixed runs as bf16-mixed on a CPU).
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
-def plain_loop(args, device: torch.device, dataset: TensorImages) -> float:
-    """samples/s of a hand-written loop over `args.steps` steps after `args.warmup` steps."""
+def world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def plain_loop(args, device: torch.device, precision: str, dataset: TensorImages) -> float:
+    """Global samples/s of a hand-written loop over `args.steps` steps after `args.warmup` steps."""
+    rank, world_size = world()
     torch.manual_seed(0)
     net = torchvision.models.get_model(args.model, weights=None, num_classes=10).to(device)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     net.to(memory_format=memory_format).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4)
-    dtype = AUTOCAST[args.precision]
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-4, fused=args.fused_adam or None)
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    dtype = AUTOCAST[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     resize = resized(args.image_size, None)
     order = torch.randperm(len(dataset)).tolist()
     start = None
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
-            synchronize(device)
+            _settle(device)
             start = time.perf_counter()
-        first = step * args.batch_size % (len(order) - args.batch_size)
+        first = (step * world_size + rank) * args.batch_size % (len(order) - args.batch_size)
         x, y = dataset.__getitems__(order[first : first + args.batch_size])  # the same in-memory data
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         x = device_transform(x, resize, args.image_size, train=True).contiguous(memory_format=memory_format)
@@ -63,25 +78,49 @@ def plain_loop(args, device: torch.device, dataset: TensorImages) -> float:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+    _settle(device)
+    return args.steps * args.batch_size * world_size / (time.perf_counter() - start)
+
+
+def _settle(device: torch.device) -> None:
+    """The device idle and, with several ranks, every rank there: where bsbench's clock reads are."""
     synchronize(device)
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    if dist.is_initialized():
+        dist.barrier()
 
 
-def bsbench_path(args, workdir: str) -> tuple[float, torch.device]:
-    """samples/s of bsbench's own training path in throughput mode (build() as a run uses it), and the
-    device Lightning chose for it, which the plain loop then uses."""
+def bsbench_path(args, workdir: str) -> tuple[float, torch.device, str]:
+    """Global samples/s of bsbench's own training path in throughput mode (build() as a run uses it),
+    and the device and precision Lightning chose for it, which the plain loop then uses."""
     overrides = [
         "data=synthetic", f"model={args.model}", f"data.image_size={args.image_size}", f"batch_size={args.batch_size}",
-        f"precision={args.precision}", f"accelerator={args.accelerator}", "devices=1", "mode=throughput",
-        f"throughput.warmup_steps={args.warmup}", f"throughput.steps={args.steps}", f"channels_last={args.channels_last}",
-        "data.num_workers=0", "data.pin_memory=false", f"data.num_train_images={args.images}", f"data.val_size={args.batch_size}",
-        f"trainer.default_root_dir={workdir}", "logger=none",
+        f"precision={args.precision}", f"accelerator={args.accelerator}", f"devices={args.devices}",
+        f"strategy={'ddp' if args.devices > 1 else 'auto'}", "mode=throughput",
+        f"timing.warmup_steps={args.warmup}", f"trainer.max_steps={args.warmup + args.steps}",
+        f"channels_last={args.channels_last}", f"model.fused_adam={args.fused_adam}",
+        "data.num_workers=0", "data.pin_memory=false", f"data.num_train_images={args.images}",
+        f"data.val_size={args.batch_size}", f"trainer.default_root_dir={workdir}", "logger=none",
     ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    datamodule, model, trainer, timing, _ = build(cfg)
-    trainer.fit(model, datamodule=datamodule)
-    return timing.metrics()["train_samples_per_s"], trainer.strategy.root_device
+        cfg = typed(compose("config", overrides=overrides))
+    built = build(cfg)
+    built.trainer.fit(built.model, datamodule=built.datamodule)
+    return (built.timing.metrics()["train_samples_per_s"], built.trainer.strategy.root_device,
+            str(built.trainer.precision))
+
+
+def flag_broadcast_ms(device: torch.device, count: int = 200) -> float:
+    """Lightning 2.6 broadcasts a SIGTERM flag from rank 0 before every DDP training step and reads it
+    back on the host (training_epoch_loop.py, `_broadcast_sigterm_tensor`); no setting turns it off.
+    Its cost alone, per step: one small tensor, one broadcast, one `.item()`."""
+    for i in range(count + 10):
+        if i == 10:
+            _settle(device)
+            start = time.perf_counter()
+        flag = torch.tensor([0], device=device)
+        dist.broadcast(flag, src=0)
+        flag.item()
+    return (time.perf_counter() - start) / count * 1000
 
 
 def pipeline_rates(args, device: torch.device, data, targets) -> dict:
@@ -108,14 +147,16 @@ def pipeline_rates(args, device: torch.device, data, targets) -> dict:
             "device_images_per_s": batches * args.batch_size / (time.perf_counter() - start)}
 
 
-def main(argv=None) -> int:
+def parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bsbench.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet_v3_small")
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="per device")
     parser.add_argument("--precision", default="32-true", choices=sorted(AUTOCAST))
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--devices", type=int, default=1, help="DDP ranks on this machine (started with torchrun)")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True) on both sides")
     # Many short rounds: on a shared 2-core VM each measurement scatters by about 3% whatever its
     # length, so 48 rounds of 10 steps narrow the interval more than 16 of 30 in the same time.
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per measurement")
@@ -128,14 +169,30 @@ def main(argv=None) -> int:
     if args.rounds < 2 or args.rounds % 2:
         parser.error(f"--rounds={args.rounds}: use an even number of at least 2 (each side goes first in half "
                      "of the rounds), e.g. 48")
+    if args.devices < 1:
+        parser.error(f"--devices={args.devices}: use 1, or the number of DDP ranks to start, e.g. 2")
+    return args
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse(argv)
+    if args.devices > 1 and "LOCAL_RANK" not in os.environ:  # start the ranks, each running this benchmark
+        return subprocess.call([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                f"--nproc-per-node={args.devices}", "-m", "bsbench.bench", *argv])
+    if args.devices > 1:
+        cuda = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
+        if cuda:
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        dist.init_process_group("nccl" if cuda else "gloo")  # Lightning finds it initialized and joins it
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per measurement
     (data, targets), _ = load_arrays("synthetic", None, True, args.images, 1, 42)
     dataset = TensorImages(data, targets)
     plain, ours = [], []
     with tempfile.TemporaryDirectory() as workdir:
-        _, device = bsbench_path(args, workdir)  # one-time costs, not measured
-        plain_loop(args, device, dataset)
+        _, device, precision = bsbench_path(args, workdir)  # one-time costs, not measured
+        plain_loop(args, device, precision, dataset)
         # ABBA order: who goes first alternates, so a linear drift and a path's gain from following
         # itself (measured: about 1% on the CPU VM) hit both sides alike
         for round_ in range(args.rounds):
@@ -143,12 +200,17 @@ def main(argv=None) -> int:
                 if side == "ours":
                     ours.append(bsbench_path(args, workdir)[0])
                 else:
-                    plain.append(plain_loop(args, device, dataset))
+                    plain.append(plain_loop(args, device, precision, dataset))
+    broadcast_ms = flag_broadcast_ms(device) if dist.is_initialized() else None
+    if world()[0] != 0:
+        return 0
     ratios = [o / p for o, p in zip(ours, plain)]
     # the geometric mean of the paired ratios, and the t interval of the mean of their logarithms
     logs = interval([math.log(r) for r in ratios])
     figures = {
         "config": vars(args) | {"out": str(args.out) if args.out else None},
+        "precision_used": precision,
+        "world_size": world()[1],
         "device": describe(device),
         "plain_samples_per_s": plain,
         "bsbench_samples_per_s": ours,
@@ -156,19 +218,24 @@ def main(argv=None) -> int:
         "ratio": math.exp(logs["mean"]),
         "ratio_ci_low": math.exp(logs["ci_low"]),
         "ratio_ci_high": math.exp(logs["ci_high"]),
+        "ddp_flag_broadcast_ms": broadcast_ms,
         **pipeline_rates(args, device, data, targets),
     }
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench.json").write_text(json.dumps(figures, indent=2, default=str))
-    print(f"\n{args.model} at {args.image_size} px, batch {args.batch_size}, {args.precision}, "
-          f"{figures['device']['device_name']}; {args.rounds} alternating rounds of {args.steps} steps:")
+    ranks = f" x {world()[1]} DDP ranks" if world()[1] > 1 else ""
+    print(f"\n{args.model} at {args.image_size} px, batch {args.batch_size}{ranks}, {precision}"
+          f"{', fused Adam' if args.fused_adam else ''}, {figures['device']['device_name']}; "
+          f"{args.rounds} alternating rounds of {args.steps} steps:")
     print("| path | samples/s (median) | min | max |\n| --- | --- | --- | --- |")
     for name, rates in (("plain PyTorch loop", plain), ("bsbench (mode=throughput)", ours)):
         print(f"| {name} | {statistics.median(rates):.1f} | {min(rates):.1f} | {max(rates):.1f} |")
     print(f"| bsbench / plain (per round) | {statistics.median(ratios):.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
     print(f"| input: PIL resize, one worker | {figures['cpu_pil_images_per_s_per_worker']:.0f} images/s | | |")
     print(f"| input: device resize | {figures['device_images_per_s']:.0f} images/s | | |")
+    if broadcast_ms is not None:
+        print(f"| Lightning's per-step DDP flag broadcast alone | {broadcast_ms:.3f} ms | | |")
     print(f"\nbsbench / plain: {figures['ratio']:.3f} (95% interval {figures['ratio_ci_low']:.3f} to "
           f"{figures['ratio_ci_high']:.3f}; geometric mean of {args.rounds} paired rounds)")
     return 0

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from bsbench.app import config_dir
+from bsbench.core.config import typed
+from bsbench.job.app import config_dir
 
 # Tiny, fast settings on top of experiment=smoke, for tests that go through the command line.
 SMOKE = ["experiment=smoke", "accelerator=cpu"]
@@ -63,12 +64,12 @@ def composed(*overrides):
 
 
 def job_config(tmp_path, *overrides):
-    """A job's config on top of SMOKE, as bsbench.run receives it, with its output directory in tmp_path."""
+    """A job's typed config on top of SMOKE, as bsbench.job.run receives it, with its output directory in tmp_path."""
     cfg = composed(*SMOKE, *overrides)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(tmp_path)
     HydraConfig.instance().set_config(cfg)
-    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return typed(cfg)
 
 
 def write_cifar10_format(root: Path, train_per_batch: int = 40, test_images: int = 40, seed: int = 0) -> Path:

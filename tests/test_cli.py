@@ -2,6 +2,7 @@
 
 import csv
 
+from bsbench.core.fields import FIELD_NAMES
 from conftest import SMOKE, write_cifar10_format
 
 REQUIRED_KEYS = {
@@ -27,7 +28,7 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
     results = cli.results()
     assert sorted(r["batch_size"] for r in results) == [30, 31, 32]
     for r in results:
-        assert REQUIRED_KEYS <= r.keys()
+        assert REQUIRED_KEYS <= r.keys() <= set(FIELD_NAMES)  # every field it writes is declared
         assert r["status"] == "ok"
         assert r["train_time_s"] > 0 and r["inference_time_s"] > 0 and r["train_samples_per_s"] > 0
         assert r["world_size"] == 1 and r["epochs"] == 1 and r["model"] == "mobilenet_v3_small"

@@ -1,23 +1,72 @@
-"""The config a user composes: every Trainer flag reachable, presets that reproduce the published
-tables, and mistakes stopped with one sentence before anything is loaded."""
+"""The config a user composes: every Trainer flag reachable and typed, modes and presets as config,
+and mistakes stopped with one sentence before anything is loaded or any directory is made."""
 
+import dataclasses
 import inspect
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
+from omegaconf import OmegaConf
+
+from bsbench.core.config import Config, Trainer, typed
+from bsbench.core.errors import UserError
+from bsbench.job.app import check_group_choices
+from bsbench.job.hooks import check
+from bsbench.job.validate import MODES
 from conftest import SMOKE, composed
 
 ROOT = Path(__file__).resolve().parent.parent
 # Trainer arguments that bsbench sets from its own top-level keys or owns.
-OWNED = {"accelerator", "strategy", "devices", "precision", "max_epochs", "logger", "callbacks", "benchmark"}
+OWNED = {"accelerator", "strategy", "devices", "precision", "logger", "callbacks", "benchmark"}
 
 
-def test_every_other_trainer_argument_is_a_trainer_key():
+def test_every_other_trainer_argument_is_a_trainer_key_with_a_type():
     trainer_args = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
     assert set(composed().trainer) == trainer_args - OWNED
+    assert {f.name for f in dataclasses.fields(Trainer)} == trainer_args - OWNED
+
+
+def test_every_key_of_every_mode_and_preset_has_a_type():
+    declared = set(OmegaConf.to_container(OmegaConf.structured(Config)))
+    for choice in [f"mode={m}" for m in MODES] + [f"experiment={e}" for e in ("smoke", "b3_small", "b3_large", "b3_ddp")]:
+        cfg = composed(choice)
+        assert set(cfg) - {"hydra"} <= declared, choice
+        typed(cfg)  # no value of a wrong type, no undeclared nested key
+
+
+def test_the_modes_are_the_config_groups_options():
+    assert sorted(p.stem for p in (ROOT / "conf" / "mode").glob("*.yaml")) == sorted(MODES)
+
+
+def test_a_mode_sets_the_trainer_it_needs_visibly_and_a_preset_does_not_cap_it():
+    cfg = composed("experiment=smoke", "mode=throughput")
+    assert cfg.mode == "throughput" and not cfg.logger
+    assert (cfg.trainer.max_epochs, cfg.trainer.max_steps, cfg.trainer.limit_val_batches) == (-1, 60, 0)
+    train = composed("experiment=smoke")
+    assert (train.mode, train.trainer.max_epochs, train.trainer.max_steps) == ("train", 1, -1)
+
+
+def test_boolean_spellings_mean_what_they_say():
+    cfg = typed(composed("channels_last=off", "compile=no", "cudnn_benchmark=yes", "model.fused_adam=on"))
+    assert (cfg.channels_last, cfg.compile, cfg.cudnn_benchmark, cfg.model.fused_adam) == (False, False, True, True)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("compile=maybe", "compile=maybe is not true or false; use compile=true or compile=false."),
+    ("seed=abc", "seed=abc is not an integer; use e.g. seed=123."),
+    ("epochs=1.5", "epochs=1.5 is not an integer; use e.g. epochs=10."),
+    ("model.lr=fast", "model.lr=fast is not a number; use e.g. model.lr=0.0005."),
+    ("data.resize_size=big", "data.resize_size=big is not an integer; use an integer or data.resize_size=null."),
+    ("+trainer.max_stepz=3", "trainer.max_stepz is not a bsbench setting;"),
+])
+def test_a_value_of_the_wrong_type_is_named_with_what_would_work(override, message):
+    with pytest.raises(UserError) as err:
+        typed(composed(override))
+    assert str(err.value).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +84,7 @@ def test_published_tables_are_presets_with_the_reference_settings(preset, batch_
     assert (cfg.devices, cfg.strategy, cfg.precision, cfg.epochs) == (devices, strategy, "16-mixed", 10)
     assert (cfg.model.arch, cfg.data.name, cfg.data.image_size) == ("mobilenet_v3_large", "cifar10", 224)
     assert (cfg.model.lr, cfg.data.val_size, cfg.data.num_workers, cfg.data.resize_on) == (5e-4, 5000, 3, "cpu")
+    assert (cfg.mode, cfg.model.train_acc_eval_forward, cfg.model.fused_adam) == ("train", True, False)
 
 
 def test_command_line_choices_win_over_a_preset():
@@ -57,53 +107,98 @@ def test_console_script_runs_the_same_app(tmp_path):
 
 
 def test_running_from_the_project_root_uses_its_conf_directory():
-    proc = subprocess.run([sys.executable, "-c", "from bsbench.app import config_dir; print(config_dir())"],
+    proc = subprocess.run([sys.executable, "-c", "from bsbench.job.app import config_dir; print(config_dir())"],
                           cwd=ROOT, capture_output=True, text=True)
     assert Path(proc.stdout.strip()) == ROOT / "conf"
 
 
 @pytest.mark.parametrize(
-    "override, named",
+    "overrides, named",
     [
-        ("batch_size=0", "batch_size=0"),
-        ("batch_size=abc", "batch_size=abc"),
-        ("batch_size=300", "batch_size=300"),  # more than smoke's 256 training images
-        ("epochs=-1", "epochs=-1"),
-        ("precision=17", "precision=17"),
-        ("devices=0", "devices=0"),
-        ("accelerator=gpu", "accelerator=gpu"),
-        ("model.arch=notanet", "model.arch=notanet"),
-        ("data.name=imagenet", "data=imagenet"),
-        ("data.val_size=320", "data.val_size=320"),
-        ("trainer.max_steps=0", "trainer.max_steps=0"),
-        ("strategy=dpp", "strategy=dpp"),
-        ("mode=fastest", "mode=fastest"),
-        ("data.resize_on=gpu", "data.resize_on=gpu"),
-        ("matmul_precision=low", "matmul_precision=low"),
-        ("throughput.steps=0", "throughput.steps=0"),
-        ("data.resize_size=20", "data.resize_size=20"),
-        ("model.arch=alexnet", "data.image_size=32"),  # alexnet needs at least 63 px
-        ("output_root=/dev/null/outputs", "output_root=/dev/null/outputs"),
+        (["batch_size=0"], "batch_size=0"),
+        (["batch_size=300"], "batch_size=300"),  # more than smoke's 256 training images
+        (["epochs=-1"], "epochs=-1"),
+        (["model.lr=-1"], "model.lr=-1"),
+        (["data.num_workers=-1"], "data.num_workers=-1"),
+        (["model.num_classes=5"], "model.num_classes=5"),
+        (["+callbacks.x._target_=no.such.Class"], "callbacks.x._target_=no.such.Class"),
+        (["+callbacks.x=3"], "callbacks.x=3"),
+        (["precision=17"], "precision=17"),
+        (["devices=0"], "devices=0"),
+        (["accelerator=gpu"], "accelerator=gpu"),
+        (["model.arch=notanet"], "model.arch=notanet"),
+        (["data.name=imagenet"], "data=imagenet"),
+        (["data.val_size=320"], "data.val_size=320"),
+        (["trainer.max_steps=0"], "trainer.max_steps=0"),
+        (["strategy=dpp"], "strategy=dpp"),
+        (["mode=throughput", "trainer.max_steps=5", "timing.warmup_steps=5"], "trainer.max_steps=5"),
+        (["mode=find_max", "devices=2"], "mode=find_max"),
+        (["mode=find_max", "trainer.max_steps=-1"], "trainer.max_steps=-1"),
+        (["data.resize_on=gpu"], "data.resize_on=gpu"),
+        (["matmul_precision=low"], "matmul_precision=low"),
+        (["data.resize_size=20"], "data.resize_size=20"),
+        (["model.arch=alexnet"], "data.image_size=32"),  # alexnet needs at least 63 px
+        (["output_root=/dev/null/outputs"], "output_root=/dev/null/outputs"),
     ],
 )
-def test_bad_overrides_stop_with_one_sentence_and_no_result(cli, override, named):
-    proc = cli(*SMOKE[:1], override)
+def test_settings_that_cannot_work_are_named_in_one_sentence(overrides, named):
+    with pytest.raises(UserError) as err:
+        check(composed(*SMOKE, *overrides), sweep=False)
+    message = str(err.value)
+    assert named in message and "use" in message and message.endswith(".") and "\n" not in message
+
+
+def test_a_group_option_that_does_not_exist_is_named_with_those_that_do():
+    with pytest.raises(UserError, match=r"^mode=fastest is not a bsbench mode option; use one of: find_max, "
+                                        r"throughput, train\.$"):
+        check_group_choices(["-m", "mode=train,fastest"])
+    check_group_choices(["mode=throughput", "data=synthetic", "+callbacks.a._target_=x", "hydra/launcher=slurm"])
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["seed=abc"], "seed=abc is not an integer"),  # the schema's refusal
+    (["model.lr=-1"], "model.lr=-1 is not greater than 0"),  # a check's
+    (["mode=fastest"], "mode=fastest is not a bsbench mode option"),  # a config group's
+    (["+callbacks.x._target_=no.such.Class"], "callbacks.x._target_=no.such.Class cannot be imported"),
+    (["output_root=/dev/null/outputs"], "output_root=/dev/null/outputs is not a writable directory"),
+])
+def test_bad_overrides_stop_with_one_line_exit_2_and_no_directory(cli, overrides, named):
+    proc = cli(*SMOKE[:1], *overrides)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("bsbench: error:") and named in lines[0], proc.stderr
-    assert lines[0].endswith(".") and "use" in lines[0]
-    assert cli.results() == []
+    assert len(lines) == 1 and lines[0].startswith(f"bsbench: error: {named}"), proc.stderr
+    assert not cli.outputs.exists()  # no results.json, no directory
+
+
+def test_a_swept_value_of_the_wrong_type_stops_the_sweep_before_its_directory_exists(cli):
+    proc = cli("-m", "compile=false,maybe", *SMOKE)
+    assert proc.returncode == 2 and proc.stderr.strip() == \
+        "bsbench: error: compile=maybe is not true or false; use compile=true or compile=false."
+    assert not cli.outputs.exists()
 
 
 def test_a_sweep_with_one_bad_value_runs_no_job_at_all(cli):
     proc = cli("-m", "batch_size=32,0", *SMOKE)
     assert proc.returncode == 2
     assert "batch_size=0 is not a positive integer" in proc.stderr and "Traceback" not in proc.stderr
-    assert not list(cli.outputs.rglob("results.json"))
-    assert not list(cli.outputs.glob("multirun/*/*/0"))
+    assert not cli.outputs.exists()
 
 
 def test_unknown_keys_keep_hydras_own_error(cli):
     proc = cli(*SMOKE, "batchsize=32")
     assert proc.returncode == 1
     assert "Could not override 'batchsize'" in proc.stderr
+
+
+def test_a_cpu_input_path_that_would_fill_shared_memory_is_refused(monkeypatch, tmp_path):
+    import bsbench.job.validate
+
+    docker_default = shutil._ntuple_diskusage(64 * 2**20, 0, 64 * 2**20)  # 64 MiB free
+    monkeypatch.setattr(bsbench.job.validate, "SHM", str(tmp_path))
+    monkeypatch.setattr(bsbench.job.validate.shutil, "disk_usage", lambda path: docker_default)
+    reference = [*SMOKE, "data.image_size=224", "batch_size=256", "data.num_workers=3"]
+    with pytest.raises(UserError, match=r"^data.resize_on=cpu with data.num_workers=3 keeps about 882 MiB of batches "
+                                        r"in .*, which has 64 MiB free .*use data.resize_on=device"):
+        check(composed(*reference, "data.resize_on=cpu"), sweep=False)
+    check(composed(*reference, "data.resize_on=device"), sweep=False)  # workers hand over 32 px uint8 images
+    check(composed(*reference, "data.resize_on=cpu", "data.num_workers=0"), sweep=False)  # no workers, no /dev/shm

@@ -1,16 +1,19 @@
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision
+from torchvision.transforms.v2 import functional as TF
 
-from bsbench.data import ImageDataModule, device_transform, load_arrays
+from bsbench.training.data import ImageDataModule, crop_windows, device_transform, load_arrays, resized_crop_float
 from conftest import write_cifar10_format
 
 
 class Stage:
-    """Stands in for the Trainer in on_after_batch_transfer: training or not."""
+    """Stands in for the Trainer in on_after_batch_transfer: training or not, and its precision plugin."""
 
-    def __init__(self, training: bool):
+    def __init__(self, training: bool, precision_plugin=None):
         self.training = training
+        self.precision_plugin = precision_plugin
 
 
 def first_batches(dm):
@@ -60,7 +63,7 @@ def test_both_resize_paths_give_the_same_shapes_dtypes_and_ranges():
 
 def test_device_eval_transform_matches_the_reference_pil_path():
     # Tolerance: one intensity level (1/255). torchvision's uint8 bilinear resize reproduces PIL's
-    # exactly on the CPU; float kernels (CUDA) round the interpolated value, off by at most one level.
+    # exactly on the CPU; float kernels (the path off the CPU) do not round, off by at most one level.
     device_dm, cpu_dm = module(resize_on="device", image_size=224), module(resize_on="cpu", image_size=224)
     device_dm.setup("fit")
     cpu_dm.setup("fit")
@@ -68,8 +71,18 @@ def test_device_eval_transform_matches_the_reference_pil_path():
     on_device = device_transform(images, 256, 224, train=False)
     reference = torch.stack([cpu_dm.test_set[i][0] for i in range(8)])
     assert (on_device - reference).abs().max() <= 1 / 255 + 1e-6
-    unrounded = device_transform(images.float(), 256, 224, train=False)  # a float kernel, as on CUDA
-    assert (unrounded - reference).abs().max() <= 1 / 255 + 1e-6
+    centre = torch.full((8,), 16)
+    unrounded = resized_crop_float(images, centre, centre, 256, 224) / 255  # what CUDA runs
+    assert unrounded.dtype == torch.float32 and (unrounded - reference).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_the_float_path_samples_each_crop_window_as_resize_then_crop_would():
+    torch.manual_seed(1)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    top, left = torch.randint(0, 256 - 224 + 1, (6,)), torch.randint(0, 256 - 224 + 1, (6,))
+    reference = crop_windows(TF.resize(images.float(), [256, 256], antialias=True), top, left, 224)
+    sampled = resized_crop_float(images, top, left, 256, 224)  # from the channels-last view, no resized batch
+    assert sampled.shape == (6, 3, 224, 224) and (sampled - reference).abs().max() < 1e-3
 
 
 def test_device_random_crop_picks_a_window_per_image():
@@ -83,6 +96,20 @@ def test_device_random_crop_picks_a_window_per_image():
         assert len(windows) == 1
     offsets = {tuple(torch.nonzero(full[i, 0] == crops[i, 0, 0, 0])[0].tolist()) for i in range(4)}
     assert len(offsets) > 1  # not one window for the whole batch
+
+
+@pytest.mark.parametrize("plugin, dtype", [
+    (HalfPrecision("bf16-true"), torch.bfloat16), (HalfPrecision("16-true"), torch.float16),
+    (DoublePrecision(), torch.float64), (MixedPrecision("bf16-mixed", "cpu"), torch.float32), (None, torch.float32),
+])
+def test_device_batches_arrive_in_the_precisions_input_dtype(plugin, dtype):
+    # Lightning converts a batch to a true precision's dtype before the transfer, while these images
+    # are still uint8: the device path converts them once they are floats
+    dm = module(resize_on="device")
+    dm.setup("fit")
+    dm.trainer = Stage(True, plugin)
+    images, labels = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert images.dtype == dtype and labels.dtype == torch.int64
 
 
 def test_split_is_fixed_by_split_seed_not_by_the_global_seed():

@@ -4,13 +4,17 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
 
-import bsbench.run
-from bsbench.model import ImageClassifier
+import bsbench.job.build
+import bsbench.job.run
+from bsbench.core.fields import FIELD_NAMES
+from bsbench.training.model import ImageClassifier
 from conftest import SMOKE, job_config
 
 FAULT = "+callbacks.fault._target_=faults.FailAt"
@@ -46,6 +50,7 @@ def test_a_failed_run_is_recorded_the_sweep_finishes_and_exits_non_zero(cli):
     runs = by_batch_size(cli.results())
     assert [runs[b]["status"] for b in (30, 31, 32)] == ["failed", "ok", "ok"]
     assert runs[30]["error_type"] == "ValueError" and runs[30]["error"] == "simulated failure at batch size 30"
+    assert runs[30].keys() <= set(FIELD_NAMES)
     job_log = (cli.sweep_dir() / "0" / "bsbench.log").read_text()
     assert "Traceback (most recent call last)" in job_log and "ValueError" in job_log
     with open(cli.sweep_dir() / "runs.csv", newline="") as f:
@@ -61,28 +66,49 @@ def test_a_failed_single_run_writes_its_result_and_exits_non_zero(cli):
 
 
 class MemoryEdge(ImageClassifier):
-    """Out of memory for every batch larger than 50 images, like a device with a memory edge
-    (Lightning's batch-size finder runs without callbacks, so the model itself must fail)."""
+    """Out of memory for every batch larger than LIMIT images, like a device with a memory edge, in the
+    words of `ERROR` (CUDA's allocator by default; cuDNN and cuBLAS say it otherwise near the edge)."""
+
+    LIMIT = 50
+    ERROR = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
 
     def training_step(self, batch, batch_idx):
-        if len(batch[0]) > 50:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        if len(batch[0]) > self.LIMIT:
+            raise self.ERROR
         return super().training_step(batch, batch_idx)
 
 
-def test_find_max_reports_the_largest_batch_size_that_fits(tmp_path, monkeypatch):
-    job_cfg = job_config(tmp_path, "mode=find_max", "batch_size=8")
-    monkeypatch.setattr(bsbench.run, "ImageClassifier", MemoryEdge)
-    result = bsbench.run.run(job_cfg)
+def test_find_max_reports_the_largest_batch_size_that_ran(tmp_path, monkeypatch):
+    job_cfg = job_config(tmp_path, "mode=find_max", "batch_size=8", "trainer.max_steps=1")
+    monkeypatch.setattr(bsbench.job.build, "ImageClassifier", MemoryEdge)
+    result = bsbench.job.run.run(job_cfg)
     assert result["status"] == "ok" and result["mode"] == "find_max"
-    assert result["max_batch_size"] == 50
+    assert result["max_batch_size"] == 50 and result["find_max_stop"] == "memory"
+    tried = {t["batch_size"]: t["status"] for t in result["find_max_trials"]}
+    assert tried[50] == "ok" and tried[51] == "oom"  # both sides of the edge ran
+
+
+@pytest.mark.parametrize("message", [
+    "cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear if you passed in a non-contiguous input.",
+    "FIND was unable to find an engine to execute this computation",
+    "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+])
+def test_find_max_takes_cuda_libraries_words_for_out_of_memory(tmp_path, monkeypatch, message):
+    edge = type("Edge", (MemoryEdge,), {"LIMIT": 100, "ERROR": RuntimeError(message)})
+    job_cfg = job_config(tmp_path, "mode=find_max", "batch_size=32", "trainer.max_steps=1", "find_max.max_val=128")
+    monkeypatch.setattr(bsbench.job.build, "ImageClassifier", edge)
+    result = bsbench.job.run.run(job_cfg)
+    assert result["max_batch_size"] == 100 and result["find_max_stop"] == "memory"  # not the untried 128
 
 
 def test_find_max_from_the_command_line_stops_at_the_training_set(cli):
-    proc = cli(*SMOKE, "mode=find_max", "batch_size=64")
+    proc = cli(*SMOKE, "mode=find_max", "batch_size=64", "trainer.max_steps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (result,) = cli.results()
     assert result["mode"] == "find_max" and result["max_batch_size"] == 256  # smoke's training images
+    assert result.keys() <= set(FIELD_NAMES)
+    assert result["find_max_stop"] == "dataset"
+    assert [t["batch_size"] for t in result["find_max_trials"]] == [64, 128, 256]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -123,3 +149,39 @@ def test_a_killed_sweep_resumes_without_rerunning_what_finished(cli):
     assert [p.name for p in (cli.outputs / "multirun").glob("*/*")] == [sweep.name]  # no second sweep dir
     rows = list(csv.DictReader(open(sweep / "runs.csv", newline="")))
     assert sorted(int(row["batch_size"]) for row in rows) == [30, 31, 32]
+
+
+def test_a_stop_swallowed_by_a_finalizer_is_acted_on_at_the_next_check():
+    # Python drops an exception raised in __del__ (garbage collection runs them at any moment): a
+    # SIGTERM delivered there must still stop the sweep
+    code = """
+import os, signal, sys
+from bsbench.core import interrupt
+interrupt.install()
+class Finalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**6):  # the handler runs here, inside the finalizer
+            pass
+Finalized()
+print("went on")
+try:
+    interrupt.check()
+except KeyboardInterrupt as exc:
+    print("stopped:", exc)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines() == ["went on", "stopped: signal 15"], proc.stdout + proc.stderr
+
+
+def test_resume_knows_a_configuration_by_its_setting_not_by_the_command_text(cli):
+    proc = cli("-m", "batch_size=30,31", *SMOKE, "mode=throughput", "trainer.max_steps=4", "timing.warmup_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = cli.sweep_dir()
+    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")}
+    # the values in another order, bookkeeping added, a default spelled out: the same two jobs
+    resumed = cli("-m", "batch_size=31,30", *SMOKE, "mode=throughput", "trainer.max_steps=4", "timing.warmup_steps=1",
+                  "cooldown_s=0", "order=grid", "seed=5", "channels_last=false", f"resume={sweep}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (resumed.stdout + resumed.stderr).count("already done") == 2
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")} == before

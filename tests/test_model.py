@@ -2,7 +2,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bsbench.model import ImageClassifier
+from bsbench.training.model import ImageClassifier
 
 
 def forwards_per_training_step(train_acc_eval_forward: bool) -> list[bool]:

@@ -1,4 +1,4 @@
-from bsbench.order import sweep_order
+from bsbench.core.order import sweep_order
 
 JOBS = [["batch_size=30"], ["batch_size=31"], ["batch_size=32"]]
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bsbench.plots import figure
-from bsbench.report import main, rule_of_thumb, suggest, write_report
-from bsbench.result import write_json_atomic
-from bsbench.summary import configurations
+from bsbench.core.results import write_json_atomic
+from bsbench.report.cli import main
+from bsbench.report.plots import figure
+from bsbench.report.suggest import rule_of_thumb, suggest
+from bsbench.report.summary import configurations
+from bsbench.report.write import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -24,7 +26,7 @@ def write_runs(directory: Path, rates: dict[int, list[float]], start: int = 0, s
             start += 1
             run.mkdir(parents=True)
             write_json_atomic(run / "results.json", {
-                "status": status, "batch_size": b, "repeat": i, "train_samples_per_s": rate,
+                "status": status, "mode": "train", "batch_size": b, "repeat": i, "train_samples_per_s": rate,
                 "train_time_s": 1000 / rate, "train_samples": 1000, "inference_time_s": 1.0,
                 "epoch_times_s": [400 / rate, 600 / rate], "config": {"precision": "32-true"}, "world_size": 1,
                 "device_name": "GPU X", "precision_used": "32-true", "epochs": 2, "test_acc": 0.5,
@@ -70,7 +72,7 @@ def test_plots_are_pngs_of_the_sweep(tmp_path):
 
 
 def _results(directory):
-    from bsbench.result import read_results
+    from bsbench.core.results import read_results
 
     return read_results(directory)
 

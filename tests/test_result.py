@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from bsbench.result import read_results, write_json_atomic
+from bsbench.core.results import read_results, write_json_atomic
 
 
 def test_atomic_write_replaces_whole_files_only(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-from bsbench.summary import configurations, format_duration, markdown_table, status_notes
+from bsbench.report.summary import configurations, format_duration, markdown_table, status_notes
 
 
 def test_durations_read_like_the_published_table():
@@ -42,6 +42,25 @@ def test_runs_that_failed_alike_are_told_once():
 
 
 def test_epochs_are_shown_only_where_runs_train_whole_epochs():
-    table = markdown_table(configurations([run(32, 500.0, mode="throughput"), run(33, 500.0)])).splitlines()
+    table = markdown_table(configurations([run(32, 500.0, mode="throughput", epochs=None), run(33, 500.0)])).splitlines()
     epochs = {line.split(" | ")[0]: line.split(" | ")[4] for line in table[2:]}
     assert epochs == {"| 32": "", "| 33": "10"}
+
+
+def test_a_merged_report_labels_each_differing_setting_once():
+    small = run(32, 500.0, model="mobilenet_v3_small", image_size=64,
+                config={"model": {"arch": "mobilenet_v3_small"}, "data": {"image_size": 64}})
+    large = run(32, 400.0, model="mobilenet_v3_large", image_size=224,
+                config={"model": {"arch": "mobilenet_v3_large"}, "data": {"image_size": 224}})
+    other_card = {**large, "device_name": "NVIDIA H100", "train_samples_per_s": 900.0}
+    labels = sorted(row["setting"] for row in configurations([small, large, other_card]))
+    assert labels == ["data.image_size=224 model.arch=mobilenet_v3_large device=NVIDIA H100",
+                      "data.image_size=224 model.arch=mobilenet_v3_large device=Tesla V100",
+                      "data.image_size=64 model.arch=mobilenet_v3_small device=Tesla V100"]
+
+
+def test_bookkeeping_does_not_split_a_configuration():
+    first = run(32, 500.0, config={"seed": 1, "repeat": 0, "output_root": "a", "trainer": {"default_root_dir": "a/0"}})
+    second = run(32, 510.0, config={"seed": 2, "repeat": 1, "output_root": "b", "trainer": {"default_root_dir": "b/3"}})
+    (row,) = configurations([first, second])
+    assert row["runs"] == 2 and row["setting"] == ""

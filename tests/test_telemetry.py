@@ -1,7 +1,7 @@
 import time
 import types
 
-from bsbench.telemetry import NvmlSampler, TelemetryCallback, summarize
+from bsbench.training.telemetry import NvmlSampler, TelemetryCallback, summarize
 
 
 def fake_nvml():

@@ -6,24 +6,39 @@ import sys
 
 import torch
 
-from bsbench.run import build
+from bsbench.core.fields import FIELD_NAMES
+from bsbench.job.build import build
 from conftest import SMOKE, job_config
 
 
 def test_throughput_mode_times_fixed_steps_and_nothing_else(cli):
-    proc = cli(*SMOKE, "mode=throughput", "throughput.warmup_steps=2", "throughput.steps=5", "logger=csv")
+    proc = cli(*SMOKE, "mode=throughput", "timing.warmup_steps=2", "trainer.max_steps=7")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (r,) = cli.results()
-    assert r["mode"] == "throughput" and r["status"] == "ok"
+    assert r["mode"] == "throughput" and r["status"] == "ok" and r.keys() <= set(FIELD_NAMES)
     assert r["timed_steps"] == 5 and r["train_samples_per_s"] > 0
     assert 0 < r["step_time_median_ms"] and r["step_time_sd_ms"] is not None
     assert abs(r["step_time_mean_ms"] * 5 / 1000 - 5 * 32 / r["train_samples_per_s"]) < 0.05  # the same 5 steps
-    assert r["val_acc"] is None and r["inference_time_s"] is None  # no validation, no inference
+    assert r["val_acc"] is None and r["inference_time_s"] is None and r["test_samples"] is None  # no validation, no inference
     assert not list(cli.outputs.rglob("metrics.csv")) and not list(cli.outputs.rglob("*.ckpt"))
+    # the result says what ran: 7 steps, no epoch count, and the Trainer settings the mode chose
+    assert r["max_steps"] == 7 and r["epochs"] is None
+    trainer = r["config"]["trainer"]
+    assert (trainer["max_steps"], trainer["max_epochs"], trainer["limit_val_batches"]) == (7, -1, 0)
+
+
+def test_a_modes_trainer_settings_give_way_to_the_command_line(cli):
+    proc = cli(*SMOKE, "mode=throughput", "timing.warmup_steps=1", "trainer.max_steps=4", "logger=csv",
+               "trainer.limit_val_batches=1", "trainer.val_check_interval=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = cli.results()
+    assert r["timed_steps"] == 3 and r["config"]["trainer"]["limit_val_batches"] == 1
+    assert r["val_acc"] is not None  # the validation asked for ran, and did not count as a training step
+    assert list(cli.outputs.rglob("metrics.csv"))  # the logger asked for was kept
 
 
 def test_a_throughput_sweep_costs_seconds_per_point(cli):
-    proc = cli("-m", "batch_size=range(30,34)", *SMOKE, "mode=throughput", "throughput.steps=4")
+    proc = cli("-m", "batch_size=range(30,34)", *SMOKE, "mode=throughput", "timing.warmup_steps=2", "trainer.max_steps=6")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = cli.results()
     assert len(results) == 4 and all(r["train_time_s"] < 30 for r in results)
@@ -33,11 +48,11 @@ def test_speed_knobs_are_applied(tmp_path):
     before = torch.get_float32_matmul_precision()
     try:
         cfg = job_config(tmp_path, "channels_last=true", "cudnn_benchmark=true", "matmul_precision=medium")
-        _, model, trainer, _, _ = build(cfg)
+        model = build(cfg).model
         assert model.net.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
         assert torch.backends.cudnn.benchmark is True
         assert torch.get_float32_matmul_precision() == "medium"
-        _, compiled, _, _, _ = build(job_config(tmp_path, "compile=true"))
+        compiled = build(job_config(tmp_path, "compile=true")).model
         assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule)
     finally:
         torch.set_float32_matmul_precision(before)
@@ -45,24 +60,31 @@ def test_speed_knobs_are_applied(tmp_path):
 
 
 def test_speed_knobs_are_recorded(cli):
-    proc = cli(*SMOKE, "mode=throughput", "throughput.steps=3", "channels_last=true", "matmul_precision=high")
+    proc = cli(*SMOKE, "mode=throughput", "trainer.max_steps=13", "channels_last=yes", "cudnn_benchmark=off",
+               "matmul_precision=high", "model.fused_adam=true")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (r,) = cli.results()
     assert (r["channels_last"], r["cudnn_benchmark"], r["compile"], r["matmul_precision"], r["resize_on"]) == \
         (True, False, False, "high", "device")
+    assert r["fused_adam"] is True and r["float32_matmul_precision"] == "high"
+    assert isinstance(r["cudnn_allow_tf32"], bool)
 
 
 def test_overhead_benchmark_prints_its_table_and_writes_figures(tmp_path):
+    # 16-mixed with 2 DDP ranks (gloo): the per-step costs that only these show
     proc = subprocess.run(
         [sys.executable, "-m", "bsbench.bench", "--image-size", "32", "--batch-size", "8", "--warmup", "1",
-         "--steps", "2", "--rounds", "2", "--images", "64", "--out", str(tmp_path)],
+         "--steps", "2", "--rounds", "2", "--images", "64", "--precision", "16-mixed", "--devices", "2",
+         "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads((tmp_path / "bench.json").read_text())
-    assert len(figures["ratios"]) == 2
+    assert len(figures["ratios"]) == 2 and figures["world_size"] == 2
+    assert figures["precision_used"] == "bf16-mixed"  # what Lightning runs 16-mixed as on a CPU; the plain loop too
     assert figures["ratio_ci_low"] < figures["ratio"] < figures["ratio_ci_high"]
     assert proc.stdout.rstrip().splitlines()[-1].startswith(f"bsbench / plain: {figures['ratio']:.3f} (95% interval")
     assert figures["cpu_pil_images_per_s_per_worker"] > 0 and figures["device_images_per_s"] > 0
+    assert figures["ddp_flag_broadcast_ms"] > 0 and "per-step DDP flag broadcast alone" in proc.stdout
 
 
 def test_overhead_benchmark_wants_an_even_number_of_rounds():
@@ -72,10 +94,49 @@ def test_overhead_benchmark_wants_an_even_number_of_rounds():
 
 
 def test_a_jobs_process_wide_settings_do_not_leak_into_the_next_job(tmp_path):
-    from bsbench.run import attempt
+    from bsbench.job.run import attempt
 
     before = torch.get_float32_matmul_precision()
-    result = attempt(job_config(tmp_path, "mode=throughput", "throughput.steps=2", "throughput.warmup_steps=1",
+    result = attempt(job_config(tmp_path, "mode=throughput", "trainer.max_steps=3", "timing.warmup_steps=1",
                                 "matmul_precision=medium"))
     assert result["status"] == "ok" and result["matmul_precision"] == "medium"
     assert torch.get_float32_matmul_precision() == before
+
+
+def test_every_precision_trains_through_the_default_input_path(cli):
+    precisions = ["32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"]
+    proc = cli("-m", f"precision={','.join(precisions)}", *SMOKE, "mode=throughput", "batch_size=8",
+               "timing.warmup_steps=1", "trainer.max_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["precision"]: r for r in cli.results()}
+    assert sorted(runs) == sorted(precisions)
+    assert all(r["status"] == "ok" and r["train_samples_per_s"] > 0 for r in runs.values()), \
+        {p: r.get("error") for p, r in runs.items()}
+    assert runs["16-mixed"]["precision_used"] == "bf16-mixed"  # Lightning's choice on a CPU, recorded
+    assert runs["bf16-true"]["precision_used"] == "bf16-true"
+
+
+def test_compile_gives_every_job_its_own_static_graph(tmp_path, monkeypatch):
+    from bsbench.job.run import attempt
+
+    graphs = []  # (job, batch sizes in the graph's inputs, whether any input size is symbolic)
+
+    def backend(gm, example_inputs):
+        values = [n.meta.get("example_value") for n in gm.graph.nodes if n.op == "placeholder"]
+        sizes = {v.shape[0] for v in values if isinstance(v, torch.Tensor) and tuple(v.shape[1:]) == (3, 32, 32)}
+        symbolic = any(isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and
+                       any(isinstance(d, torch.SymInt) for d in v.shape)) for v in values)
+        graphs.append((job, sizes, symbolic))
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, backend=backend, **kwargs))
+    for job, batch_size in enumerate((30, 31, 31)):
+        result = attempt(job_config(tmp_path, "compile=true", "mode=throughput", f"batch_size={batch_size}",
+                                    "timing.warmup_steps=1", "trainer.max_steps=3"))
+        assert result["status"] == "ok" and result["compile"] is True and result["first_step_time_s"] > 0
+    by_job = {j: [g for g in graphs if g[0] == j] for j in range(3)}
+    assert all(by_job[j] for j in range(3))  # every job compiled, even a repeat of the one before
+    assert not any(symbolic for _, _, symbolic in graphs)  # static shapes
+    assert {s for _, sizes, _ in by_job[0] for s in sizes} == {30}  # the images, in the job's own batch size
+    assert {s for _, sizes, _ in by_job[1] for s in sizes} == {31}

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from bsbench.timing import TimingCallback
+import bsbench.training.timing
+from bsbench.training.timing import StepTimer, TimingCallback
 
 VAL_SLEEP_S = 0.3
 
@@ -34,17 +35,21 @@ def loader(n, batch_size):
     return DataLoader(TensorDataset(torch.randn(n, 4), torch.randint(0, 2, (n,))), batch_size=batch_size)
 
 
-@pytest.fixture(scope="module")
-def timed():
-    timing = TimingCallback(warmup_steps=3)
+def fit(timing: TimingCallback, step_timer: StepTimer, train_batches: int = 10) -> L.Trainer:
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, callbacks=[timing], logger=False, enable_checkpointing=False,
+        accelerator="cpu", max_epochs=2, callbacks=[timing, step_timer], logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )
-    model = Tiny()
-    trainer.fit(model, loader(40, 4), loader(8, 4))
-    trainer.test(model, loader(24, 8), verbose=False)
-    return timing.metrics()
+    trainer.fit(Tiny(), loader(train_batches * 4, 4), loader(8, 4))
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def timed():
+    timing, step_timer = TimingCallback(warmup_steps=3), StepTimer(warmup_steps=3)
+    trainer = fit(timing, step_timer)
+    trainer.test(trainer.lightning_module, loader(24, 8), verbose=False)
+    return {**timing.metrics(), "step_times_s": step_timer.step_times_s}
 
 
 def test_warmup_steps_are_left_out_of_the_steady_state_rate(timed):
@@ -71,3 +76,24 @@ def test_inference_is_timed_over_the_whole_test_set(timed):
 
 def test_cpu_reports_no_peak_device_memory(timed):
     assert timed["peak_memory_mib"] is None
+
+
+def test_per_step_times_hold_training_steps_only(timed):
+    # 17 steps after the warm-up, in two stretches (one per epoch); the slow validation between is in none
+    assert len(timed["step_times_s"]) == 17
+    assert max(timed["step_times_s"]) < VAL_SLEEP_S
+
+
+def test_the_first_step_is_timed_apart(timed):
+    assert 0 < timed["first_step_time_s"] < timed["train_time_s"]
+
+
+def test_clock_reads_wait_for_the_device_per_interval_not_per_step(monkeypatch):
+    syncs = []
+    monkeypatch.setattr(bsbench.training.timing, "synchronize", lambda device: syncs.append(device))
+    counts = []
+    for batches in (6, 20):
+        syncs.clear()
+        fit(TimingCallback(warmup_steps=3), StepTimer(warmup_steps=3), train_batches=batches)
+        counts.append(len(syncs))
+    assert counts[0] == counts[1]  # more steps, no more syncs

@@ -1,7 +1,7 @@
 import random
 
-from bsbench.summary import configurations
-from bsbench.verdict import comparisons, kind, verdict_markdown
+from bsbench.report.summary import configurations
+from bsbench.report.verdict import comparisons, kind, verdict_markdown
 
 
 def runs(rates_by_batch: dict[int, list[float]], **config) -> list[dict]:

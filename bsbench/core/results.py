@@ -1,4 +1,5 @@
-"""A run's result: one flat JSON object per run directory, written atomically."""
+"""A run's result on disk: one flat JSON object per run directory (fields: bsbench.core.fields),
+written atomically, read back by the report and by a resumed sweep. Stdlib and OmegaConf only."""
 
 import datetime as dt
 import json
@@ -7,23 +8,35 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import torch
-from lightning.pytorch.utilities.memory import is_oom_error
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from bsbench.core.fields import Status, setting_key, setting_of
 
 RESULT_FILE = "results.json"
 
 
+def now() -> str:
+    """Local time with its UTC offset, to the millisecond: when runs of a sweep started and ended."""
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
+
+
+def config_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def setup_fields(cfg: DictConfig) -> dict:
     """What was asked for: the fields every result has, finished or not."""
+    trainer = cfg.trainer
+    config = config_dict(cfg)
     return {
         "mode": cfg.mode,
         "batch_size": cfg.batch_size,
         "precision": str(cfg.precision),
-        "devices": cfg.devices,
+        "devices": config["devices"],
         "strategy": str(cfg.strategy),
         "accelerator": str(cfg.accelerator),
-        "epochs": cfg.epochs,
+        "epochs": trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None,
+        "max_steps": trainer.max_steps if trainer.max_steps > 0 else None,
         "model": cfg.model.arch,
         "data": cfg.data.name,
         "image_size": cfg.data.image_size,
@@ -34,27 +47,20 @@ def setup_fields(cfg: DictConfig) -> dict:
         "cudnn_benchmark": cfg.cudnn_benchmark,
         "compile": cfg.compile,
         "matmul_precision": cfg.matmul_precision,
+        "fused_adam": cfg.model.fused_adam,
+        "train_acc_eval_forward": cfg.model.train_acc_eval_forward,
+        "config": config,
     }
 
 
-def now() -> str:
-    """Local time with its UTC offset, to the millisecond: when runs of a sweep started and ended."""
-    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Device or host memory ran out: CUDA's OutOfMemoryError, cuDNN's and the CPU allocator's
-    messages (Lightning's own test), or Python's MemoryError."""
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or is_oom_error(exc)
-
-
-def unfinished(cfg: DictConfig, status: str, exc: BaseException | None = None) -> dict:
+def unfinished(cfg: DictConfig, status: Status, exc: BaseException | None = None) -> dict:
     """The result of a run that did not finish: status oom, failed or interrupted, and why."""
     result = {"status": status, **setup_fields(cfg), "finished_at": now()}
     if exc is not None:
+        message = str(exc).strip()
         result.update(
             error_type=type(exc).__name__,
-            error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            error=message.splitlines()[0] if message else type(exc).__name__,
             traceback="".join(traceback.format_exception(exc)),
         )
     return result
@@ -88,8 +94,13 @@ def read_results(directory: Path) -> list[dict]:
     return results
 
 
+def job_key(config: dict) -> tuple:
+    """What makes a job the same job again: its setting, batch size and repeat."""
+    return setting_key(setting_of(config)), config.get("batch_size"), config.get("repeat") or 0
+
+
 def finished_runs(directory: Path) -> dict[tuple, dict]:
-    """The ok results under `directory`, by their sorted overrides: what a resumed sweep skips."""
+    """The ok results under `directory`, by job (setting, batch size, repeat): what a resumed sweep skips."""
     if not Path(directory).is_dir():
         return {}
-    return {tuple(sorted(r.get("overrides", []))): r for r in read_results(directory) if r.get("status") == "ok"}
+    return {job_key(r.get("config") or {}): r for r in read_results(directory) if r.get("status") == Status.OK}

@@ -7,6 +7,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.data import extract_batch_size
 
+from bsbench.core import interrupt
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued kernels: CUDA and MPS return before the work is done."""
@@ -20,8 +22,8 @@ def synchronize(device: torch.device) -> None:
 # the main process: the measurements travel there, under this key, as plain numbers.
 STATE_KEY = "bsbench_timing"
 STEP_TIMES_KEY = "bsbench_step_times"
-STATE = ("train_time_s", "epoch_times_s", "inference_time_s", "test_samples", "steps_seen", "samples_seen", "timed_steps",
-         "timed_samples", "timed_seconds", "peak_memory_bytes")
+STATE = ("train_time_s", "epoch_times_s", "first_step_time_s", "inference_time_s", "test_samples", "steps_seen",
+         "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes")
 
 
 class TimingCallback(L.Callback):
@@ -31,13 +33,15 @@ class TimingCallback(L.Callback):
     Steady state: the first `warmup_steps` training steps are left out, and so is everything between
     training steps (validation, the dataloader's restart at each epoch), so samples/s measures the
     training step itself. The clock is read with the device synchronized only where an interval opens
-    or closes, never per step, so timing does not slow down what it times.
+    or closes (fit, each epoch, the steady-state stretches, the first step, inference), never once per
+    step, so timing does not slow down what it times.
     """
 
     def __init__(self, warmup_steps: int = 20):
         self.warmup_steps = warmup_steps
         self.train_time_s: float | None = None
         self.epoch_times_s: list[float] = []
+        self.first_step_time_s: float | None = None
         self.inference_time_s: float | None = None
         self.test_samples = 0
         self.steps_seen = 0
@@ -79,11 +83,16 @@ class TimingCallback(L.Callback):
         self.epoch_times_s.append(self._now(trainer) - self._epoch_start)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        interrupt.check()  # a stop whose first delivery was swallowed (see bsbench.core.interrupt)
+        if self.steps_seen == 0:  # the first step: compilation, autotuning, allocation
+            self._first_step_start = self._now(trainer)
         if self._interval_start is None and self.steps_seen >= self.warmup_steps:
             self._interval_start = self._now(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         samples = extract_batch_size(batch) * trainer.world_size
+        if self.steps_seen == 0:
+            self.first_step_time_s = self._now(trainer) - self._first_step_start
         self.steps_seen += 1
         self.samples_seen += samples
         if self._interval_start is not None:
@@ -134,52 +143,68 @@ class TimingCallback(L.Callback):
         return {
             "train_time_s": self.train_time_s,
             "epoch_times_s": self.epoch_times_s,
+            "first_step_time_s": self.first_step_time_s,
             "train_samples": self.samples_seen,
             "train_samples_per_s": rate(self.timed_samples, self.timed_seconds),
             "warmup_steps": self.warmup_steps,
             "timed_steps": self.timed_steps,
             "inference_time_s": self.inference_time_s,
             "inference_samples_per_s": rate(self.test_samples, self.inference_time_s),
-            "test_samples": self.test_samples,
+            "test_samples": self.test_samples if self.inference_time_s is not None else None,
             "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
         }
 
 
 class StepTimer(L.Callback):
-    """Per-step times for throughput mode: a mark at the start of every step after the warm-up and
-    one at the end of training. On CUDA the marks are events on the device's stream, so no step waits
-    for a clock read; elsewhere they are clock reads after synchronizing."""
+    """Per-step times of the steady state: a mark at the start of every training step after the
+    warm-up, and one where a stretch of consecutive steps ends (validation, the end of an epoch or of
+    training), so no interval holds anything but training steps. On CUDA the marks are events on the
+    device's stream, so no step waits for a clock read; on the CPU they are clock reads, which wait
+    for nothing. Other devices (MPS) would need a sync per mark: no per-step times there."""
 
     def __init__(self, warmup_steps: int):
         self.warmup_steps = warmup_steps
         self.steps_seen = 0
-        self.marks: list = []
+        self.stretches: list[list] = []
+        self._open: list | None = None
         self.step_times_s: list[float] = []
 
-    def _mark(self, trainer) -> None:
-        device = trainer.strategy.root_device
+    @staticmethod
+    def _mark(device: torch.device):
         if device.type == "cuda":
             event = torch.cuda.Event(enable_timing=True)
             event.record()
-            self.marks.append(event)
-        else:
-            synchronize(device)
-            self.marks.append(time.perf_counter())
+            return event
+        return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if self.steps_seen >= self.warmup_steps:
-            self._mark(trainer)
+        device = trainer.strategy.root_device
+        if self.steps_seen >= self.warmup_steps and device.type in ("cuda", "cpu"):
+            if self._open is None:
+                self._open = []
+                self.stretches.append(self._open)
+            self._open.append(self._mark(device))
         self.steps_seen += 1
 
+    def _close(self, trainer) -> None:
+        if self._open is not None:
+            self._open.append(self._mark(trainer.strategy.root_device))
+            self._open = None
+
+    def on_validation_start(self, trainer, pl_module):
+        self._close(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self._close(trainer)
+
     def on_train_end(self, trainer, pl_module):
-        if not self.marks:
-            return
-        self._mark(trainer)
-        if isinstance(self.marks[0], float):
-            self.step_times_s = [b - a for a, b in zip(self.marks, self.marks[1:])]
-        else:
-            self.marks[-1].synchronize()
-            self.step_times_s = [a.elapsed_time(b) / 1000 for a, b in zip(self.marks, self.marks[1:])]
+        self._close(trainer)
+        if trainer.strategy.root_device.type == "cuda" and self.stretches:
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        self.step_times_s = [
+            b - a if isinstance(a, float) else a.elapsed_time(b) / 1000
+            for marks in self.stretches for a, b in zip(marks, marks[1:])
+        ]
         trainer.callback_metrics[STEP_TIMES_KEY] = self.step_times_s  # for ddp_spawn, as TimingCallback
 
     def metrics(self, trainer) -> dict:

@@ -19,6 +19,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 from torchvision.datasets import CIFAR10
@@ -26,7 +27,7 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import VisionDataset
 from torchvision.transforms.v2 import functional as TF
 
-from bsbench.errors import UserError
+from bsbench.core.errors import UserError
 
 CIFAR10_SHAPE = (32, 32, 3)
 CIFAR10_CLASSES = 10
@@ -114,19 +115,46 @@ def resized(image_size: int, resize_size: int | None) -> int:
 
 def device_transform(images: torch.Tensor, resize: int, crop: int, train: bool) -> torch.Tensor:
     """The reference's transforms on a whole uint8 batch, on whatever device it is on: Resize to
-    resize x resize, then a random (train) or center (eval) crop, then scale to [0, 1] floats."""
-    images = TF.resize(images, [resize, resize], antialias=True)
-    if not train:
-        return TF.center_crop(images, [crop, crop]).float().div_(255)
+    resize x resize, then a random (train) or center (eval) crop, then scale to [0, 1] floats.
+
+    On the CPU, torchvision resizes uint8 natively, exactly as PIL does. Elsewhere it would convert
+    the whole resized batch to float, round it back to uint8, crop, and convert again (about 3 GB of
+    memory traffic per 512-image batch at 224 px), so there each crop window is interpolated
+    straight from the small source images in one kernel (`resized_crop_float`)."""
+    n, _, height, width = images.shape
+    if train:
+        top = torch.randint(0, resize - crop + 1, (n,), device=images.device)
+        left = torch.randint(0, resize - crop + 1, (n,), device=images.device)
+    else:  # torchvision's center_crop offset
+        top = left = torch.full((n,), int(round((resize - crop) / 2.0)), device=images.device)
+    if images.device.type == "cpu" or resize < max(height, width):  # and downscaling wants antialiasing
+        return crop_windows(TF.resize(images, [resize, resize], antialias=True), top, left, crop).float().div_(255)
+    return resized_crop_float(images, top, left, resize, crop).div_(255)
+
+
+def crop_windows(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, crop: int) -> torch.Tensor:
+    """images[i, :, top[i]:top[i]+crop, left[i]:left[i]+crop] for every i, in one indexing operation."""
     n, channels, device = images.shape[0], images.shape[1], images.device
-    top = torch.randint(0, resize - crop + 1, (n, 1, 1, 1), device=device)
-    left = torch.randint(0, resize - crop + 1, (n, 1, 1, 1), device=device)
     offsets = torch.arange(crop, device=device)
-    rows = top + offsets.view(1, 1, crop, 1)
-    cols = left + offsets.view(1, 1, 1, crop)
+    rows = top.view(n, 1, 1, 1) + offsets.view(1, 1, crop, 1)
+    cols = left.view(n, 1, 1, 1) + offsets.view(1, 1, 1, crop)
     batch = torch.arange(n, device=device).view(n, 1, 1, 1)
     channel = torch.arange(channels, device=device).view(1, channels, 1, 1)
-    return images[batch, channel, rows, cols].float().div_(255)
+    return images[batch, channel, rows, cols]
+
+
+def resized_crop_float(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
+    """crop_windows(resize(images), ...) in float, without the resized batch: each output pixel is
+    sampled bilinearly from the source at the position a resize to `resize` px would read it from
+    (half-pixel centres, edges clamped: what torchvision's and PIL's bilinear upscaling compute)."""
+    n, _, height, width = images.shape
+    centres = torch.arange(crop, device=images.device, dtype=torch.float32) + 0.5
+    # grid_sample (align_corners=False) reads source pixel ((g + 1) * size - 1) / 2 at normalized g, so
+    # g = 2 * p / resize - 1 reads the source where pixel centre p of the resized image comes from
+    ys = (top.view(n, 1, 1).float() + centres.view(1, crop, 1)) * (2.0 / resize) - 1.0
+    xs = (left.view(n, 1, 1).float() + centres.view(1, 1, crop)) * (2.0 / resize) - 1.0
+    grid = torch.stack(torch.broadcast_tensors(xs, ys), dim=-1)  # (n, crop, crop, (x, y))
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -206,7 +234,11 @@ class ImageDataModule(L.LightningDataModule):
             return batch
         images, labels = batch
         training = self.trainer is not None and self.trainer.training
-        return device_transform(images, self.resize, self.image_size, train=training), labels
+        images = device_transform(images, self.resize, self.image_size, train=training)
+        # Lightning converts floating-point inputs to a true precision's dtype (16-true, bf16-true,
+        # 64-true) before the transfer, when these images were still uint8: convert them now.
+        precision = getattr(self.trainer, "precision_plugin", None)
+        return (precision.convert_input(images) if precision is not None else images), labels
 
     def _download_cifar10(self) -> None:
         ways_out = (

@@ -1,4 +1,4 @@
-"""One DDP rank of a job, started by torchrun from bsbench.ranks: `python -m bsbench.worker CONFIG DIR`.
+"""One DDP rank of a job, started by torchrun from bsbench.job.ranks: `python -m bsbench.job.worker CONFIG DIR`.
 Runs the job's resolved config once and writes this rank's outcome to DIR/rank<N>.json when there is
 one to tell (rank 0's result, or this rank's failure); exits non-zero on failure so that torchrun
 stops the other ranks."""
@@ -10,16 +10,18 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bsbench.result import write_json_atomic
-from bsbench.run import attempt
+from bsbench.core.config import typed
+from bsbench.core.fields import Status
+from bsbench.core.results import write_json_atomic
+from bsbench.job.run import attempt
 
 
 def main(config_file: str, ranks_dir: str) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][rank " + os.environ.get("RANK", "?") + "] %(message)s")
-    result = attempt(OmegaConf.load(config_file))
+    result = attempt(typed(OmegaConf.load(config_file)))
     if result is not None:
         write_json_atomic(Path(ranks_dir) / f"rank{os.environ.get('RANK', '0')}.json", result)
-    return 0 if result is None or result["status"] == "ok" else 1
+    return 0 if result is None or result["status"] == Status.OK else 1
 
 
 if __name__ == "__main__":

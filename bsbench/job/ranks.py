@@ -3,7 +3,7 @@
 Lightning's `ddp` re-executes the command line once per extra device. Inside a Hydra multirun that
 command line holds `-m` and the whole sweep, so every extra rank would launch the sweep again. bsbench
 therefore starts a job's ranks itself, with torch's elastic launcher (torchrun), each rank running
-exactly this job's composed and resolved config (`bsbench.worker`) and nothing else. torchrun also
+exactly this job's composed and resolved config (`bsbench.job.worker`) and nothing else. torchrun also
 gives the failure semantics a benchmark needs: when one rank fails, the others are terminated instead
 of waiting forever in a collective. Lightning recognises torchrun's environment and starts no
 processes of its own. Under SLURM (or torchrun started by the user) the cluster starts the ranks, and
@@ -20,8 +20,9 @@ import lightning as L
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
-from bsbench.errors import UserError
-from bsbench.result import unfinished
+from bsbench.core.errors import UserError
+from bsbench.core.fields import Status
+from bsbench.core.results import unfinished
 
 log = logging.getLogger("bsbench")
 RANKS_DIR = "ranks"
@@ -62,7 +63,7 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
     config_file = ranks_dir / "config.yaml"
     OmegaConf.save(cfg, config_file, resolve=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
-               "--max-restarts=0", "-m", "bsbench.worker", str(config_file), str(ranks_dir)]
+               "--max-restarts=0", "-m", "bsbench.job.worker", str(config_file), str(ranks_dir)]
     log.info("starting %d ranks: %s", processes, " ".join(command))
     proc = subprocess.Popen(command)
     try:
@@ -78,14 +79,14 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
     for path in ranks_dir.glob("rank*.json"):
         outcomes[int(path.stem[4:])] = json.loads(path.read_text())
         path.unlink()  # consumed: the job's one result is its results.json
-    if returncode == 0 and outcomes.get(0, {}).get("status") == "ok":
+    if returncode == 0 and outcomes.get(0, {}).get("status") == Status.OK:
         return outcomes[0]
-    failures = [(rank, o) for rank, o in outcomes.items() if o["status"] != "ok"]
+    failures = [(rank, o) for rank, o in outcomes.items() if o["status"] != Status.OK]
     if failures:
         # The rank that failed first is the cause: the others fail after it, in broken collectives.
         rank, failure = min(failures, key=lambda ro: ro[1]["failed_at"])
         return {**failure, "failed_rank": rank}
-    result = unfinished(cfg, "failed")
+    result = unfinished(cfg, Status.FAILED)
     result.update(error_type="RankFailure", error=f"torchrun exited with status {returncode} and no rank "
                   "reported an error (a rank was killed, e.g. by the kernel's out-of-memory killer)")
     return result

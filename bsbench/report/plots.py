@@ -3,14 +3,13 @@
 
 from pathlib import Path
 
-import matplotlib
+# The object-oriented API without pyplot: files only, no display, and no backend chosen for whoever
+# else in the process uses matplotlib.
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from bsbench.stats import describe  # noqa: E402
-from bsbench.verdict import is_power_of_two  # noqa: E402
+from bsbench.report.stats import describe
+from bsbench.report.verdict import is_power_of_two
 
 PLOTS = {
     "samples_per_s.png": ("train_samples_per_s_values", "training throughput (samples/s)"),
@@ -25,7 +24,8 @@ def _error(values: list[float]) -> tuple[float, float]:
 
 
 def figure(rows: list[dict], field: str, ylabel: str):
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    fig = Figure(figsize=(9, 5), dpi=100)
+    ax = fig.subplots()
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if row[field]:
@@ -65,6 +65,5 @@ def write_plots(rows: list[dict], directory: Path) -> list[Path]:
             continue
         fig = figure(rows, field, ylabel)
         fig.savefig(directory / name, metadata={"Title": f"bsbench: {ylabel}"})
-        plt.close(fig)
         written.append(directory / name)
     return written

@@ -32,6 +32,10 @@ def describe(device: torch.device) -> dict:
         "python_version": platform.python_version(),
         "host": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        # process-wide numerics that change speed: matmul_precision sets the first (matrix
+        # multiplications only); convolutions follow the second, which bsbench leaves as torch has it
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -6,15 +6,9 @@ import csv
 import json
 from pathlib import Path
 
-from bsbench.stats import describe
+from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_key
+from bsbench.report.stats import describe
 
-# The first runs.csv columns, in this order; any other scalar field follows, sorted by name.
-LEADING = [
-    "status", "batch_size", "repeat", "sweep_position", "global_batch_size", "precision", "precision_used",
-    "devices", "world_size", "strategy", "accelerator", "epochs", "model", "data", "image_size", "train_time_s",
-    "inference_time_s", "train_samples_per_s", "inference_samples_per_s", "val_acc", "test_acc",
-    "peak_memory_mib", "device_name", "started_at", "finished_at", "run_dir",
-]
 # Per-configuration statistics: (result field or derived name, heading).
 METRICS = {
     "train_time_s": "train time (s)",
@@ -22,47 +16,25 @@ METRICS = {
     "train_samples_per_s": "samples/s",
     "inference_time_s": "inference time (s)",
 }
-# Config keys that never make two runs different configurations: the batch size is the axis, the
-# others are repetition and bookkeeping (run directories, the order of the sweep).
-NOT_CONFIGURATION = {"batch_size", "repeat", "repeats", "order", "order_seed", "cooldown_s", "resume", "seed",
-                     "output_root", "logger", "trainer.default_root_dir"}
-
-
-# Result fields that follow from a config key: named only when the key does not already tell them apart.
-DERIVED = {"result.precision_used": "precision", "result.world_size": "devices"}
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def setting(result: dict) -> dict:
-    """What makes runs comparable, batch size aside: the config (less bookkeeping) and the device."""
-    config = {k: v for k, v in flatten(result.get("config") or {}).items()
-              if not any(k == n or k.startswith(n + ".") for n in NOT_CONFIGURATION)}
-    for key in ("model", "data", "image_size", "precision_used", "epochs", "mode", "world_size", "device_name"):
-        config[f"result.{key}"] = result.get(key)
-    return config
+# summary.csv's first columns; the statistics of METRICS follow.
+SUMMARY_LEADING = ["setting", "batch_size", "runs", "model", "data", "image_size", "precision_used", "world_size",
+                   "epochs", "device_name"]
 
 
 def group_key(result: dict) -> str:
-    return json.dumps(setting(result), sort_keys=True, default=str)
+    """Runs are comparable when their settings are equal and they ran on the same device."""
+    return json.dumps([setting_key(setting(result)), result.get("device_name")])
 
 
 def label_groups(results: list[dict]) -> dict[str, str]:
-    """A short name per setting: the keys whose values differ between settings, e.g. 'precision=bf16-mixed'."""
-    settings = {group_key(r): setting(r) for r in results}
-    keys = sorted({k for s in settings.values() for k in s})
-    varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s in settings.values()}) > 1]
-    varying = [k for k in varying if DERIVED.get(k) not in varying]
-    return {g: " ".join(f"{k.removeprefix('result.')}={s.get(k)}" for k in varying) for g, s in settings.items()}
+    """A short name per group: the settings that differ between groups, each once, and the device
+    where devices differ, e.g. 'precision=bf16-mixed'."""
+    groups = {group_key(r): (setting(r), r.get("device_name")) for r in results}
+    keys = sorted({k for s, _ in groups.values() for k in s})
+    varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s, _ in groups.values()}) > 1]
+    devices_vary = len({device for _, device in groups.values()}) > 1
+    return {g: " ".join([f"{k}={s.get(k)}" for k in varying] + ([f"device={device}"] if devices_vary else []))
+            for g, (s, device) in groups.items()}
 
 
 def per_sample_us(r: dict) -> float | None:
@@ -77,12 +49,12 @@ def configurations(results: list[dict]) -> list[dict]:
     labels = label_groups(results)
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        if r.get("status") == "ok":
+        if r.get("status") == Status.OK:
             groups.setdefault((group_key(r), r["batch_size"]), []).append(r)
     rows = []
     for (key, batch_size), runs in groups.items():
         first = runs[0]
-        row = {"setting": labels[key], "batch_size": batch_size, "runs": len(runs), "group": key}
+        row = {"setting": labels[key], "batch_size": batch_size, "runs": len(runs), "_group": key}  # not a column
         for field in ("model", "data", "image_size", "precision_used", "world_size", "epochs", "device_name", "mode"):
             row[field] = first.get(field)
         for metric in METRICS:
@@ -93,7 +65,7 @@ def configurations(results: list[dict]) -> list[dict]:
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
         row["train_samples_per_s_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
         row["epoch_time_s_values"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
-                                      if r.get("epoch_times_s") and r.get("mode", "train") == "train"]  # whole epochs only
+                                      if r.get("epoch_times_s") and r.get("mode") == "train"]  # whole epochs only
         rows.append(row)
     return sorted(rows, key=lambda row: (row["setting"], row["batch_size"]))
 
@@ -102,7 +74,9 @@ def _csv_value(v):
     return ";".join(f"{x:.4f}" if isinstance(x, float) else str(x) for x in v) if isinstance(v, list) else v
 
 
-def write_csv(rows: list[dict], path: Path, leading: list[str]) -> None:
+def write_csv(rows: list[dict], path: Path, leading: list[str] = FIELD_NAMES) -> None:
+    """One row per dict, the `leading` columns first (by default the result fields in the schema's
+    order), then every other scalar field by name."""
     keys = {k for r in rows for k, v in r.items() if not isinstance(v, dict) and not k.startswith("_")}
     columns = [k for k in leading if k in keys] + sorted(keys - set(leading))
     with open(path, "w", newline="") as f:
@@ -148,7 +122,7 @@ def markdown_table(rows: list[dict]) -> str:
         acc = row["test_acc_mean"]
         lines.append([
             str(row["batch_size"]), str(row["runs"]), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
-            str(row.get("epochs") or "") if (row.get("mode") or "train") == "train" else "", _device(row), str(row.get("precision_used") or ""), rate_text,
+            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text,
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
@@ -157,14 +131,14 @@ def markdown_table(rows: list[dict]) -> str:
 def status_notes(results: list[dict]) -> str:
     """What a reader of the table must not miss: runs that did not finish, and the memory edge."""
     notes = []
-    oom = [r for r in results if r.get("status") == "oom"]
+    oom = [r for r in results if r.get("status") == Status.OOM]
     if oom:
-        fit = [r["batch_size"] for r in results if r.get("status") == "ok"]
+        fit = [r["batch_size"] for r in results if r.get("status") == Status.OK]
         notes.append(f"Out of memory at batch size {', '.join(str(r['batch_size']) for r in oom)}; "
                      f"the largest batch size that fit: {max(fit) if fit else 'none'}.")
     unfinished: dict[tuple, list[dict]] = {}  # runs that failed alike are told once
     for r in results:
-        if r.get("status") not in ("ok", "oom"):
+        if r.get("status") not in ANSWERED:
             unfinished.setdefault((r.get("status"), r.get("error_type"), r.get("error")), []).append(r)
     for (status, error_type, error), runs in unfinished.items():
         why = f": {error_type}: {error}" if error else ""

@@ -4,7 +4,7 @@ batch sizes of the same setting, on steady-state training throughput, with a 95%
 
 from statistics import median
 
-from bsbench.stats import compare
+from bsbench.report.stats import compare
 
 
 def is_power_of_two(n: int) -> bool:
@@ -35,7 +35,7 @@ def comparisons(rows: list[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if row["train_samples_per_s_values"]:
-            groups.setdefault(row["group"], []).append(row)
+            groups.setdefault(row["_group"], []).append(row)
     for group_rows in groups.values():
         group_rows.sort(key=lambda row: row["batch_size"])
         for i, row in enumerate(group_rows):

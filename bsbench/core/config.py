@@ -1,0 +1,175 @@
+"""The type of every setting, declared once. Hydra composes conf/ as YAML, which types nothing:
+`compile=maybe` would arrive as a string that Python takes for true. bsbench merges each composed
+config into this schema before anything runs (`typed`), so a wrong type is refused in one line and
+`compile=no` means false. Stdlib and OmegaConf only: Hydra's plugin and the report import it cheaply.
+
+Keys whose values are unions OmegaConf cannot type (`devices`: an int, `auto` or a list; several
+Trainer flags) are `Any` here and checked in bsbench.job.validate, with the range checks types
+cannot express."""
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from bsbench.core.errors import UserError
+
+
+@dataclass
+class Data:
+    name: str = "cifar10"
+    root: Optional[str] = "data"
+    download: bool = True
+    verify: bool = True
+    val_size: int = 5000
+    split_seed: int = 42
+    image_size: int = 224
+    resize_size: Optional[int] = None
+    resize_on: str = "device"
+    num_workers: int = 3
+    pin_memory: bool = True
+    persistent_workers: bool = False
+    num_train_images: int = 50000  # data=synthetic only
+    num_test_images: int = 10000
+
+
+@dataclass
+class Model:
+    arch: str = "mobilenet_v3_large"
+    num_classes: int = 10
+    lr: float = 5e-4
+    fused_adam: bool = False
+    train_acc_eval_forward: bool = False
+    log_train_loss: bool = True
+
+
+@dataclass
+class Trainer:
+    """Every lightning.pytorch.Trainer argument that bsbench does not set from its own keys."""
+
+    num_nodes: int = 1
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = None
+    min_epochs: Optional[int] = None
+    max_steps: int = -1
+    min_steps: Optional[int] = None
+    max_time: Any = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
+    enable_checkpointing: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: Optional[str] = None
+    deterministic: Any = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Any = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    plugins: Any = None
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    default_root_dir: Optional[str] = None
+    enable_autolog_hparams: bool = True
+    model_registry: Optional[str] = None
+
+
+@dataclass
+class Timing:
+    warmup_steps: int = 20
+
+
+@dataclass
+class Telemetry:
+    interval_s: float = 1.0
+
+
+@dataclass
+class FindMax:
+    max_val: int = 8192
+    max_trials: int = 25
+
+
+@dataclass
+class Config:
+    batch_size: int = 256
+    precision: str = "16-mixed"
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    epochs: int = 10
+    seed: int = 123
+    mode: str = "train"
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    compile: bool = False
+    matmul_precision: Optional[str] = None
+    repeats: int = 1
+    order: str = "interleaved"
+    order_seed: int = 0
+    cooldown_s: float = 0.0
+    repeat: int = 0
+    timing: Timing = field(default_factory=Timing)
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    find_max: FindMax = field(default_factory=FindMax)
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    resume: Optional[str] = None
+    output_root: str = "outputs"
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    trainer: Trainer = field(default_factory=Trainer)
+    logger: Optional[Dict[str, Any]] = None
+
+
+def typed(cfg: DictConfig) -> DictConfig:
+    """The config merged into the schema: values converted to their types (`no` -> false), or a
+    UserError naming the first setting that has none. Hydra's own section, where present, is left
+    out (it is Hydra's to check)."""
+    plain = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        return OmegaConf.merge(OmegaConf.structured(Config), plain)
+    except ConfigKeyError as exc:
+        raise UserError(f"{exc.full_key} is not a bsbench setting; `python -m bsbench --cfg job` lists them all.") from None
+    except OmegaConfBaseException as exc:
+        raise UserError(_type_error(str(exc.full_key), exc.value)) from None
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _type_error(key: str, value) -> str:
+    kind, default = _schema_field(key)
+    nullable = typing.get_origin(kind) is typing.Union
+    base = typing.get_args(kind)[0] if nullable else kind
+    wanted = _TYPE_NAMES.get(base, "a value of the right type")
+    if base is bool:
+        return f"{key}={value} is not {wanted}; use {key}=true or {key}=false."
+    if default is None:
+        return f"{key}={value} is not {wanted}; use {wanted}" + (f" or {key}=null." if nullable else ".")
+    return f"{key}={value} is not {wanted}; use e.g. {key}={default}."
+
+
+def _schema_field(key: str):
+    """The declared type and default of a dotted key."""
+    cls, kind, default = Config, Config, None
+    for part in key.split("."):
+        fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return Any, None
+        f = fields[part]
+        kind = typing.get_type_hints(cls)[part]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        cls = kind
+    return kind, default

@@ -1,0 +1,123 @@
+"""What a result is: every field of results.json with its meaning, the statuses a run can end in,
+and the setting that identifies a configuration. The run writes these fields, the report, the
+verdict and resume read them, and the README's field table is this table (a test checks it).
+Stdlib only: the report reads results without torch."""
+
+import enum
+import json
+from dataclasses import dataclass
+
+
+class Status(str, enum.Enum):
+    OK = "ok"
+    OOM = "oom"  # out of memory: a finding about the configuration, not a failure of the tool
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Runs that answered their question: a sweep exits 0 when every run ended in one of these.
+ANSWERED = (Status.OK, Status.OOM)
+
+
+@dataclass(frozen=True)
+class Fields:
+    names: tuple[str, ...]
+    meaning: str
+
+
+RESULT_FIELDS = (
+    Fields(("status",), "`ok`, `oom`, `failed` or `interrupted` (see \"When runs fail\"); `error_type`, `error` and "
+           "`traceback` say why"),
+    Fields(("error_type", "error", "traceback"), "a run that did not finish: the exception's type, its first line, "
+           "the whole traceback"),
+    Fields(("failed_at",), "a run that did not finish: when it failed (Unix time), which tells the first failing rank"),
+    Fields(("failed_rank",), "with several ranks: the rank whose failure ended the job"),
+    Fields(("mode",), "`train`, `throughput` or `find_max`"),
+    Fields(("repeat", "sweep_position"), "which repeat of its configuration, and its place in the sweep's order"),
+    Fields(("batch_size", "global_batch_size"), "per device, and times the number of processes"),
+    Fields(("precision", "precision_used"), "as configured, and as Lightning ran it"),
+    Fields(("devices", "world_size", "num_nodes", "strategy", "accelerator"),
+           "as configured; `world_size` is the number of processes that trained"),
+    Fields(("inference_world_size",), "the number of processes that ran inference (each on its share of the test set)"),
+    Fields(("epochs",), "training epochs as the Trainer ran them (`trainer.max_epochs`); null where the mode does not "
+           "train by epochs"),
+    Fields(("max_steps",), "`trainer.max_steps` as the Trainer ran it; null for no limit"),
+    Fields(("model", "data", "image_size", "seed"), "the setup"),
+    Fields(("resize_on", "channels_last", "cudnn_benchmark", "compile", "matmul_precision", "fused_adam",
+            "train_acc_eval_forward"), "the settings that change speed, as configured"),
+    Fields(("float32_matmul_precision", "cudnn_allow_tf32"),
+           "what torch ran with: `torch.get_float32_matmul_precision()` (`matmul_precision` sets it: matrix "
+           "multiplications only) and `torch.backends.cudnn.allow_tf32` (TF32 in cuDNN convolutions)"),
+    Fields(("train_time_s",), "wall-clock of `fit` in seconds (see the summary table)"),
+    Fields(("epoch_times_s",), "each training epoch, with its validation"),
+    Fields(("first_step_time_s",), "the first training step alone (with `compile=true`, compilation is most of it); "
+           "left out of every steady-state figure"),
+    Fields(("train_samples_per_s", "warmup_steps", "timed_steps"),
+           "steady-state training throughput and the steps it covers"),
+    Fields(("train_samples",), "images trained on during `fit` (per-sample train time is `train_time_s / train_samples`)"),
+    Fields(("step_time_mean_ms", "step_time_median_ms", "step_time_sd_ms"),
+           "the timed training steps one by one (CUDA events on a GPU)"),
+    Fields(("inference_time_s", "inference_samples_per_s", "test_samples"),
+           "inference over the test set (`mode=train`)"),
+    Fields(("peak_memory_mib",), "peak device memory allocated by tensors during `fit` (CUDA); null where the "
+           "accelerator does not report it"),
+    Fields(("val_acc", "test_acc"), "last validation accuracy, test accuracy"),
+    Fields(("max_batch_size", "find_max_stop", "find_max_trials"),
+           "`mode=find_max`: the largest batch size that ran, what ended the search (`memory`, `max_val`, `dataset` "
+           "or `max_trials`), and every batch size tried with its outcome"),
+    Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
+            "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
+           "NVML telemetry during training; null without NVML"),
+    Fields(("started_at", "finished_at"), "local time, ISO 8601, to the millisecond"),
+    Fields(("device_type", "device_name", "sm_count", "device_memory_gib"), "the device; SMs and memory on CUDA GPUs"),
+    Fields(("torch_version", "lightning_version", "cuda_version", "cudnn_version", "python_version"),
+           "the software (CUDA and cuDNN as torch was built with them)"),
+    Fields(("host", "cpu_count"), "the machine"),
+    Fields(("run_dir", "overrides"), "where the result lies and the job's command-line overrides"),
+    Fields(("config",), "the whole composed config, typed and resolved, to reproduce the run; every key of it but "
+           "the batch size, the repeat and bookkeeping (`seed`, `order`, `output_root`, `logger`, ...) is the run's "
+           "setting, by which summaries, verdicts and `resume` tell configurations apart"),
+)
+FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
+
+# Config keys that never make two runs different configurations: the batch size and the repeat are
+# the axes a report compares along, the others are bookkeeping (where and in what order runs land).
+NOT_SETTING = ("batch_size", "repeat", "repeats", "order", "order_seed", "cooldown_s", "resume", "seed",
+               "output_root", "logger", "trainer.default_root_dir")
+
+
+def fields_markdown() -> str:
+    """The README's table of result fields."""
+    lines = ["| field | meaning |", "| --- | --- |"]
+    lines += [f"| {', '.join(f'`{n}`' for n in group.names)} | {group.meaning} |" for group in RESULT_FIELDS]
+    return "\n".join(lines) + "\n"
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{'data': {'name': 'x'}} -> {'data.name': 'x'}; an empty mapping stays a value."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def setting_of(config: dict) -> dict:
+    """The setting of a resolved config: every key but the batch size, the repeat and bookkeeping."""
+    return {key: value for key, value in sorted(flatten(config).items())
+            if not any(key == n or key.startswith(n + ".") for n in NOT_SETTING)}
+
+
+def setting(result: dict) -> dict:
+    """A result's setting, from the config it recorded."""
+    return setting_of(result.get("config") or {})
+
+
+def setting_key(setting_: dict) -> str:
+    return json.dumps(setting_, sort_keys=True, default=str)

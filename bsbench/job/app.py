@@ -1,0 +1,72 @@
+"""The Hydra entry point: `python -m bsbench [overrides]` and the `bsbench` console script.
+
+Only Hydra and bsbench.core are imported here: `--help`, `--cfg job` and shell completion start in
+a fraction of a second, and torch is imported by the job itself (bsbench.job.job)."""
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from bsbench.core.errors import UserError, fail
+
+# resume=DIR makes DIR the sweep directory; otherwise a new dated one.
+OmegaConf.register_new_resolver("bsbench_sweep_dir", lambda resume, new: resume or new, replace=True)
+
+# The config groups a user picks an option of (`mode=throughput`); Hydra's own are under hydra/.
+GROUPS = ("data", "model", "trainer", "logger", "mode", "experiment")
+
+
+def config_dir() -> str:
+    """conf/ inside the installed package (a wheel carries it there), else the repository's conf/
+    beside the package (an editable install, or running from the project root)."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "conf"
+    return str(packaged if packaged.is_dir() else package.parent / "conf")
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+
+
+def check_group_choices(args: list[str]) -> None:
+    """A group option that does not exist (`mode=fastest`, `-m data=cifar10,imagenet`) in one line,
+    before Hydra composes anything: Hydra's own answer is a screenful with the search path."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg or arg.split("=", 1)[0].lstrip("+~") not in GROUPS:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra reports its own syntax errors
+            continue
+        if override.is_delete() or override.package is not None:
+            continue
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        known = options(override.key_or_group)
+        for value in values:
+            if value is not None and str(value) != "null" and str(value) not in known:
+                raise UserError(f"{override.key_or_group}={value} is not a bsbench {override.key_or_group} option; "
+                                f"use one of: {', '.join(known)}.")
+
+
+def main() -> None:
+    try:
+        check_group_choices(sys.argv[1:])
+    except UserError as err:
+        fail(err)
+    hydra_main()
+
+
+@hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
+def hydra_main(cfg: DictConfig) -> None:
+    from bsbench.job.job import run_job
+
+    run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Build a run from its typed config: the datamodule, the module and the Trainer with bsbench's
+callbacks. The mode is config (conf/mode/): nothing here depends on it, so what a run's config says
+is what its Trainer got."""
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bsbench.training.data import ImageDataModule
+from bsbench.training.model import ImageClassifier
+from bsbench.training.telemetry import TelemetryCallback
+from bsbench.training.timing import StepTimer, TimingCallback
+
+
+@dataclass
+class Built:
+    datamodule: ImageDataModule
+    model: L.LightningModule
+    trainer: L.Trainer
+    timing: TimingCallback
+    step_timer: StepTimer
+    telemetry: TelemetryCallback
+
+
+def build(cfg: DictConfig) -> Built:
+    datamodule = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
+    model = ImageClassifier(**cfg.model, channels_last=cfg.channels_last)
+    if cfg.compile:
+        # static shapes: each job compiles for its own batch size (bsbench.job.run resets dynamo's cache
+        # between jobs), instead of one dynamic-shape graph that every later batch size would reuse
+        model = torch.compile(model, dynamic=False)
+    if cfg.matmul_precision:
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    timing = TimingCallback(cfg.timing.warmup_steps)
+    step_timer = StepTimer(cfg.timing.warmup_steps)
+    telemetry = TelemetryCallback(**cfg.telemetry)
+    extra = [instantiate(c) for c in cfg.callbacks.values()]
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=OmegaConf.to_container(cfg.devices) if OmegaConf.is_config(cfg.devices) else cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        benchmark=cfg.cudnn_benchmark,
+        logger=instantiate(cfg.logger) if cfg.logger else False,
+        callbacks=[timing, step_timer, telemetry, *extra],
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+    )
+    return Built(datamodule, model, trainer, timing, step_timer, telemetry)

@@ -1,0 +1,155 @@
+"""Run one job in its mode and gather the result. Config -> validate -> build -> run -> result;
+nothing here reads the command line."""
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.memory import garbage_collection_cuda
+from omegaconf import DictConfig
+
+from bsbench.core import interrupt
+from bsbench.core.errors import UserError
+from bsbench.core.fields import Status
+from bsbench.core.oom import is_oom
+from bsbench.core.results import now, setup_fields, unfinished
+from bsbench.job.build import Built, build
+from bsbench.job.find_max import find_max
+from bsbench.training.data import ImageDataModule
+from bsbench.training.environment import describe
+
+log = logging.getLogger("bsbench")
+
+
+def run(cfg: DictConfig) -> dict | None:
+    """Run once in the configured mode; returns the result on the process that writes it (global
+    rank 0). Errors propagate: the caller decides what becomes of them."""
+    started_at = now()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.mode == "find_max":
+        return _find_max(cfg, started_at)
+    built = build(cfg)
+    trainer = built.trainer
+    _lightning(trainer, trainer.fit, built.model, datamodule=built.datamodule)
+    built.timing.collect(trainer)
+    measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer),
+                "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
+    if cfg.mode == "train":
+        measured.update(_test(built))
+    if not trainer.is_global_zero:
+        return None
+    return {
+        "status": Status.OK,
+        **setup_fields(cfg),
+        **_ran(cfg, trainer),
+        **measured,
+        **built.telemetry.metrics(),
+        "started_at": started_at,
+        "finished_at": now(),
+        **describe(trainer.strategy.root_device),
+    }
+
+
+def _lightning(trainer: L.Trainer, call, *args, **kwargs):
+    """A Trainer entry point, with an interruption given back as one: Lightning answers Ctrl-C and
+    SIGTERM with sys.exit(1) after ignoring further SIGINTs."""
+    try:
+        return call(*args, **kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            interrupt.install()
+            raise KeyboardInterrupt from None
+        raise
+
+
+def _metric(trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return float(value) if value is not None else None
+
+
+def _ran(cfg: DictConfig, trainer: L.Trainer) -> dict:
+    return {"global_batch_size": cfg.batch_size * trainer.world_size, "precision_used": str(trainer.precision),
+            "world_size": trainer.world_size, "num_nodes": trainer.num_nodes}
+
+
+def _test(built: Built) -> dict:
+    """Inference on the test set, as the reference times it."""
+    trainer = built.trainer
+    tested = _lightning(trainer, trainer.test, built.model, datamodule=built.datamodule, verbose=False)
+    built.timing.collect(trainer)
+    timing = built.timing.metrics()
+    return {
+        "inference_time_s": timing["inference_time_s"],
+        "inference_samples_per_s": timing["inference_samples_per_s"],
+        "test_samples": timing["test_samples"],
+        # Lightning tests with every rank, each on its shard of the test set (the reference used one device)
+        "inference_world_size": trainer.world_size,
+        "test_acc": tested[0].get("test_acc") if tested else None,
+    }
+
+
+def _find_max(cfg: DictConfig, started_at: str) -> dict:
+    ran: dict = {}  # what the trials ran on; never a trial's Trainer, which would keep its model in memory
+
+    def run_trial(trial: DictConfig) -> None:
+        built = build(trial)
+        ran.update(_ran(cfg, built.trainer), device=built.trainer.strategy.root_device)
+        _lightning(built.trainer, built.trainer.fit, built.model, datamodule=built.datamodule)
+
+    data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
+    data.setup("fit")
+    found = find_max(cfg, run_trial, len(data.train_set), is_oom, garbage_collection_cuda)
+    device = ran.pop("device")
+    return {
+        "status": Status.OK if found["max_batch_size"] else Status.OOM,
+        **setup_fields(cfg),
+        **ran,
+        **found,
+        "started_at": started_at,
+        "finished_at": now(),
+        **describe(device),
+    }
+
+
+def attempt(cfg: DictConfig) -> dict | None:
+    """run(), with a failure turned into its result (status oom or failed) and its memory given back.
+    A user's mistake and an interruption propagate: they are not results of this configuration."""
+    try:
+        with process_state_restored():
+            return run(cfg)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # when it failed (TimingCallback marks Lightning's exceptions): with several ranks, the first
+        # rank to fail is the cause (bsbench.job.ranks)
+        failed_at = getattr(exc, "failed_at", time.time())
+        result = {**unfinished(cfg, Status.OOM if is_oom(exc) else Status.FAILED, exc), "failed_at": failed_at}
+        log.error("%s: %s", result["status"], result["traceback"])
+    finally:
+        # the failed run's trainer, model and tensors are unreachable once the exception is gone
+        garbage_collection_cuda()
+    return result
+
+
+@contextmanager
+def process_state_restored():
+    """A job must not change the next one's, in the same process: Lightning's DDP leaves its
+    environment variables (LOCAL_RANK, WORLD_SIZE, MASTER_PORT, ...) and an initialized process group
+    behind, which the next job would join; matmul_precision sets a process-wide value; and
+    torch.compile's cache would hand the next job this one's graphs (or, past its recompile limit,
+    silently run it uncompiled)."""
+    saved = dict(os.environ)
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch._dynamo.reset()
+    try:
+        yield
+    finally:
+        torch._dynamo.reset()
+        torch.set_float32_matmul_precision(matmul_precision)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved)

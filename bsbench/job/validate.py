@@ -1,0 +1,226 @@
+"""Checks on the typed config (bsbench.core.config), before any data or model is loaded: a mistake on
+the command line should cost one sentence, not a traceback after the dataset has been read. Types
+are the schema's job; these are the checks types cannot express."""
+
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import get_args
+
+import torch
+import torchvision
+from hydra.utils import get_class
+from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.pytorch.strategies import StrategyRegistry
+from omegaconf import DictConfig
+
+from bsbench.core.errors import UserError
+from bsbench.core.order import ORDERS
+from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON
+
+
+def _flatten(t) -> tuple:
+    args = get_args(t)
+    return sum((_flatten(a) for a in args), ()) if args else (t,)
+
+
+# Every value Lightning's Trainer accepts for `precision` and `strategy`, read from Lightning itself.
+PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
+STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
+GPU_ACCELERATORS = ("gpu", "cuda")
+MODES = ("train", "throughput", "find_max")  # conf/mode/
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+SHM = "/dev/shm"
+PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
+
+
+def validate_sweep(cfg: DictConfig) -> None:
+    """The settings of a sweep as a whole."""
+    if cfg.repeats < 1:
+        raise UserError(f"repeats={cfg.repeats} is not a positive integer; use e.g. repeats=3.")
+    if cfg.order not in ORDERS:
+        raise UserError(f"order={cfg.order} is not a sweep order; use one of: {', '.join(ORDERS)}.")
+    if cfg.cooldown_s < 0:
+        raise UserError(f"cooldown_s={cfg.cooldown_s} is not a number of seconds; use e.g. cooldown_s=30.")
+
+
+def validate(cfg: DictConfig, here: bool = True) -> None:
+    """Raise UserError naming the first setting that cannot work. `here`: the job runs on this
+    machine, so its GPUs and shared memory can be looked at (not so for a sweep sent to a cluster)."""
+    _at_least(cfg.batch_size, 1, "batch_size", 256)
+    _at_least(cfg.epochs, 1, "epochs", 10)
+    _at_least(cfg.model.lr, 0, "model.lr", 5e-4, strictly=True)
+    _at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
+    _at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
+    _at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
+    if cfg.model.num_classes < CIFAR10_CLASSES:
+        raise UserError(f"model.num_classes={cfg.model.num_classes} is fewer than the dataset's {CIFAR10_CLASSES} "
+                        f"classes; use model.num_classes={CIFAR10_CLASSES}.")
+    if cfg.matmul_precision is not None and cfg.matmul_precision not in MATMUL_PRECISIONS:
+        raise UserError(f"matmul_precision={cfg.matmul_precision} is not a float32 matmul precision; "
+                        f"use one of: {', '.join(MATMUL_PRECISIONS)}, or null.")
+    if str(cfg.precision) not in PRECISIONS:
+        raise UserError(f"precision={cfg.precision} is not a Lightning precision; use one of: {', '.join(PRECISIONS)}.")
+    _check_mode(cfg)
+    _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy), here)
+    if cfg.data.name not in DATASETS:
+        raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
+    if cfg.data.resize_on not in RESIZE_ON:
+        raise UserError(f"data.resize_on={cfg.data.resize_on} is not a place to resize; use one of: {', '.join(RESIZE_ON)}.")
+    resize = cfg.data.resize_size
+    if resize is not None and not resize >= cfg.data.image_size > 0:
+        raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
+                        f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
+    _check_split(cfg)
+    _check_model(cfg.model.arch, cfg.data.image_size)
+    for name, spec in cfg.callbacks.items():
+        _check_target(f"callbacks.{name}", spec, "a Lightning callback, e.g. lightning.pytorch.callbacks.LearningRateMonitor")
+    if cfg.logger:
+        _check_target("logger", cfg.logger, "a Lightning logger, e.g. lightning.pytorch.loggers.CSVLogger")
+    if here:
+        _check_shared_memory(cfg)
+
+
+def _at_least(value, low, key: str, example, strictly: bool = False) -> None:
+    if value < low or (strictly and value == low):
+        wanted = f"greater than {low}" if strictly else ("a positive integer" if low == 1 else f"at least {low}")
+        shown = f"{value:g}" if isinstance(value, float) else value  # -1, as typed, not the schema's -1.0
+        raise UserError(f"{key}={shown} is not {wanted}; use e.g. {key}={example}.")
+
+
+def _check_mode(cfg: DictConfig) -> None:
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode} is not a bsbench mode; use one of: {', '.join(MODES)}.")
+    max_steps, warmup = cfg.trainer.max_steps, cfg.timing.warmup_steps
+    if max_steps != -1 and max_steps < 1:
+        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
+    if cfg.mode == "throughput" and not max_steps > warmup:
+        raise UserError(f"trainer.max_steps={max_steps} leaves no timed step after timing.warmup_steps={warmup} "
+                        f"(mode=throughput times the steps after the warm-up); use e.g. trainer.max_steps={warmup + 50}.")
+    if cfg.mode == "find_max":
+        devices = cfg.devices if isinstance(cfg.devices, int) else None
+        if devices != 1 or cfg.trainer.num_nodes != 1:
+            raise UserError(f"mode=find_max searches on one device, not devices={cfg.devices} on "
+                            f"{cfg.trainer.num_nodes} node(s); use devices=1 trainer.num_nodes=1.")
+        _at_least(cfg.find_max.max_val, 1, "find_max.max_val", 8192)
+        _at_least(cfg.find_max.max_trials, 1, "find_max.max_trials", 25)
+        if max_steps < 1:
+            raise UserError("trainer.max_steps=-1 would make every find_max trial train forever; use the training "
+                            "steps per trial, e.g. trainer.max_steps=3.")
+
+
+def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:
+    if strategy not in STRATEGIES:
+        others = [s for s in STRATEGIES if s not in ("auto", "ddp", "ddp_spawn")]
+        raise UserError(f"strategy={strategy} is not a Lightning strategy; use auto, ddp, ddp_spawn or one of: "
+                        f"{', '.join(others)}.")
+    if strategy.startswith("ddp") and accelerator == "mps":
+        raise UserError(f"strategy={strategy} cannot run on accelerator=mps (one device, no DDP); use strategy=auto.")
+    if not isinstance(devices, int) or isinstance(devices, bool) or devices == -1:
+        return  # auto, a list or a string of device indices: Lightning resolves these and explains its errors
+    if devices < 1:
+        raise UserError(f"devices={devices} is not a positive integer; use e.g. devices=1, or devices=auto.")
+    if strategy == "single_device" and devices > 1:
+        raise UserError(f"devices={devices} with strategy=single_device runs one device; use devices=1 or strategy=ddp.")
+    if not here:
+        return
+    gpus = torch.cuda.device_count()
+    if accelerator in GPU_ACCELERATORS and gpus == 0:
+        raise UserError(
+            f"accelerator={accelerator} but this machine has no CUDA GPU visible; use accelerator=cpu or accelerator=auto."
+        )
+    if (accelerator in GPU_ACCELERATORS or (accelerator == "auto" and gpus)) and devices > gpus:
+        raise UserError(f"devices={devices} but this machine has {gpus} CUDA GPU(s); use devices={gpus} or fewer.")
+
+
+def _check_split(cfg: DictConfig) -> None:
+    images = cfg.data.num_train_images if cfg.data.name == "synthetic" else 50000  # CIFAR-10's training set
+    if not 0 < cfg.data.val_size < images:
+        raise UserError(f"data.val_size={cfg.data.val_size} must leave training images out of {images}; "
+                        "use e.g. data.val_size=5000.")
+    train_images = images - cfg.data.val_size
+    if cfg.batch_size > train_images:
+        raise UserError(
+            f"batch_size={cfg.batch_size} is larger than the {train_images} training images, so no full "
+            f"batch exists (the last incomplete batch is dropped, as in the reference); use at most {train_images}."
+        )
+
+
+def _check_model(arch: str, image_size: int) -> None:
+    models = torchvision.models.list_models(module=torchvision.models)
+    if arch not in models:
+        raise UserError(
+            f"model.arch={arch} is not a torchvision classification model; "
+            "use e.g. mobilenet_v3_large, mobilenet_v3_small or resnet18."
+        )
+    if image_size < 1:
+        raise UserError(f"data.image_size={image_size} is not a positive integer; use e.g. data.image_size=224.")
+    problem = _forward_problem(arch, image_size)
+    if problem:
+        raise UserError(f"data.image_size={image_size} is too small for model.arch={arch} ({problem}); "
+                        "use e.g. data.image_size=224.")
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_problem(arch: str, image_size: int) -> str | None:
+    """Try the network on a meta-device batch: shapes are checked, nothing is allocated or computed."""
+    try:
+        with torch.device("meta"):
+            torchvision.models.get_model(arch, weights=None, num_classes=10).eval()(
+                torch.empty(2, 3, image_size, image_size)
+            )
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        return str(exc).splitlines()[0].rstrip(".")
+    return None
+
+
+def _check_target(key: str, spec, example: str) -> None:
+    """An extra callback or logger must name a class that imports here, or the job fails after the data loads."""
+    target = spec.get("_target_") if hasattr(spec, "get") else None
+    if not isinstance(target, str):
+        raise UserError(f"{key}={spec} names no class; use {key}._target_=<{example}>.")
+    try:
+        get_class(target)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise UserError(f"{key}._target_={target} cannot be imported ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0] if str(cause) else ''}); use {example}.") from None
+
+
+def _check_shared_memory(cfg: DictConfig) -> None:
+    """DataLoader workers hand their batches over in /dev/shm; with resize_on=cpu those are full-size
+    float images, and a too-small /dev/shm (Docker's default is 64 MB) kills the workers with a bus
+    error mid-run."""
+    if cfg.data.resize_on != "cpu" or cfg.data.num_workers == 0 or not Path(SHM).is_dir():
+        return
+    ranks = cfg.devices if isinstance(cfg.devices, int) and cfg.devices > 0 else 1
+    batch_bytes = cfg.batch_size * 3 * cfg.data.image_size**2 * 4
+    needed = ranks * cfg.data.num_workers * PREFETCH_FACTOR * batch_bytes
+    free = shutil.disk_usage(SHM).free
+    if needed > free:
+        raise UserError(
+            f"data.resize_on=cpu with data.num_workers={cfg.data.num_workers} keeps about {needed / 2**20:,.0f} MiB of "
+            f"batches in {SHM}, which has {free / 2**20:,.0f} MiB free (the loader workers would die with a bus error); "
+            "use data.resize_on=device, fewer data.num_workers, or a larger /dev/shm (e.g. docker run --shm-size=8g).")
+
+
+def check_output_root(output_root: str) -> None:
+    """Hydra creates output_root when the first run starts and fails there with a traceback if it cannot:
+    check now, without creating anything, that it exists as a writable directory or can be made."""
+    path = Path(output_root).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing} is not writable"
+    elif existing == path:
+        try:
+            tempfile.TemporaryFile(dir=path).close()
+        except OSError as exc:
+            problem = exc.strerror
+    if problem:
+        raise UserError(f"output_root={output_root} is not a writable directory ({problem}); "
+                        "use output_root=<a writable directory>.")

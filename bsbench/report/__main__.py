@@ -1,0 +1,5 @@
+import sys
+
+from bsbench.report.cli import main
+
+sys.exit(main())

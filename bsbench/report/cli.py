@@ -1,0 +1,43 @@
+"""`bsbench-report DIR [DIR ...]` (also `python -m bsbench.report`): the report of every results.json
+under the directories (bsbench.report.write); `bsbench-report --suggest` lists candidate batch sizes.
+Nothing here imports torch: a report can be built wherever the results were copied to."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from bsbench.report.suggest import suggest
+from bsbench.report.write import write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bsbench-report",
+        description="Build the report (runs.csv, summary.csv, summary.md, verdict.md, plots) of every results.json "
+                    "under the given sweep or run directories, merging them; or list candidate batch sizes (--suggest).")
+    parser.add_argument("directories", nargs="*", type=Path, help="sweep or run directories holding results.json files")
+    parser.add_argument("--out", type=Path, help="where to write the report (default: the first directory)")
+    parser.add_argument("--suggest", action="store_true", help="list candidate batch sizes for this GPU instead")
+    parser.add_argument("--sm", type=int, help="--suggest: number of streaming multiprocessors (default: this GPU's)")
+    parser.add_argument("--image-size", type=int, default=224, help="--suggest: image height and width (224)")
+    parser.add_argument("--channels", type=int, default=3, help="--suggest: image channels (3)")
+    parser.add_argument("--max", type=int, default=1024, help="--suggest: largest batch size to list (1024)")
+    parser.add_argument("--around", type=int, default=512, help="--suggest: batch size to list neighbours of (512)")
+    args = parser.parse_args(argv)
+    if args.suggest:
+        print(suggest(args.sm, args.image_size, args.channels, args.max, args.around), end="")
+        return 0
+    if not args.directories:
+        parser.error("give one or more directories with results.json files under them, or --suggest")
+    missing = [str(d) for d in args.directories if not d.is_dir()]
+    if missing:
+        parser.error(f"not a directory: {', '.join(missing)}")
+    text, results = write_report(args.directories, args.out)
+    if not results:
+        parser.error(f"no results.json under {', '.join(map(str, args.directories))}")
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,22 @@
+"""One schema for results: the README's table is the schema's, and every run writes only declared fields."""
+
+from pathlib import Path
+
+from bsbench.core.fields import FIELD_NAMES, RESULT_FIELDS, Status, fields_markdown, setting_of
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_documents_exactly_the_result_fields():
+    assert fields_markdown() in README.read_text(), "README's result field table differs from bsbench/core/fields.py"
+    assert len(FIELD_NAMES) == len(set(FIELD_NAMES)) and all(group.meaning for group in RESULT_FIELDS)
+
+
+def test_statuses_are_their_json_strings():
+    assert [str(s) for s in Status] == ["ok", "oom", "failed", "interrupted"] and Status.OK == "ok"
+
+
+def test_a_setting_is_the_config_less_the_axes_and_bookkeeping():
+    config = {"batch_size": 32, "repeat": 2, "seed": 7, "output_root": "x", "logger": {"_target_": "L"},
+              "precision": "16-mixed", "model": {"arch": "m"}, "trainer": {"default_root_dir": "x/3", "max_steps": 60}}
+    assert setting_of(config) == {"model.arch": "m", "precision": "16-mixed", "trainer.max_steps": 60}
