@@ -1,6 +1,7 @@
 """The benchmark as a user runs it: real sweeps through the command line, with tiny settings."""
 
 import csv
+from pathlib import Path
 
 from bsbench.core.fields import FIELD_NAMES
 from conftest import SMOKE, write_cifar10_format
@@ -23,11 +24,13 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = cli.sweep_dir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == ["0", "1", "2"]
-
     results = cli.results()
     assert sorted(r["batch_size"] for r in results) == [30, 31, 32]
+    # a job's folder is named after what it is: batch size, repeat and its identity
+    assert jobs == sorted(f"bs{r['batch_size']}_r0_{r['job_id'][:8]}" for r in results)
     for r in results:
+        overrides = (Path(r["run_dir"]) / ".hydra" / "overrides.yaml").read_text()
+        assert f"batch_size={r['batch_size']}" in overrides  # the folder's .hydra and its result agree
         assert REQUIRED_KEYS <= r.keys() <= set(FIELD_NAMES)  # every field it writes is declared
         assert r["status"] == "ok"
         assert r["train_time_s"] > 0 and r["inference_time_s"] > 0 and r["train_samples_per_s"] > 0

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,7 +52,7 @@ def test_a_failed_run_is_recorded_the_sweep_finishes_and_exits_non_zero(cli):
     assert [runs[b]["status"] for b in (30, 31, 32)] == ["failed", "ok", "ok"]
     assert runs[30]["error_type"] == "ValueError" and runs[30]["error"] == "simulated failure at batch size 30"
     assert runs[30].keys() <= set(FIELD_NAMES)
-    job_log = (cli.sweep_dir() / "0" / "bsbench.log").read_text()
+    job_log = (Path(runs[30]["run_dir"]) / "bsbench.log").read_text()
     assert "Traceback (most recent call last)" in job_log and "ValueError" in job_log
     with open(cli.sweep_dir() / "runs.csv", newline="") as f:
         assert sorted(row["status"] for row in csv.DictReader(f)) == ["failed", "ok", "ok"]
@@ -114,16 +115,16 @@ def test_find_max_from_the_command_line_stops_at_the_training_set(cli):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stopped_sweep_keeps_what_finished_and_marks_the_running_job(cli, sig):
     # job 0 takes a second; job 1 runs 100 epochs, long enough to be stopped in the middle
-    proc = cli.start("-m", "epochs=1,100,1", *SMOKE)
+    proc = cli.start("-m", "epochs=1,100,2", *SMOKE)
     wait_for(lambda: len(list(cli.outputs.rglob("results.json"))) == 1 and
-             list(cli.outputs.glob("multirun/*/*/1/bsbench.log")))
+             len(list(cli.outputs.glob("multirun/*/*/*/bsbench.log"))) == 2)
     time.sleep(2.0)
     os.killpg(proc.pid, sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0
     runs = {r["epochs"]: r for r in cli.results()}
     assert runs[1]["status"] == "ok" and runs[100]["status"] == "interrupted"
-    assert not (cli.sweep_dir() / "2").exists()  # the sweep stopped
+    assert len([p for p in cli.sweep_dir().iterdir() if p.is_dir()]) == 2  # the sweep stopped: job 2 never began
     assert "resume=" in stderr
     rows = list(csv.DictReader(open(cli.sweep_dir() / "runs.csv", newline="")))
     assert sorted(row["status"] for row in rows) == ["interrupted", "ok"]
@@ -172,16 +173,3 @@ except KeyboardInterrupt as exc:
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines() == ["went on", "stopped: signal 15"], proc.stdout + proc.stderr
-
-
-def test_resume_knows_a_configuration_by_its_setting_not_by_the_command_text(cli):
-    proc = cli("-m", "batch_size=30,31", *SMOKE, "mode=throughput", "trainer.max_steps=4", "timing.warmup_steps=1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = cli.sweep_dir()
-    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")}
-    # the values in another order, bookkeeping added, a default spelled out: the same two jobs
-    resumed = cli("-m", "batch_size=31,30", *SMOKE, "mode=throughput", "trainer.max_steps=4", "timing.warmup_steps=1",
-                  "cooldown_s=0", "order=grid", "seed=5", "channels_last=false", f"resume={sweep}")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (resumed.stdout + resumed.stderr).count("already done") == 2
-    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("results.json")} == before

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -42,13 +44,15 @@ def test_report_files_and_their_statistics(tmp_path):
     rows = {int(r["batch_size"]): r for r in csv.DictReader(open(tmp_path / "summary.csv", newline=""))}
     assert rows[31]["runs"] == "3"
     assert sorted(float(v) for v in rows[31]["train_samples_per_s_values"].split(";")) == [100.0, 105.0, 110.0]
-    assert float(rows[31]["train_samples_per_s_mean"]) == pytest.approx(105.0)
+    # rates: the geometric mean, and the t interval on the log scale, t(0.975, 2) = 4.3027
+    logs = [math.log(v) for v in (100, 105, 110)]
+    assert float(rows[31]["train_samples_per_s_mean"]) == pytest.approx((100 * 105 * 110) ** (1 / 3))
     assert float(rows[31]["train_samples_per_s_sd"]) == pytest.approx(5.0)
-    # t(0.975, 2) = 4.3027: 105 ± 4.3027 * 5 / sqrt(3)
-    assert float(rows[31]["train_samples_per_s_ci_low"]) == pytest.approx(105 - 12.4208, abs=1e-3)
+    assert float(rows[31]["train_samples_per_s_ci_low"]) == pytest.approx(
+        math.exp(statistics.fmean(logs) - 4.3027 * statistics.stdev(logs) / math.sqrt(3)), rel=1e-4)
     # per-sample train time in microseconds: (1000/rate) s / 1000 samples
     assert float(rows[32]["train_time_per_sample_us_mean"]) == pytest.approx(
-        sum(1e6 / r for r in (120, 121, 119)) / 3)
+        statistics.geometric_mean([1e6 / r for r in (120, 121, 119)]))
     assert len(list(csv.DictReader(open(tmp_path / "runs.csv", newline="")))) == 6
     assert "| 32 | 3 |" in (tmp_path / "summary.md").read_text() and "| 32 | 2^5, 8×4 | 31 |" in text
 
@@ -65,7 +69,8 @@ def test_plots_are_pngs_of_the_sweep(tmp_path):
             assert image.info["Title"].startswith("bsbench:")
     ax = figure(configurations(json.loads(json.dumps(_results(tmp_path)))), "train_samples_per_s_values", "samples/s").axes[0]
     line = ax.lines[0]
-    assert list(line.get_xdata()) == [31, 32, 40] and list(line.get_ydata()) == pytest.approx([105, 121, 91])
+    geometric = [(100 * 110) ** 0.5, (120 * 122) ** 0.5, (90 * 92) ** 0.5]
+    assert list(line.get_xdata()) == [31, 32, 40] and list(line.get_ydata()) == pytest.approx(geometric)
     stars = [ln for ln in ax.lines if ln.get_marker() == "*" and len(ln.get_xdata())]
     diamonds = [ln for ln in ax.lines if ln.get_marker() == "D" and len(ln.get_xdata())]
     assert [ln.get_xdata()[0] for ln in stars] == [32] and [ln.get_xdata()[0] for ln in diamonds] == [40]
@@ -93,7 +98,7 @@ def test_two_sweep_directories_merge_and_failures_are_listed_not_averaged(tmp_pa
 def test_report_command_is_installed_and_says_what_is_wrong(tmp_path):
     script = Path(sys.executable).with_name("bsbench-report")
     proc = subprocess.run([str(script), str(tmp_path)], capture_output=True, text=True)
-    assert proc.returncode == 2 and "no results.json under" in proc.stderr
+    assert proc.returncode == 2 and "no readable results.json under" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "bsbench.report", "--suggest", "--sm", "80"], capture_output=True, text=True)
     assert proc.returncode == 0 and "rule of thumb" in proc.stdout
 

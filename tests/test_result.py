@@ -24,7 +24,7 @@ def test_atomic_write_replaces_whole_files_only(tmp_path, monkeypatch):
 def test_read_results_finds_every_run_and_where_it_lies(tmp_path):
     for job in ("0", "1"):
         (tmp_path / job).mkdir()
-        write_json_atomic(tmp_path / job / "results.json", {"batch_size": int(job)})
+        write_json_atomic(tmp_path / job / "results.json", {"status": "ok", "batch_size": int(job) + 1})
     results = read_results(tmp_path)
-    assert [r["batch_size"] for r in results] == [0, 1]
+    assert [r["batch_size"] for r in results] == [1, 2]
     assert results[1]["run_dir"] == str(tmp_path / "1")

@@ -34,9 +34,11 @@ RESULT_FIELDS = (
     Fields(("error_type", "error", "traceback"), "a run that did not finish: the exception's type, its first line, "
            "the whole traceback"),
     Fields(("failed_at",), "a run that did not finish: when it failed (Unix time), which tells the first failing rank"),
-    Fields(("failed_rank",), "with several ranks: the rank whose failure ended the job"),
+    Fields(("failed_rank",), "with several ranks: the rank whose failure ended the job, or that a signal killed "
+           "(`error_type` `RankKilled`, `error` naming the signal)"),
     Fields(("mode",), "`train`, `throughput` or `find_max`"),
-    Fields(("repeat", "sweep_position"), "which repeat of its configuration, and its place in the sweep's order"),
+    Fields(("repeat", "sweep_position"), "which repeat of its configuration, and its place in the order of the launch "
+           "that ran it (a resumed sweep numbers the jobs it runs from 0)"),
     Fields(("batch_size", "global_batch_size"), "per device, and times the number of processes"),
     Fields(("precision", "precision_used"), "as configured, and as Lightning ran it"),
     Fields(("devices", "world_size", "num_nodes", "strategy", "accelerator"),
@@ -77,16 +79,24 @@ RESULT_FIELDS = (
            "the software (CUDA and cuDNN as torch was built with them)"),
     Fields(("host", "cpu_count"), "the machine"),
     Fields(("run_dir", "overrides"), "where the result lies and the job's command-line overrides"),
+    Fields(("job_id",), "what the job is, as a hash of its config less sweep control (`resume`, `repeats`, `order`, "
+           "`order_seed`, `cooldown_s`, `output_root`) and its own directory: a resumed sweep skips a job whose "
+           "`job_id` has an `ok` result, and the job's directory is named after it"),
+    Fields(("nonfinite_loss_steps",), "training steps whose loss was NaN or infinite (counted on the device, read "
+           "once at the end); the timings stand, the accuracy does not"),
     Fields(("config",), "the whole composed config, typed and resolved, to reproduce the run; every key of it but "
            "the batch size, the repeat and bookkeeping (`seed`, `order`, `output_root`, `logger`, ...) is the run's "
            "setting, by which summaries, verdicts and `resume` tell configurations apart"),
 )
 FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
 
-# Config keys that never make two runs different configurations: the batch size and the repeat are
-# the axes a report compares along, the others are bookkeeping (where and in what order runs land).
-NOT_SETTING = ("batch_size", "repeat", "repeats", "order", "order_seed", "cooldown_s", "resume", "seed",
-               "output_root", "logger", "trainer.default_root_dir")
+# Config keys that say how a sweep runs its jobs and where they land, not what a job is: a resumed
+# sweep may change them and still skip the jobs it already ran (bsbench.core.identity).
+SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root")
+# Config keys that never make two runs different configurations in a report: the batch size and the
+# repeat are the axes it compares along, the seed and the logger change no speed, and the others are
+# sweep control or the run's own directory.
+NOT_SETTING = (*SWEEP_CONTROL, "batch_size", "repeat", "seed", "logger", "trainer.default_root_dir")
 
 
 def fields_markdown() -> str:
@@ -108,10 +118,14 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
+def without(flat: dict, keys) -> dict:
+    """A flattened config less the given keys and everything under them, sorted by key."""
+    return {key: value for key, value in sorted(flat.items()) if not any(key == n or key.startswith(n + ".") for n in keys)}
+
+
 def setting_of(config: dict) -> dict:
     """The setting of a resolved config: every key but the batch size, the repeat and bookkeeping."""
-    return {key: value for key, value in sorted(flatten(config).items())
-            if not any(key == n or key.startswith(n + ".") for n in NOT_SETTING)}
+    return without(flatten(config), NOT_SETTING)
 
 
 def setting(result: dict) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from bsbench.core.fields import Status, setting_key, setting_of
+from bsbench.core.fields import Status
 
 RESULT_FILE = "results.json"
 
@@ -66,9 +66,16 @@ def unfinished(cfg: DictConfig, status: Status, exc: BaseException | None = None
     return result
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write to a temporary file beside `path`, then rename: a reader (or a killed run) never sees
-    a half-written file."""
+    """Write to a temporary file beside `path`, then rename: a reader (or a killed run) never sees a
+    half-written file, and a failed write (a full disk) leaves none behind. The file gets the
+    permissions the umask gives any other file (a temporary file is private to its owner)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -77,30 +84,60 @@ def write_json_atomic(path: Path, obj: dict) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def read_results(directory: Path) -> list[dict]:
-    """Every results.json under `directory`, each with the directory it came from."""
+# Fields the report computes with: a result whose values here are of another type is not read.
+NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc")
+
+
+def problem(result) -> str | None:
+    """Why a parsed results.json cannot be used, or None."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    if result.get("status") not in {str(s) for s in Status}:
+        return f"status {result.get('status')!r} is not one of {', '.join(str(s) for s in Status)}"
+    if not isinstance(result.get("batch_size"), int) or isinstance(result.get("batch_size"), bool):
+        return f"batch_size {result.get('batch_size')!r} is not an integer"
+    for key in NUMBERS:
+        value = result.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            return f"{key} {value!r} is not a number"
+    if not isinstance(result.get("epoch_times_s") or [], list):
+        return "epoch_times_s is not a list"
+    if not isinstance(result.get("config") or {}, dict):
+        return "config is not a JSON object"
+    return None
+
+
+def read_results(directory: Path, unreadable: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Every usable results.json under `directory`, each with the directory it came from. A file that
+    cannot be read or parsed, or holds no usable result, is skipped and, when `unreadable` is given,
+    listed there as (path, why)."""
     results = []
     for path in sorted(Path(directory).rglob(RESULT_FILE)):
-        with open(path) as f:
-            result = json.load(f)
+        try:
+            with open(path) as f:
+                result = json.load(f)
+            why = problem(result)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        if why:
+            if unreadable is not None:
+                unreadable.append((str(path), why))
+            continue
         result["run_dir"] = str(path.parent)
         results.append(result)
     return results
 
 
-def job_key(config: dict) -> tuple:
-    """What makes a job the same job again: its setting, batch size and repeat."""
-    return setting_key(setting_of(config)), config.get("batch_size"), config.get("repeat") or 0
-
-
-def finished_runs(directory: Path) -> dict[tuple, dict]:
-    """The ok results under `directory`, by job (setting, batch size, repeat): what a resumed sweep skips."""
+def finished_runs(directory: Path) -> dict[str, dict]:
+    """The ok results under `directory`, by job_id: what a resumed sweep skips. An unreadable file
+    is not a finished run."""
     if not Path(directory).is_dir():
         return {}
-    return {job_key(r.get("config") or {}): r for r in read_results(directory) if r.get("status") == Status.OK}
+    return {r["job_id"]: r for r in read_results(directory) if r.get("status") == Status.OK and r.get("job_id")}

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.training.data import ImageDataModule
+from bsbench.training.health import LossWatch
 from bsbench.training.model import ImageClassifier
 from bsbench.training.telemetry import TelemetryCallback
 from bsbench.training.timing import StepTimer, TimingCallback
@@ -23,6 +24,7 @@ class Built:
     timing: TimingCallback
     step_timer: StepTimer
     telemetry: TelemetryCallback
+    loss_watch: LossWatch
 
 
 def build(cfg: DictConfig) -> Built:
@@ -37,6 +39,7 @@ def build(cfg: DictConfig) -> Built:
     timing = TimingCallback(cfg.timing.warmup_steps)
     step_timer = StepTimer(cfg.timing.warmup_steps)
     telemetry = TelemetryCallback(**cfg.telemetry)
+    loss_watch = LossWatch()
     extra = [instantiate(c) for c in cfg.callbacks.values()]
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
@@ -45,7 +48,7 @@ def build(cfg: DictConfig) -> Built:
         precision=cfg.precision,
         benchmark=cfg.cudnn_benchmark,
         logger=instantiate(cfg.logger) if cfg.logger else False,
-        callbacks=[timing, step_timer, telemetry, *extra],
+        callbacks=[timing, step_timer, telemetry, loss_watch, *extra],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )
-    return Built(datamodule, model, trainer, timing, step_timer, telemetry)
+    return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)

@@ -22,6 +22,12 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
 
     (validate_sweep if sweep else validate)(cfg)
     check_output_root(cfg.output_root)
+    if cfg.resume and not sweep:
+        raise UserError(f"resume={cfg.resume} finishes a sweep; run the sweep's own command, with -m.")
+    if cfg.resume:
+        from bsbench.job.sweep import check_resumable
+
+        check_resumable(cfg.resume)
     return cfg
 
 

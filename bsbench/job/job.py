@@ -1,11 +1,13 @@
-"""What one Hydra job does: type its config, skip it when a resumed sweep already holds its result,
-run it (in its own DDP ranks where it needs several processes), and record the outcome.
+"""What one Hydra job does: type its config, run it (in its own DDP ranks where it needs several
+processes), and record the outcome. (A resumed sweep's finished jobs never get here: bsbench's
+sweeper drops them before launch, bsbench.job.sweep.)
 
 A job's outcome is always a result on disk: ok, oom (out of memory: a finding, the sweep goes on),
 failed (the sweep goes on and exits non-zero at the end) or interrupted (the sweep stops, keeping
 what finished). Only a user's mistake ends a job without one: one line and exit status 2.
 """
 
+import json
 import logging
 import sys
 import time
@@ -19,7 +21,8 @@ from bsbench.core import interrupt
 from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
-from bsbench.core.results import RESULT_FILE, config_dict, finished_runs, job_key, unfinished, write_json_atomic
+from bsbench.core.identity import job_id
+from bsbench.core.results import RESULT_FILE, unfinished, write_json_atomic
 
 log = logging.getLogger("bsbench")
 
@@ -34,11 +37,8 @@ def run_job(cfg: DictConfig) -> None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     position = hydra_cfg.job.num if multirun else None  # the sweeper's order: which job ran when
-    if multirun and cfg.resume:
-        done = finished_runs(hydra_cfg.sweep.dir).get(job_key(config_dict(cfg)))
-        if done:
-            log.info("%s: already done in %s, skipped", " ".join(overrides), done["run_dir"])
-            return
+    sweep_dir = hydra_cfg.sweep.dir if multirun else None
+    record = {"run_dir": str(run_dir), "overrides": overrides, "sweep_position": position, "job_id": job_id(cfg)}
     interrupt.install()
     from bsbench.job.ranks import processes_to_start, run_ranks  # torch and Lightning: only when a job runs
     from bsbench.job.run import attempt
@@ -53,8 +53,8 @@ def run_job(cfg: DictConfig) -> None:
     except UserError as err:
         fail(err)
     except KeyboardInterrupt:
-        _record(unfinished(cfg, Status.INTERRUPTED), run_dir, overrides, position)
-        where = hydra_cfg.sweep.dir if multirun else run_dir
+        _record({**unfinished(cfg, Status.INTERRUPTED), **record}, sweep_dir)
+        where = sweep_dir or run_dir
         if multirun:
             from bsbench.report.write import write_report
 
@@ -64,15 +64,47 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(130)
     if result is None:  # not global rank 0
         return
-    _record(result, run_dir, overrides, position)
+    _record({**result, **record}, sweep_dir)
     if result["status"] == Status.FAILED and not multirun:
         sys.exit(1)
 
 
-def _record(result: dict, run_dir: Path, overrides: list[str], position: int | None) -> None:
-    result.update(run_dir=str(run_dir), overrides=overrides, sweep_position=position)
-    write_json_atomic(run_dir / RESULT_FILE, result)
-    log.info("%s -> %s", _one_line(result), run_dir / RESULT_FILE)
+def _record(result: dict, sweep_dir: str | None) -> None:
+    path = Path(result["run_dir"]) / RESULT_FILE
+    try:
+        write_json_atomic(path, result)
+    except OSError as exc:
+        stop_on_write_error(exc, result, sweep_dir)
+    log.info("%s -> %s", _one_line(result), path)
+
+
+def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None) -> None:
+    """A write failed (a full disk, a read-only one): the finished result, which now exists nowhere
+    else, goes to the terminal and the log as JSON; the sweep stops with one line naming the path
+    and the error; the report of what is on disk is written where it can be; no zero-byte file stays."""
+    from bsbench.job.sweep import remove_empty_files
+
+    where = exc.filename or (result or {}).get("run_dir") or sweep_dir
+    if result is not None:
+        text = json.dumps(result, default=str)
+        print(text, file=sys.stderr, flush=True)
+        log.error("the result that could not be written: %s", text)
+    for directory in filter(None, [(result or {}).get("run_dir"), sweep_dir]):
+        remove_empty_files(Path(directory))
+    reported = ""
+    if sweep_dir:
+        from bsbench.report.write import write_report
+
+        try:
+            write_report([Path(sweep_dir)])
+            reported = f" the report of the runs on disk is in {sweep_dir};"
+        except OSError:
+            reported = " the report could not be written either;"
+    kept = " the result above is its only copy;" if result is not None else ""
+    resume = f" free space and resume with resume={sweep_dir}." if sweep_dir else " free space and run it again."
+    print(f"bsbench: error: could not write {where} ({exc.strerror or exc}); the sweep stops here;{kept}{reported}"
+          f"{resume}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 def _one_line(r: dict) -> str:

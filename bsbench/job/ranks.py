@@ -10,10 +10,16 @@ processes of its own. Under SLURM (or torchrun started by the user) the cluster 
 bsbench leaves them to Lightning.
 """
 
+import ctypes
 import json
 import logging
+import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+from collections import deque
 from pathlib import Path
 
 import lightning as L
@@ -65,9 +71,14 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "--max-restarts=0", "-m", "bsbench.job.worker", str(config_file), str(ranks_dir)]
     log.info("starting %d ranks: %s", processes, " ".join(command))
-    proc = subprocess.Popen(command)
+    parent = os.getpid()
+    # torchrun dies with this process, however it dies (SIGKILL included), and takes its ranks along
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace",
+                            preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
+    tail = _forward(proc.stderr)
     try:
         returncode = proc.wait()
+        tail.join(timeout=10)
     except KeyboardInterrupt:
         proc.terminate()  # torchrun passes it on to every rank
         try:
@@ -87,6 +98,59 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
         rank, failure = min(failures, key=lambda ro: ro[1]["failed_at"])
         return {**failure, "failed_rank": rank}
     result = unfinished(cfg, Status.FAILED)
-    result.update(error_type="RankFailure", error=f"torchrun exited with status {returncode} and no rank "
-                  "reported an error (a rank was killed, e.g. by the kernel's out-of-memory killer)")
+    killed = _killed_rank("".join(tail.lines))
+    if killed:
+        rank, signum = killed
+        result.update(error_type="RankKilled", failed_rank=rank,
+                      error=f"rank {rank} was killed by signal {signum} ({_signal_name(signum)}), e.g. by the kernel's "
+                            "out-of-memory killer")
+    else:
+        result.update(error_type="RankFailure", error=f"torchrun exited with status {returncode} and no rank "
+                      "reported an error")
     return result
+
+
+def die_with_parent(signum: int, parent: int) -> None:
+    """Linux: have the kernel send `signum` to this process when its parent ends, even by SIGKILL,
+    which signals nothing itself (PR_SET_PDEATHSIG); if the parent is already gone, end now."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a killed sweep can leave ranks behind there
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+
+
+class _Tail(threading.Thread):
+    """Passes torchrun's stderr on as it comes and keeps its end, where torchrun names a failed rank."""
+
+    def __init__(self, stream):
+        super().__init__(name="bsbench-torchrun-stderr", daemon=True)
+        self.stream, self.lines = stream, deque(maxlen=400)
+
+    def run(self) -> None:
+        for line in self.stream:
+            sys.stderr.write(line)
+            self.lines.append(line)
+
+
+def _forward(stream) -> _Tail:
+    tail = _Tail(stream)
+    tail.start()
+    return tail
+
+
+def _killed_rank(text: str) -> tuple[int, int] | None:
+    """(rank, signal) of the root cause in torchrun's failure summary, where a signal ended it."""
+    cause = text[text.find("Root Cause"):] if "Root Cause" in text else text
+    found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", cause, re.S)
+    if found and int(found.group(2)) < 0:
+        return int(found.group(1)), -int(found.group(2))
+    return None
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "unknown"

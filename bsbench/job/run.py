@@ -35,7 +35,7 @@ def run(cfg: DictConfig) -> dict | None:
     trainer = built.trainer
     _lightning(trainer, trainer.fit, built.model, datamodule=built.datamodule)
     built.timing.collect(trainer)
-    measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer),
+    measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
                 "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
     if cfg.mode == "train":
         measured.update(_test(built))

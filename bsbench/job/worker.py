@@ -5,6 +5,7 @@ stops the other ranks."""
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -13,10 +14,13 @@ from omegaconf import OmegaConf
 from bsbench.core.config import typed
 from bsbench.core.fields import Status
 from bsbench.core.results import write_json_atomic
+from bsbench.job.ranks import die_with_parent
 from bsbench.job.run import attempt
 
 
 def main(config_file: str, ranks_dir: str) -> int:
+    # a rank ends with torchrun, whatever ends torchrun: no orphan holds the GPU after its sweep died
+    die_with_parent(signal.SIGKILL, os.getppid())
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][rank " + os.environ.get("RANK", "?") + "] %(message)s")
     result = attempt(typed(OmegaConf.load(config_file)))
     if result is not None:

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"not a directory: {', '.join(missing)}")
     text, results = write_report(args.directories, args.out)
     if not results:
-        parser.error(f"no results.json under {', '.join(map(str, args.directories))}")
+        parser.error(f"no readable results.json under {', '.join(map(str, args.directories))}")
     print(text, end="")
     return 0
 

@@ -17,10 +17,12 @@ PLOTS = {
 }
 
 
-def _error(values: list[float]) -> tuple[float, float]:
-    stats = describe(values)
-    half = (stats["ci_high"] - stats["mean"]) if stats["ci_high"] is not None else 0.0
-    return stats["mean"], half
+def _error(values: list[float]) -> tuple[float, float, float]:
+    """The mean and how far its 95% interval reaches below and above it (log scale: asymmetric)."""
+    stats = describe(values, log=True)
+    if stats["ci_low"] is None:
+        return stats["mean"], 0.0, 0.0
+    return stats["mean"], stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]
 
 
 def figure(rows: list[dict], field: str, ylabel: str):
@@ -34,8 +36,8 @@ def figure(rows: list[dict], field: str, ylabel: str):
     for setting, group in groups.items():
         group.sort(key=lambda row: row["batch_size"])
         x = [row["batch_size"] for row in group]
-        means, halves = zip(*(_error(row[field]) for row in group))
-        ax.errorbar(x, means, yerr=halves, marker="o", ms=4, capsize=3, label=setting or None)
+        means, below, above = zip(*(_error(row[field]) for row in group))
+        ax.errorbar(x, means, yerr=[below, above], marker="o", ms=4, capsize=3, label=setting or None)
         for xi, yi in zip(x, means):
             if is_power_of_two(xi):
                 ax.plot(xi, yi, marker="*", ms=16, color="crimson", zorder=3)

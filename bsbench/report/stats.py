@@ -56,11 +56,19 @@ def t_quantile(p: float, df: float) -> float:
     return (lo + hi) / 2.0
 
 
-def describe(values: list[float], confidence: float = 0.95) -> dict:
-    """n, mean, sample standard deviation and the t interval of the mean (None where n is too small)."""
+def describe(values: list[float], confidence: float = 0.95, log: bool = False) -> dict:
+    """n, mean, sample standard deviation and the t interval of the mean (None where n is too small).
+    With `log` (positive quantities: times, rates), the mean is the geometric mean and the interval
+    is the t interval on the log scale, as the verdict compares them: never below zero, however few
+    and scattered the runs; the standard deviation stays in the values' own unit."""
     n = len(values)
     if n == 0:
         return {"n": 0, "mean": None, "sd": None, "ci_low": None, "ci_high": None}
+    if log and all(v > 0 for v in values):
+        logs = describe([math.log(v) for v in values], confidence)
+        return {"n": n, "mean": math.exp(logs["mean"]), "sd": stdev(values) if n > 1 else None,
+                "ci_low": math.exp(logs["ci_low"]) if n > 1 else None,
+                "ci_high": math.exp(logs["ci_high"]) if n > 1 else None}
     mean = fmean(values)
     if n == 1:
         return {"n": 1, "mean": mean, "sd": None, "ci_low": None, "ci_high": None}

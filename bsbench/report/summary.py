@@ -9,7 +9,8 @@ from pathlib import Path
 from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_key
 from bsbench.report.stats import describe
 
-# Per-configuration statistics: (result field or derived name, heading).
+# Per-configuration statistics: (result field or derived name, heading). All are positive quantities:
+# geometric means and intervals on the log scale (bsbench.report.stats.describe).
 METRICS = {
     "train_time_s": "train time (s)",
     "train_time_per_sample_us": "train time per sample (µs)",
@@ -59,7 +60,7 @@ def configurations(results: list[dict]) -> list[dict]:
             row[field] = first.get(field)
         for metric in METRICS:
             values = [per_sample_us(r) if metric == "train_time_per_sample_us" else r.get(metric) for r in runs]
-            stats = describe([v for v in values if v is not None])
+            stats = describe([v for v in values if v is not None], log=True)
             row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
@@ -128,8 +129,9 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
-def status_notes(results: list[dict]) -> str:
-    """What a reader of the table must not miss: runs that did not finish, and the memory edge."""
+def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) -> str:
+    """What a reader of the table must not miss: runs that did not finish, the memory edge, runs whose
+    loss was not finite, and results.json files that could not be read."""
     notes = []
     oom = [r for r in results if r.get("status") == Status.OOM]
     if oom:
@@ -147,17 +149,25 @@ def status_notes(results: list[dict]) -> str:
         else:
             dirs = ", ".join(Path(r["run_dir"]).name for r in runs[:8]) + (", ..." if len(runs) > 8 else "")
             notes.append(f"{status}, {len(runs)} runs (job directories {dirs}){why}")
+    for r in results:
+        if r.get("nonfinite_loss_steps"):
+            notes.append(f"batch size {r['batch_size']} ({r['run_dir']}): the training loss was NaN or infinite in "
+                         f"{r['nonfinite_loss_steps']} steps; its timings stand, its accuracy does not.")
+    for path, why in unreadable:
+        notes.append(f"not read: {path} ({why})")
     return "".join(f"- {n}\n" for n in notes)
 
 
-def summary_markdown(directories: list[Path], results: list[dict], rows: list[dict]) -> str:
+def summary_markdown(directories: list[Path], results: list[dict], rows: list[dict],
+                     unreadable: list[tuple[str, str]] = ()) -> str:
     counts = ", ".join(f"{sum(r.get('status') == s for r in results)} {s}"
                        for s in dict.fromkeys(r.get("status") for r in results))
-    notes = status_notes(results)
+    notes = status_notes(results, unreadable)
     return (
         f"# bsbench summary: {', '.join(str(d) for d in directories)}\n\n"
-        f"{len(results)} runs ({counts or 'none'}) in {len(rows)} configurations. Times are wall-clock means ± "
-        "standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
-        "(warm-up steps excluded) with its 95% confidence interval where a configuration ran at least twice.\n\n"
+        f"{len(results)} runs ({counts or 'none'}) in {len(rows)} configurations. Times are wall-clock geometric "
+        "means ± standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
+        "(warm-up steps excluded), its geometric mean with a 95% confidence interval (on the log scale, as the "
+        "verdict compares rates) where a configuration ran at least twice.\n\n"
         + markdown_table(rows) + ("\n" + notes if notes else "")
     )

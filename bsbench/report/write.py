@@ -15,12 +15,13 @@ def write_report(directories: list[Path], out: Path | None = None) -> tuple[str,
     directories = [Path(d) for d in directories]
     out = Path(out) if out else directories[0]
     out.mkdir(parents=True, exist_ok=True)
-    results = sorted((r for d in directories for r in read_results(d)),
+    unreadable: list[tuple[str, str]] = []  # named under the table, not lost in silence
+    results = sorted((r for d in directories for r in read_results(d, unreadable)),
                      key=lambda r: (str(r.get("model")), r.get("batch_size") or 0, r.get("repeat") or 0, r["run_dir"]))
     rows = configurations(results)
     write_csv(results, out / "runs.csv")
     write_csv(rows, out / "summary.csv", SUMMARY_LEADING)
-    summary = summary_markdown(directories, results, rows)
+    summary = summary_markdown(directories, results, rows, unreadable)
     verdict = verdict_markdown(rows)
     (out / "summary.md").write_text(summary)
     (out / "verdict.md").write_text(verdict)

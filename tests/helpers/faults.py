@@ -43,3 +43,42 @@ class FailOnRank(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_rank == self.rank:
             raise ValueError(f"simulated failure on rank {self.rank}")
+
+
+class DiskFullAtRecord(L.Callback):
+    """The disk fills while the job with `batch_size` images per batch trains: Hydra's .hydra/hydra.yaml
+    of the job is left empty, and writing the job's results.json fails with ENOSPC."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if _batch_size(batch) != self.batch_size or batch_idx:
+            return
+        import errno
+        from pathlib import Path
+
+        from hydra.core.hydra_config import HydraConfig
+
+        import bsbench.job.job
+
+        (Path(HydraConfig.get().runtime.output_dir) / ".hydra" / "hydra.yaml").write_text("")
+
+        def disk_full(path, obj):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        bsbench.job.job.write_json_atomic = disk_full
+
+
+class KillRank(L.Callback):
+    """SIGKILLs one DDP rank in its first training step, as the kernel's out-of-memory killer would."""
+
+    def __init__(self, rank: int):
+        self.rank = rank
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.rank:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)

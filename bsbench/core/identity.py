@@ -1,0 +1,33 @@
+"""What a job is, whatever the command that asked for it: its typed config, resolved, less the
+sweep-control keys (bsbench.core.fields.SWEEP_CONTROL) and less every value Hydra derives from the
+job's own directory (`${hydra:runtime.output_dir}`: the logger's and the Trainer's directories),
+which would make the identity depend on the folder that is named after it. A resumed sweep matches
+jobs by this content, never by folder name or command text: `batch_size=30,31` and `batch_size=31,30
+cooldown_s=30` are the same jobs, `trainer.max_steps=100` is another."""
+
+import hashlib
+import json
+
+from omegaconf import DictConfig, OmegaConf
+
+from bsbench.core.fields import SWEEP_CONTROL, flatten, without
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The job's flattened, resolved config, less sweep control and what comes from its directory."""
+    unresolved = flatten(OmegaConf.to_container(cfg, resolve=False))
+    from_directory = [key for key, value in unresolved.items() if isinstance(value, str) and "${hydra:" in value]
+    plain = cfg.copy()
+    for key in from_directory:
+        OmegaConf.update(plain, key, None, merge=False)
+    return without(flatten(OmegaConf.to_container(plain, resolve=True)), (*SWEEP_CONTROL, "hydra", *from_directory))
+
+
+def job_id(cfg: DictConfig) -> str:
+    canonical = json.dumps(identity(cfg), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def job_dir_name(cfg: DictConfig, job: str) -> str:
+    """A job's folder in its sweep: its batch size and repeat to read, its identity to be unique."""
+    return f"bs{cfg.batch_size}_r{cfg.repeat}_{job[:8]}"

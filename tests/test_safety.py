@@ -1,0 +1,225 @@
+"""No finished result is ever lost or mislabelled: job folders by what a job is, one sweep per
+directory, resume by content, disk errors, corrupt files, ranks that die with their sweep."""
+
+import json
+import os
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import bsbench.job.build
+from bsbench.core.errors import UserError
+from bsbench.core.identity import job_id
+from bsbench.core.results import finished_runs, read_results, write_json_atomic
+from bsbench.job.hooks import check
+from bsbench.job.run import attempt
+from bsbench.report.stats import describe
+from bsbench.report.summary import status_notes
+from bsbench.report.write import write_report
+from bsbench.training.model import ImageClassifier
+from conftest import SMOKE, composed, job_config
+
+FAST = [*SMOKE, "mode=throughput", "timing.warmup_steps=1", "trainer.max_steps=3"]
+
+
+def wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def folders_agree(sweep: Path) -> list[dict]:
+    """Every job folder's results.json, .hydra/overrides.yaml and folder name tell the same job."""
+    results = read_results(sweep)
+    for r in results:
+        folder = Path(r["run_dir"])
+        overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        assert f"batch_size={r['batch_size']}" in overrides and f"repeat={r['repeat']}" in overrides, folder
+        assert folder.name == f"bs{r['batch_size']}_r{r['repeat']}_{r['job_id'][:8]}"
+    return results
+
+
+def test_a_job_is_what_its_config_says_not_how_the_command_said_it():
+    def identity_of(*overrides):
+        return job_id(check(composed(*FAST, *overrides), sweep=False))
+
+    base = identity_of("batch_size=30")
+    assert identity_of("batch_size=30", "cooldown_s=30", "order=shuffled", "order_seed=3", "repeats=4") == base
+    assert identity_of("batch_size=30", "trainer.max_epochs=-1") == base  # a default written out
+    assert identity_of("batch_size=30", "trainer.max_steps=4") != base  # another configuration
+    assert identity_of("batch_size=30", "repeat=1") != base  # another repeat
+    assert identity_of("batch_size=31") != base
+
+
+def test_resume_with_a_changed_command_skips_exactly_what_ran_and_overwrites_nothing(cli):
+    proc = cli("-m", "batch_size=30,31", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = cli.sweep_dir()
+    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*") if p.is_file() and p.parent != sweep}
+    # reordered, extended, more repeats, another order, extra sweep control
+    resumed = cli("-m", "batch_size=32,31,30", *FAST, "repeats=2", "order=shuffled", "cooldown_s=0",
+                  f"resume={sweep}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (resumed.stdout + resumed.stderr).count("already done") == 2
+    for path, mtime in before.items():  # results and .hydra of the jobs that ran before: untouched
+        assert path.stat().st_mtime_ns == mtime, path
+    results = folders_agree(sweep)
+    assert sorted((r["batch_size"], r["repeat"]) for r in results) == [(b, r) for b in (30, 31, 32) for r in (0, 1)]
+    assert "6 runs (6 ok)" in (sweep / "summary.md").read_text()
+
+
+def test_two_sweeps_started_together_get_a_directory_each(cli, tmp_path):
+    shared = tmp_path / "outputs" / "same-second"
+    procs = [cli.start("-m", f"batch_size={b}", *FAST, f"hydra.sweep.dir={shared}") for b in (30, 40)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    sweeps = sorted(shared.parent.iterdir())
+    assert [p.name for p in sweeps] == ["same-second", "same-second-2"]
+    batch_sizes = sorted(sorted(r["batch_size"] for r in folders_agree(sweep)) for sweep in sweeps)
+    assert batch_sizes == [[30], [40]]  # no sweep's job in the other's directory
+
+
+def test_a_sweep_in_use_cannot_be_resumed_and_a_killed_one_can(cli):
+    proc = cli.start("-m", "epochs=1,100", *SMOKE)
+    wait_for(lambda: len(list(cli.outputs.rglob("results.json"))) == 1)
+    sweep = cli.sweep_dir()
+    second = cli("-m", "epochs=1,100", *SMOKE, f"resume={sweep}")
+    assert second.returncode == 2
+    assert second.stderr.strip() == (f"bsbench: error: resume={sweep} is in use by another bsbench process "
+                                     f"(pid {proc.pid}); wait for it to end or stop it, then resume.")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    again = cli("-m", "epochs=1", *SMOKE, f"resume={sweep}")  # the lock died with its process
+    assert again.returncode == 0 and "already done" in again.stdout + again.stderr, again.stderr[-3000:]
+
+
+def test_resume_refuses_a_directory_that_holds_no_sweep(tmp_path):
+    with pytest.raises(UserError, match=r"^resume=.* holds no bsbench sweep \(no multirun.yaml\); use the directory"):
+        check(composed(*FAST, f"resume={tmp_path / 'nowhere'}"), sweep=True)
+    with pytest.raises(UserError, match=r"finishes a sweep; run the sweep's own command, with -m\.$"):
+        check(composed(*FAST, f"resume={tmp_path}"), sweep=False)
+
+
+def test_the_same_job_twice_in_a_sweep_is_refused(cli):
+    proc = cli("-m", "batch_size=30,30", *FAST)
+    assert proc.returncode == 2 and not cli.outputs.exists()
+    assert "is the same job as" in proc.stderr and "use repeats=N" in proc.stderr
+
+
+def test_a_failed_write_stops_the_sweep_and_loses_nothing_finished(cli):
+    proc = cli("-m", "batch_size=30,31,32", *FAST, "+callbacks.fault._target_=faults.DiskFullAtRecord",
+               "+callbacks.fault.batch_size=31")
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("bsbench: error:")]
+    assert len(errors) == 1 and "results.json (No space left on device); the sweep stops here" in errors[0], proc.stderr
+    lost = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert len(lost) == 1 and lost[0]["batch_size"] == 31 and lost[0]["train_samples_per_s"] > 0  # its only copy
+    sweep = cli.sweep_dir()
+    assert sorted(r["batch_size"] for r in read_results(sweep)) == [30]  # 32 never ran
+    assert "1 runs (1 ok)" in (sweep / "summary.md").read_text()  # the report of what is on disk
+    assert not [p for p in sweep.rglob("*") if p.is_file() and p.stat().st_size == 0 and p.name != ".bsbench.lock"]
+
+
+def test_corrupt_results_are_named_and_skipped_by_the_report_and_not_done_for_resume(tmp_path):
+    good = {"status": "ok", "mode": "train", "batch_size": 32, "train_samples_per_s": 100.0, "job_id": "a" * 16,
+            "config": {"precision": "32-true"}}
+    files = {"good": json.dumps(good), "truncated": json.dumps(good)[:40], "empty": "",
+             "mistyped": json.dumps({**good, "batch_size": "abc"}), "status": json.dumps({**good, "status": "fine"})}
+    for name, text in files.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(text)
+    text, results = write_report([tmp_path])
+    assert [r["batch_size"] for r in results] == [32]
+    summary = (tmp_path / "summary.md").read_text()
+    for name in ("truncated", "empty", "mistyped", "status"):
+        assert f"- not read: {tmp_path / name / 'results.json'} (" in summary, name
+    assert "batch_size 'abc' is not an integer" in summary and "JSONDecodeError" in summary
+    assert list(finished_runs(tmp_path)) == ["a" * 16]
+
+
+def test_results_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "results.json", {"status": "ok"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "results.json").stat().st_mode) == 0o644  # readable by colleagues
+
+
+def test_intervals_of_rates_are_never_negative():
+    arithmetic, logarithmic = describe([20.0, 100.0]), describe([20.0, 100.0], log=True)
+    assert arithmetic["ci_low"] < 0  # what the summary printed: "60 (-448-568)"
+    assert 0 < logarithmic["ci_low"] < logarithmic["mean"] < logarithmic["ci_high"]
+    assert logarithmic["mean"] == pytest.approx((20.0 * 100.0) ** 0.5)  # the geometric mean, as the verdict's
+
+
+class Diverges(ImageClassifier):
+    """A loss that goes to NaN from the third step on."""
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        return loss * float("nan") if batch_idx >= 2 else loss
+
+
+def test_a_loss_that_is_not_finite_is_counted_and_noted(tmp_path, monkeypatch):
+    monkeypatch.setattr(bsbench.job.build, "ImageClassifier", Diverges)
+    result = attempt(job_config(tmp_path, "mode=throughput", "timing.warmup_steps=1", "trainer.max_steps=5"))
+    assert result["status"] == "ok" and result["nonfinite_loss_steps"] == 3 and result["train_samples_per_s"] > 0
+    note = status_notes([{**result, "run_dir": "d"}])
+    assert "the training loss was NaN or infinite in 3 steps; its timings stand, its accuracy does not." in note
+
+
+def ranks_alive(marker: str) -> list[int]:
+    """Processes whose command line holds `marker` (a job's ranks directory)."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                alive.append(int(proc.name))
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_killing_the_sweep_leaves_no_rank_running(cli):
+    proc = cli.start("-m", "devices=2", "strategy=ddp", "epochs=100", *SMOKE)
+    wait_for(lambda: list(cli.outputs.rglob("ranks/config.yaml")))
+    (config,) = cli.outputs.rglob("ranks/config.yaml")
+    wait_for(lambda: len(ranks_alive(str(config.parent))) >= 3)  # torchrun and its two ranks
+    time.sleep(3.0)  # training
+    os.kill(proc.pid, signal.SIGKILL)  # the main process alone: nothing can forward a SIGKILL
+    killed = time.monotonic()
+    proc.wait(timeout=30)
+    while ranks_alive(str(config.parent)) and time.monotonic() < killed + 60:
+        time.sleep(0.2)
+    print(f"ranks gone {time.monotonic() - killed:.1f} s after the sweep was killed")
+    # within seconds: not whenever a rank next writes to the pipe its dead parent read from
+    assert ranks_alive(str(config.parent)) == [] and time.monotonic() - killed < 20
+
+
+def test_a_rank_killed_by_a_signal_is_named_with_its_signal(cli):
+    proc = cli("devices=2", "strategy=ddp", *SMOKE, "+callbacks.fault._target_=faults.KillRank",
+               "+callbacks.fault.rank=1", timeout=180)
+    assert proc.returncode == 1
+    (r,) = cli.results()
+    assert r["status"] == "failed" and r["error_type"] == "RankKilled" and r["failed_rank"] == 1
+    assert r["error"].startswith("rank 1 was killed by signal 9 (SIGKILL)")
+
+
+def test_nonfinite_losses_cost_no_sync_per_step():
+    # counted with device tensors: the host reads the count once, at the end
+    from bsbench.training.health import LossWatch
+
+    watch = LossWatch()
+    for loss in (torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(float("nan"))):
+        watch.on_train_batch_end(None, None, {"loss": loss}, None, 0)
+    assert isinstance(watch._count, torch.Tensor) and watch.nonfinite_steps == 0  # nothing read yet
