@@ -20,14 +20,10 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
-def config_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def setup_fields(cfg: DictConfig) -> dict:
     """What was asked for: the fields every result has, finished or not."""
     trainer = cfg.trainer
-    config = config_dict(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
     return {
         "mode": cfg.mode,
         "batch_size": cfg.batch_size,

@@ -6,7 +6,6 @@ that did not. Each trial is a fresh run of `trainer.max_steps` real training ste
 find_max.yaml). Written here rather than taken from Lightning's Tuner, which stops before trying
 its `max_val` (reporting a size it never ran) and re-raises out-of-memory errors it does not know."""
 
-import gc
 from typing import Callable
 
 from bsbench.core.fields import Status
@@ -58,7 +57,6 @@ def find_max(cfg, run_trial: Callable[[object], None], train_images: int, is_oom
                 raise
             return False
         finally:
-            gc.collect()  # the failed trial's model and tensors, before the next allocates
-            free_memory()
+            free_memory()  # the trial's model and tensors (garbage-collected), before the next allocates
 
     return search(cfg.batch_size, cfg.find_max.max_val, train_images, cfg.find_max.max_trials, fits)

@@ -75,7 +75,8 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
     # torchrun dies with this process, however it dies (SIGKILL included), and takes its ranks along
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace",
                             preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
-    tail = _forward(proc.stderr)
+    tail = _Tail(proc.stderr)
+    tail.start()
     try:
         returncode = proc.wait()
         tail.join(timeout=10)
@@ -132,12 +133,6 @@ class _Tail(threading.Thread):
         for line in self.stream:
             sys.stderr.write(line)
             self.lines.append(line)
-
-
-def _forward(stream) -> _Tail:
-    tail = _Tail(stream)
-    tail.start()
-    return tail
 
 
 def _killed_rank(text: str) -> tuple[int, int] | None:
