@@ -202,7 +202,11 @@ def main(argv=None) -> int:
                 else:
                     plain.append(plain_loop(args, device, precision, dataset))
     broadcast_ms = flag_broadcast_ms(device) if dist.is_initialized() else None
-    if world()[0] != 0:
+    rank, world_size = world()
+    if dist.is_initialized():  # every rank leaves the group together: a rank exiting with it alive can abort
+        dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
         return 0
     ratios = [o / p for o, p in zip(ours, plain)]
     # the geometric mean of the paired ratios, and the t interval of the mean of their logarithms
@@ -210,7 +214,7 @@ def main(argv=None) -> int:
     figures = {
         "config": vars(args) | {"out": str(args.out) if args.out else None},
         "precision_used": precision,
-        "world_size": world()[1],
+        "world_size": world_size,
         "device": describe(device),
         "plain_samples_per_s": plain,
         "bsbench_samples_per_s": ours,
@@ -224,7 +228,7 @@ def main(argv=None) -> int:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "bench.json").write_text(json.dumps(figures, indent=2, default=str))
-    ranks = f" x {world()[1]} DDP ranks" if world()[1] > 1 else ""
+    ranks = f" x {world_size} DDP ranks" if world_size > 1 else ""
     print(f"\n{args.model} at {args.image_size} px, batch {args.batch_size}{ranks}, {precision}"
           f"{', fused Adam' if args.fused_adam else ''}, {figures['device']['device_name']}; "
           f"{args.rounds} alternating rounds of {args.steps} steps:")
