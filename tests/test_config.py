@@ -136,6 +136,7 @@ def test_running_from_the_project_root_uses_its_conf_directory():
         (["mode=find_max", "trainer.max_steps=-1"], "trainer.max_steps=-1"),
         (["data.resize_on=gpu"], "data.resize_on=gpu"),
         (["matmul_precision=low"], "matmul_precision=low"),
+        (["mfu.peak_tflops=0"], "mfu.peak_tflops=0"),
         (["data.resize_size=20"], "data.resize_size=20"),
         (["model.arch=alexnet"], "data.image_size=32"),  # alexnet needs at least 63 px
         (["output_root=/dev/null/outputs"], "output_root=/dev/null/outputs"),

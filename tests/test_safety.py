@@ -52,6 +52,7 @@ def test_a_job_is_what_its_config_says_not_how_the_command_said_it():
 
     base = identity_of("batch_size=30")
     assert identity_of("batch_size=30", "cooldown_s=30", "order=shuffled", "order_seed=3", "repeats=4") == base
+    assert identity_of("batch_size=30", "mfu.peak_tflops=100") == base  # what MFU is measured against, not the job
     assert identity_of("batch_size=30", "trainer.max_epochs=-1") == base  # a default written out
     assert identity_of("batch_size=30", "trainer.max_steps=4") != base  # another configuration
     assert identity_of("batch_size=30", "repeat=1") != base  # another repeat

@@ -103,6 +103,11 @@ class FindMax:
 
 
 @dataclass
+class Mfu:
+    peak_tflops: Optional[float] = None
+
+
+@dataclass
 class Config:
     batch_size: int = 256
     precision: str = "16-mixed"
@@ -124,6 +129,7 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     telemetry: Telemetry = field(default_factory=Telemetry)
     find_max: FindMax = field(default_factory=FindMax)
+    mfu: Mfu = field(default_factory=Mfu)
     callbacks: Dict[str, Any] = field(default_factory=dict)
     resume: Optional[str] = None
     output_root: str = "outputs"

@@ -22,6 +22,12 @@ class Status(str, enum.Enum):
 ANSWERED = (Status.OK, Status.OOM)
 
 
+# Config keys that say how a sweep runs its jobs, where they land and what their speed is measured
+# against (the peak of MFU), not what a job is: a resumed sweep may change them and still skip the
+# jobs it already ran (bsbench.core.identity).
+SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root", "mfu")
+
+
 @dataclass(frozen=True)
 class Fields:
     names: tuple[str, ...]
@@ -67,6 +73,17 @@ RESULT_FIELDS = (
     Fields(("peak_memory_mib",), "peak device memory allocated by tensors during `fit` (CUDA); null where the "
            "accelerator does not report it"),
     Fields(("val_acc", "test_acc"), "last validation accuracy, test accuracy"),
+    Fields(("train_flops_per_sample", "inference_flops_per_sample", "flops_error"),
+           "FLOPs per image of a training step (forward, backward and, with `train_acc_eval_forward`, the extra "
+           "eval forward) and of an inference forward: matrix multiplications and convolutions, 2 per multiply-add, "
+           "counted on the meta device (see \"How close to the hardware\"); null, with `flops_error` saying why, "
+           "where the model could not be counted"),
+    Fields(("train_tflops", "inference_tflops"), "achieved TFLOP/s, all devices together: FLOPs per image times "
+           "`train_samples_per_s` (`inference_samples_per_s`); null where the rate or the count is missing"),
+    Fields(("mfu", "inference_mfu", "peak_tflops", "peak_source", "mfu_arithmetic", "mfu_reason"),
+           "model FLOPs utilization: achieved TFLOP/s over `peak_tflops` (one device's dense peak for the arithmetic "
+           "that ran, `fp16`, `bf16`, `tf32`, `fp32` or `fp64`) times the devices, a fraction; `peak_source` is the "
+           "datasheet or `mfu.peak_tflops`; null on a device bsbench has no peak for (a CPU), `mfu_reason` says why"),
     Fields(("max_batch_size", "find_max_stop", "find_max_trials"),
            "`mode=find_max`: the largest batch size that ran, what ended the search (`memory`, `max_val`, `dataset` "
            "or `max_trials`), and every batch size tried with its outcome"),
@@ -79,9 +96,9 @@ RESULT_FIELDS = (
            "the software (CUDA and cuDNN as torch was built with them)"),
     Fields(("host", "cpu_count"), "the machine"),
     Fields(("run_dir", "overrides"), "where the result lies and the job's command-line overrides"),
-    Fields(("job_id",), "what the job is, as a hash of its config less sweep control (`resume`, `repeats`, `order`, "
-           "`order_seed`, `cooldown_s`, `output_root`) and its own directory: a resumed sweep skips a job whose "
-           "`job_id` has an `ok` result, and the job's directory is named after it"),
+    Fields(("job_id",), "what the job is, as a hash of its config less sweep control ("
+           + ", ".join(f"`{key}`" for key in SWEEP_CONTROL) + ") and its own directory: a resumed sweep skips a job "
+           "whose `job_id` has an `ok` result, and the job's directory is named after it"),
     Fields(("nonfinite_loss_steps",), "training steps whose loss was NaN or infinite (counted on the device, read "
            "once at the end); the timings stand, the accuracy does not"),
     Fields(("config",), "the whole composed config, typed and resolved, to reproduce the run; every key of it but "
@@ -90,9 +107,6 @@ RESULT_FIELDS = (
 )
 FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
 
-# Config keys that say how a sweep runs its jobs and where they land, not what a job is: a resumed
-# sweep may change them and still skip the jobs it already ran (bsbench.core.identity).
-SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root")
 # Config keys that never make two runs different configurations in a report: the batch size and the
 # repeat are the axes it compares along, the seed and the logger change no speed, and the others are
 # sweep control or the run's own directory.

@@ -88,7 +88,7 @@ def write_json_atomic(path: Path, obj: dict) -> None:
 
 
 # Fields the report computes with: a result whose values here are of another type is not read.
-NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc")
+NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc", "train_tflops", "mfu")
 
 
 def problem(result) -> str | None:

@@ -16,10 +16,12 @@ from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
 from bsbench.core.results import now, setup_fields, unfinished
+from bsbench.core.utilization import utilization
 from bsbench.job.build import Built, build
 from bsbench.job.find_max import find_max
 from bsbench.training.data import ImageDataModule
 from bsbench.training.environment import describe
+from bsbench.training.flops import count as count_flops
 
 log = logging.getLogger("bsbench")
 
@@ -41,7 +43,7 @@ def run(cfg: DictConfig) -> dict | None:
         measured.update(_test(built))
     if not trainer.is_global_zero:
         return None
-    return {
+    return _with_utilization(cfg, {
         "status": Status.OK,
         **setup_fields(cfg),
         **_ran(cfg, trainer),
@@ -50,7 +52,14 @@ def run(cfg: DictConfig) -> dict | None:
         "started_at": started_at,
         "finished_at": now(),
         **describe(trainer.strategy.root_device),
-    }
+    })
+
+
+def _with_utilization(cfg: DictConfig, result: dict) -> dict:
+    """The result with its FLOPs per image, achieved TFLOP/s and MFU (bsbench.core.utilization)."""
+    model = cfg.model
+    result.update(count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward))
+    return {**result, **utilization(result, cfg.mfu.peak_tflops)}
 
 
 def _lightning(trainer: L.Trainer, call, *args, **kwargs):
@@ -103,7 +112,7 @@ def _find_max(cfg: DictConfig, started_at: str) -> dict:
     data.setup("fit")
     found = find_max(cfg, run_trial, len(data.train_set), is_oom, garbage_collection_cuda)
     device = ran.pop("device")
-    return {
+    return _with_utilization(cfg, {
         "status": Status.OK if found["max_batch_size"] else Status.OOM,
         **setup_fields(cfg),
         **ran,
@@ -111,7 +120,7 @@ def _find_max(cfg: DictConfig, started_at: str) -> dict:
         "started_at": started_at,
         "finished_at": now(),
         **describe(device),
-    }
+    })
 
 
 def attempt(cfg: DictConfig) -> dict | None:

@@ -55,6 +55,8 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     _at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
     _at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
     _at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
+    if cfg.mfu.peak_tflops is not None:
+        _at_least(cfg.mfu.peak_tflops, 0, "mfu.peak_tflops", 989.5, strictly=True)
     if cfg.model.num_classes < CIFAR10_CLASSES:
         raise UserError(f"model.num_classes={cfg.model.num_classes} is fewer than the dataset's {CIFAR10_CLASSES} "
                         f"classes; use model.num_classes={CIFAR10_CLASSES}.")

@@ -14,6 +14,7 @@ from bsbench.report.verdict import is_power_of_two
 PLOTS = {
     "samples_per_s.png": ("train_samples_per_s_values", "training throughput (samples/s)"),
     "epoch_time.png": ("epoch_time_s_values", "time per epoch, validation included (s)"),
+    "mfu.png": ("mfu_percent_values", "model FLOPs utilization (% of the devices' dense peak)"),
 }
 
 

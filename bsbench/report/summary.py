@@ -16,6 +16,8 @@ METRICS = {
     "train_time_per_sample_us": "train time per sample (µs)",
     "train_samples_per_s": "samples/s",
     "inference_time_s": "inference time (s)",
+    "train_tflops": "achieved TFLOP/s",
+    "mfu": "MFU",
 }
 # summary.csv's first columns; the statistics of METRICS follow.
 SUMMARY_LEADING = ["setting", "batch_size", "runs", "model", "data", "image_size", "precision_used", "world_size",
@@ -65,6 +67,7 @@ def configurations(results: list[dict]) -> list[dict]:
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
         row["train_samples_per_s_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
+        row["mfu_percent_values"] = [100 * r["mfu"] for r in runs if r.get("mfu")]
         row["epoch_time_s_values"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
                                       if r.get("epoch_times_s") and r.get("mode") == "train"]  # whole epochs only
         rows.append(row)
@@ -110,7 +113,15 @@ def _device(row: dict) -> str:
 
 
 TABLE_HEADER = ["batch size", "runs", "train time", "inf. time", "epochs", "device", "precision",
-                "samples/s (95% CI)", "test acc", "setting"]
+                "samples/s (95% CI)", "TFLOP/s (MFU)", "test acc", "setting"]
+
+
+def _flops(row: dict) -> str:
+    """Achieved TFLOP/s, with MFU where the device's peak is known."""
+    tflops, mfu = row["train_tflops_mean"], row["mfu_mean"]
+    if tflops is None:
+        return ""
+    return f"{tflops:.3g}" + (f" ({100 * mfu:.1f}%)" if mfu is not None else "")
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -123,7 +134,7 @@ def markdown_table(rows: list[dict]) -> str:
         acc = row["test_acc_mean"]
         lines.append([
             str(row["batch_size"]), str(row["runs"]), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
-            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text,
+            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text, _flops(row),
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
@@ -168,6 +179,7 @@ def summary_markdown(directories: list[Path], results: list[dict], rows: list[di
         f"{len(results)} runs ({counts or 'none'}) in {len(rows)} configurations. Times are wall-clock geometric "
         "means ± standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
         "(warm-up steps excluded), its geometric mean with a 95% confidence interval (on the log scale, as the "
-        "verdict compares rates) where a configuration ran at least twice.\n\n"
+        "verdict compares rates) where a configuration ran at least twice. TFLOP/s is the achieved rate of the "
+        "model's counted FLOPs, with MFU, its fraction of the devices' dense peak, where bsbench knows the peak.\n\n"
         + markdown_table(rows) + ("\n" + notes if notes else "")
     )

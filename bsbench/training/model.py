@@ -7,6 +7,11 @@ import torchvision
 from torchmetrics.classification import MulticlassAccuracy
 
 
+def network(arch: str, num_classes: int) -> torch.nn.Module:
+    """The torchvision classifier, untrained (the FLOP count builds the same one on the meta device)."""
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
 class ImageClassifier(L.LightningModule):
     def __init__(
         self,
@@ -20,7 +25,7 @@ class ImageClassifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        self.net = network(arch, num_classes)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         # micro average = the fraction of images classified correctly, as the reference reports it
