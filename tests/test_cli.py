@@ -47,7 +47,7 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
     assert [(int(row["batch_size"]), row["runs"]) for row in rows] == [(30, "1"), (31, "1"), (32, "1")]
     table = (sweep / "summary.md").read_text()
     header = ("| batch size | runs | train time | inf. time | epochs | device | precision | samples/s (95% CI) "
-              "| test acc | setting |")
+              "| TFLOP/s (MFU) | test acc | setting |")
     assert header in table
     # the table is printed at the end of the sweep, after the last job
     assert header in proc.stdout
