@@ -3,6 +3,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,15 @@ class CLI:
 
     def results(self) -> list[dict]:
         return [json.loads(p.read_text()) for p in sorted(self.outputs.rglob("results.json"))]
+
+
+def wait_for(predicate, timeout=300.0):
+    """Poll until `predicate()` holds: a cap for a hung process, not a speed threshold (a loaded
+    machine is slow, and the tests must pass there)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -49,9 +49,21 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
     header = ("| batch size | runs | train time | inf. time | epochs | device | precision | samples/s (95% CI) "
               "| TFLOP/s (MFU) | test acc | setting |")
     assert header in table
-    # the table is printed at the end of the sweep, after the last job
-    assert header in proc.stdout
-    assert proc.stdout.rindex(header) > proc.stdout.rindex("#2 : batch_size=32")
+    # the terminal: one line per job with the sweep's progress, then the summary and the verdict, nothing else
+    assert proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    summary = lines.index(next(line for line in lines if line.startswith("# bsbench summary")))
+    jobs = [line for line in lines[:summary] if line.strip()]
+    assert [line.split(":")[0] for line in jobs] == ["job 1 of 3", "job 2 of 3", "job 3 of 3"], proc.stdout
+    assert "batch_size=30 precision=32-true: " in jobs[0] and "samples/s" in jobs[0]
+    assert " elapsed, about " in jobs[0] and jobs[0].endswith(" left)") and jobs[2].endswith(" elapsed)")
+    assert header in lines and "# Are powers of two (or multiples of 8) faster here?" in lines
+    assert [line for line in lines if line.strip()][-1].startswith("bsbench: wrote runs.csv")
+    # what the terminal does not show is in the logs: Lightning's banners in each job's, Hydra's in the sweep's
+    assert "GPU available" in (Path(results[0]["run_dir"]) / "bsbench.log").read_text()
+    assert "Launching 3 jobs locally" in (sweep / "sweep.log").read_text()
+    # the threads it ran with
+    assert all(r["torch_num_threads"] >= 1 and r["torch_num_interop_threads"] >= 1 for r in results)
 
 
 def test_precision_sweep_gives_rows_that_differ_in_precision(cli):

@@ -3,16 +3,17 @@ launcher's config."""
 
 import subprocess
 import sys
+from pathlib import Path
 
+import torch
 from conftest import SMOKE, composed
 
 
 def test_ddp_sweep_over_device_counts_runs_each_job_once(cli):
     proc = cli("-m", "devices=1,2", "strategy=ddp", *SMOKE)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    output = proc.stdout + proc.stderr
-    assert output.count("Launching 2 jobs") == 1  # no rank started the sweep again
     sweep = cli.sweep_dir()
+    assert (sweep / "sweep.log").read_text().count("Launching 2 jobs") == 1  # no rank started the sweep again
     jobs = [p.name for p in sweep.iterdir() if p.is_dir()]
     assert len(jobs) == 2 and all(name.startswith("bs32_r0_") for name in jobs)  # no stray job directories
     assert len(list(cli.outputs.rglob("results.json"))) == 2
@@ -24,6 +25,14 @@ def test_ddp_sweep_over_device_counts_runs_each_job_once(cli):
     assert runs[2]["timed_steps"] == 2 and runs[2]["train_samples_per_s"] > 0
     assert all(r["status"] == "ok" and r["train_time_s"] > 0 for r in runs.values())
     assert "| 2x " in (sweep / "summary.md").read_text()
+    # the same threads in all on the CPU: the 2 ranks share what one process has (torchrun would give each 1)
+    threads = torch.get_num_threads()
+    assert runs[1]["torch_num_threads"] == threads
+    assert runs[2]["torch_num_threads"] == max(1, threads // 2) and runs[2]["omp_num_threads"] == str(max(1, threads // 2))
+    # no torchrun banner, no per-rank Lightning banners on the terminal: one line per job
+    assert proc.stderr == "" and "OMP_NUM_THREADS" not in proc.stdout and "Initializing distributed" not in proc.stdout
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()[:2]] == ["job 1 of 2", "job 2 of 2"]
+    assert "Initializing distributed: GLOBAL_RANK: 1" in (Path(runs[2]["run_dir"]) / "bsbench.log").read_text()
 
 
 def test_a_failing_rank_fails_its_job_and_the_sweep_goes_on(cli):

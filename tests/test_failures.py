@@ -16,16 +16,9 @@ import bsbench.job.build
 import bsbench.job.run
 from bsbench.core.fields import FIELD_NAMES
 from bsbench.training.model import ImageClassifier
-from conftest import SMOKE, job_config
+from conftest import SMOKE, job_config, wait_for
 
 FAULT = "+callbacks.fault._target_=faults.FailAt"
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def by_batch_size(results):

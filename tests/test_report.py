@@ -101,6 +101,9 @@ def test_report_command_is_installed_and_says_what_is_wrong(tmp_path):
     assert proc.returncode == 2 and "no readable results.json under" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "bsbench.report", "--suggest", "--sm", "80"], capture_output=True, text=True)
     assert proc.returncode == 0 and "rule of thumb" in proc.stdout
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    from bsbench.report.cli import DESCRIPTION
+    assert proc.returncode == 0 and DESCRIPTION in proc.stdout and "examples:" in proc.stdout  # whole, as written
 
 
 def test_suggestions_follow_the_quoted_rule_of_thumb():
@@ -108,4 +111,8 @@ def test_suggestions_follow_the_quoted_rule_of_thumb():
     assert rule_of_thumb(80, 224, 3, 60) == [8, 17, 26, 34, 43, 52]
     text = suggest(132, 224, 3, 1024, 512)
     assert "512" in text.split("powers of two:")[1].splitlines()[0]
-    assert "range(504,521)" in text
+    # the fastest command that answers the question: throughput only, the neighbours, no dataset
+    assert "-m 'batch_size=511,512,513' repeats=5 mode=throughput data=synthetic" in text
+    assert "range(504,521)" in text and "mode=train" not in text
+    around = suggest(132, 224, 3, 1024, 100)  # --around centres the list and the commands
+    assert "near 100:" in around and "'batch_size=99,100,101'" in around and "range(92,109)" in around

@@ -23,16 +23,9 @@ from bsbench.report.stats import describe
 from bsbench.report.summary import status_notes
 from bsbench.report.write import write_report
 from bsbench.training.model import ImageClassifier
-from conftest import SMOKE, composed, job_config
+from conftest import SMOKE, composed, job_config, wait_for
 
 FAST = [*SMOKE, "mode=throughput", "timing.warmup_steps=1", "trainer.max_steps=3"]
-
-
-def wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def folders_agree(sweep: Path) -> list[dict]:
@@ -68,7 +61,8 @@ def test_resume_with_a_changed_command_skips_exactly_what_ran_and_overwrites_not
     resumed = cli("-m", "batch_size=32,31,30", *FAST, "repeats=2", "order=shuffled", "cooldown_s=0",
                   f"resume={sweep}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert (resumed.stdout + resumed.stderr).count("already done") == 2
+    assert f"resuming {sweep}: 2 of 6 jobs already done there, 4 to run" in resumed.stdout
+    assert (sweep / "sweep.log").read_text().count("already done in") == 2  # each skipped job, in the log
     for path, mtime in before.items():  # results and .hydra of the jobs that ran before: untouched
         assert path.stat().st_mtime_ns == mtime, path
     results = folders_agree(sweep)

@@ -94,6 +94,7 @@ class Timing:
 @dataclass
 class Telemetry:
     interval_s: float = 1.0
+    required: bool = False
 
 
 @dataclass
@@ -133,6 +134,7 @@ class Config:
     callbacks: Dict[str, Any] = field(default_factory=dict)
     resume: Optional[str] = None
     output_root: str = "outputs"
+    verbose: bool = False
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
     trainer: Trainer = field(default_factory=Trainer)

@@ -22,10 +22,10 @@ class Status(str, enum.Enum):
 ANSWERED = (Status.OK, Status.OOM)
 
 
-# Config keys that say how a sweep runs its jobs, where they land and what their speed is measured
-# against (the peak of MFU), not what a job is: a resumed sweep may change them and still skip the
-# jobs it already ran (bsbench.core.identity).
-SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root", "mfu")
+# Config keys that say how a sweep runs its jobs, where they land, what the terminal shows and what
+# their speed is measured against (the peak of MFU), not what a job is: a resumed sweep may change
+# them and still skip the jobs it already ran (bsbench.core.identity).
+SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root", "verbose", "mfu")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,9 @@ RESULT_FIELDS = (
     Fields(("torch_version", "lightning_version", "cuda_version", "cudnn_version", "python_version"),
            "the software (CUDA and cuDNN as torch was built with them)"),
     Fields(("host", "cpu_count"), "the machine"),
+    Fields(("torch_num_threads", "torch_num_interop_threads", "omp_num_threads"),
+           "torch's intra-op and inter-op threads in the process that wrote the result, and `OMP_NUM_THREADS` as it "
+           "saw it (null: not set); a DDP job's ranks share one process's threads (see \"Several devices\")"),
     Fields(("run_dir", "overrides"), "where the result lies and the job's command-line overrides"),
     Fields(("job_id",), "what the job is, as a hash of its config less sweep control ("
            + ", ".join(f"`{key}`" for key in SWEEP_CONTROL) + ") and its own directory: a resumed sweep skips a job "

@@ -13,6 +13,8 @@ from bsbench.core.errors import UserError, fail
 
 # resume=DIR makes DIR the sweep directory; otherwise a new dated one.
 OmegaConf.register_new_resolver("bsbench_sweep_dir", lambda resume, new: resume or new, replace=True)
+# DIR under the launch directory, or DIR itself where absolute (logger=mlflow's store under output_root).
+OmegaConf.register_new_resolver("bsbench_under", lambda cwd, path: str(Path(cwd) / path), replace=True)
 
 # The config groups a user picks an option of (`mode=throughput`); Hydra's own are under hydra/.
 GROUPS = ("data", "model", "trainer", "logger", "mode", "experiment")

@@ -2,6 +2,7 @@
 callbacks. The mode is config (conf/mode/): nothing here depends on it, so what a run's config says
 is what its Trainer got."""
 
+import os
 from dataclasses import dataclass
 
 import lightning as L
@@ -27,6 +28,16 @@ class Built:
     loss_watch: LossWatch
 
 
+def _logger(spec: DictConfig | None):
+    if not spec:
+        return False
+    if str(spec.get("_target_", "")).endswith("MLFlowLogger") and not spec.get("tracking_uri"):
+        # logger=mlflow's default local file store: MLflow 3 keeps it in maintenance mode behind this opt-in
+        # (a database or a server is a tracking_uri away); bsbench.job.run restores the environment after the job
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return instantiate(spec)
+
+
 def build(cfg: DictConfig) -> Built:
     datamodule = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
     model = ImageClassifier(**cfg.model, channels_last=cfg.channels_last)
@@ -47,7 +58,7 @@ def build(cfg: DictConfig) -> Built:
         strategy=cfg.strategy,
         precision=cfg.precision,
         benchmark=cfg.cudnn_benchmark,
-        logger=instantiate(cfg.logger) if cfg.logger else False,
+        logger=_logger(cfg.logger),
         callbacks=[timing, step_timer, telemetry, loss_watch, *extra],
         **OmegaConf.to_container(cfg.trainer, resolve=True),
     )

@@ -9,6 +9,7 @@ what finished). Only a user's mistake ends a job without one: one line and exit 
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
 from bsbench.core.results import RESULT_FILE, unfinished, write_json_atomic
+from bsbench.job.console import LOG_ONLY, route_library_output, sweep_progress
 
 log = logging.getLogger("bsbench")
 
@@ -39,6 +41,9 @@ def run_job(cfg: DictConfig) -> None:
     position = hydra_cfg.job.num if multirun else None  # the sweeper's order: which job ran when
     sweep_dir = hydra_cfg.sweep.dir if multirun else None
     record = {"run_dir": str(run_dir), "overrides": overrides, "sweep_position": position, "job_id": job_id(cfg)}
+    route_library_output()
+    if not cfg.verbose:
+        os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (the README says where runs go)
     interrupt.install()
     from bsbench.job.ranks import processes_to_start, run_ranks  # torch and Lightning: only when a job runs
     from bsbench.job.run import attempt
@@ -65,6 +70,8 @@ def run_job(cfg: DictConfig) -> None:
     if result is None:  # not global rank 0
         return
     _record({**result, **record}, sweep_dir)
+    line = _one_line(result, sweep_progress(position) if multirun else None)
+    log.info("%s", line if multirun else f"{line}; result in {run_dir}")
     if result["status"] == Status.FAILED and not multirun:
         sys.exit(1)
 
@@ -75,7 +82,7 @@ def _record(result: dict, sweep_dir: str | None) -> None:
         write_json_atomic(path, result)
     except OSError as exc:
         stop_on_write_error(exc, result, sweep_dir)
-    log.info("%s -> %s", _one_line(result), path)
+    log.info("result: %s", path, extra={LOG_ONLY: True})
 
 
 def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None) -> None:
@@ -107,16 +114,25 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
     sys.exit(1)
 
 
-def _one_line(r: dict) -> str:
-    setup = f"batch_size={r['batch_size']} precision={r.get('precision_used', r['precision'])}"
+def _one_line(r: dict, progress: tuple[str, str] | None) -> str:
+    """A job's line on the terminal: where the sweep is, what the job was, its headline figures."""
+    setup = f"batch_size={r['batch_size']} precision={r.get('precision_used') or r['precision']}"
+    if (r.get("world_size") or 1) > 1:
+        setup += f" world_size={r['world_size']}"
+    if r.get("repeat"):
+        setup += f" repeat={r['repeat']}"
     if r["mode"] == "find_max" and "find_max_stop" in r:
         largest = r["max_batch_size"] or "none (1 did not fit)"
-        return f"{setup}: largest batch size that ran: {largest} (the search ended at: {r['find_max_stop']})"
-    if r["status"] != Status.OK:
-        return f"{setup}: {r['status']}" + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
-
-    def shown(key, fmt):
-        return format(r[key], fmt) if r.get(key) is not None else "n/a"
-
-    return (f"{setup}: train {shown('train_time_s', '.1f')} s, inference {shown('inference_time_s', '.1f')} s, "
-            f"{shown('train_samples_per_s', '.0f')} samples/s, test acc {shown('test_acc', '.3f')}")
+        figures = f"largest batch size that ran: {largest} (the search ended at: {r['find_max_stop']})"
+    elif r["status"] != Status.OK:
+        figures = str(r["status"]) + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
+    else:
+        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in (
+            ("train_samples_per_s", ".0f", " samples/s"), ("train_time_s", ".1f", " s train"),
+            ("inference_time_s", ".1f", " s inference"), ("test_acc", ".3f", " test acc"),
+        ) if r.get(key) is not None]
+        if r.get("mfu") is not None:
+            shown.append(f"MFU {100 * r['mfu']:.1f}%")
+        figures = ", ".join(shown) or "no figures"
+    line = f"{setup}: {figures}"
+    return f"{progress[0]}: {line} ({progress[1]})" if progress else line

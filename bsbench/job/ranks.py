@@ -23,12 +23,14 @@ from collections import deque
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.core.results import unfinished
+from bsbench.job.console import LOG_ONLY
 
 log = logging.getLogger("bsbench")
 RANKS_DIR = "ranks"
@@ -70,10 +72,11 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
     OmegaConf.save(cfg, config_file, resolve=True)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "--max-restarts=0", "-m", "bsbench.job.worker", str(config_file), str(ranks_dir)]
-    log.info("starting %d ranks: %s", processes, " ".join(command))
+    log.info("starting %d ranks: %s", processes, " ".join(command), extra={LOG_ONLY: True})
     parent = os.getpid()
     # torchrun dies with this process, however it dies (SIGKILL included), and takes its ranks along
     proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, errors="replace",
+                            env={**os.environ, "OMP_NUM_THREADS": str(threads_per_rank(processes))},
                             preexec_fn=lambda: die_with_parent(signal.SIGTERM, parent))
     tail = _Tail(proc.stderr)
     tail.start()
@@ -87,6 +90,9 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
+    finally:
+        if not tail.is_alive():
+            proc.stderr.close()
     outcomes = {}
     for path in ranks_dir.glob("rank*.json"):
         outcomes[int(path.stem[4:])] = json.loads(path.read_text())
@@ -109,6 +115,18 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
         result.update(error_type="RankFailure", error=f"torchrun exited with status {returncode} and no rank "
                       "reported an error")
     return result
+
+
+def threads_per_rank(processes: int) -> int:
+    """The threads each rank gets: this process's intra-op threads shared out, so that on a CPU a job
+    of N ranks computes with as many threads in all as a job of one process (torchrun's default, one
+    thread per rank, would compare thread counts, not device counts)."""
+    threads = torch.get_num_threads()
+    if threads % processes:
+        log.warning("%d ranks cannot share %d threads evenly: each rank gets %d, %d in all against %d for one "
+                    "process (set OMP_NUM_THREADS to a multiple of %d for a fair comparison)", processes, threads,
+                    max(1, threads // processes), max(1, threads // processes) * processes, threads, processes)
+    return max(1, threads // processes)
 
 
 def die_with_parent(signum: int, parent: int) -> None:

@@ -18,6 +18,7 @@ from bsbench.core.oom import is_oom
 from bsbench.core.results import now, setup_fields, unfinished
 from bsbench.core.utilization import utilization
 from bsbench.job.build import Built, build
+from bsbench.job.console import LOG_ONLY
 from bsbench.job.find_max import find_max
 from bsbench.training.data import ImageDataModule
 from bsbench.training.environment import describe
@@ -136,7 +137,7 @@ def attempt(cfg: DictConfig) -> dict | None:
         # rank to fail is the cause (bsbench.job.ranks)
         failed_at = getattr(exc, "failed_at", time.time())
         result = {**unfinished(cfg, Status.OOM if is_oom(exc) else Status.FAILED, exc), "failed_at": failed_at}
-        log.error("%s: %s", result["status"], result["traceback"])
+        log.error("%s: %s", result["status"], result["traceback"], extra={LOG_ONLY: True})
     finally:
         # the failed run's trainer, model and tensors are unreachable once the exception is gone
         garbage_collection_cuda()

@@ -20,6 +20,7 @@ from bsbench.core.config import typed
 from bsbench.core.errors import UserError
 from bsbench.core.identity import job_dir_name, job_id
 from bsbench.core.results import RESULT_FILE, finished_runs
+from bsbench.job.console import LOG_ONLY, follow_sweep
 
 try:
     import fcntl
@@ -49,13 +50,16 @@ def plan(config: DictConfig, load: Callable[[list[str]], DictConfig], here: bool
                             "use repeats=N to run a configuration N times.")
     directory = claim(config)
     done = finished_runs(directory) if config.resume else {}
-    planned = []
-    for overrides, cfg, job in zip(jobs, configs, ids):
+    planned = [[*overrides, f"hydra.sweep.dir={_quoted(directory)}", f"hydra.sweep.subdir={job_dir_name(cfg, job)}"]
+               for overrides, cfg, job in zip(jobs, configs, ids) if job not in done]
+    follow_sweep(directory, len(planned))
+    for overrides, job in zip(jobs, ids):
         if job in done:
-            log.info("%s: already done in %s, skipped", " ".join(overrides), done[job]["run_dir"])
-            continue
-        planned.append([*overrides, f"hydra.sweep.dir={_quoted(directory)}",
-                        f"hydra.sweep.subdir={job_dir_name(cfg, job)}"])
+            log.info("%s: already done in %s, skipped", " ".join(overrides), done[job]["run_dir"],
+                     extra={LOG_ONLY: True})
+    if config.resume:
+        log.info("resuming %s: %d of %d jobs already done there, %d to run", directory, len(jobs) - len(planned),
+                 len(jobs), len(planned))
     return planned
 
 

@@ -3,6 +3,7 @@ the command line should cost one sentence, not a traceback after the dataset has
 are the schema's job; these are the checks types cannot express."""
 
 import functools
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -80,7 +81,11 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     for name, spec in cfg.callbacks.items():
         _check_target(f"callbacks.{name}", spec, "a Lightning callback, e.g. lightning.pytorch.callbacks.LearningRateMonitor")
     if cfg.logger:
+        _check_extra(cfg.logger)
         _check_target("logger", cfg.logger, "a Lightning logger, e.g. lightning.pytorch.loggers.CSVLogger")
+    if cfg.telemetry.required and importlib.util.find_spec("pynvml") is None:
+        raise UserError('telemetry.required=true needs NVML, which is not installed; pip install "bsbench[nvml]", '
+                        "or use telemetry.required=false (null telemetry without it).")
     if here:
         _check_shared_memory(cfg)
 
@@ -176,6 +181,26 @@ def _forward_problem(arch: str, image_size: int) -> str | None:
     except (RuntimeError, ValueError, AssertionError) as exc:
         return str(exc).splitlines()[0].rstrip(".")
     return None
+
+
+# Loggers that need an optional package: (packages that would do, the extra that installs one, the choice).
+EXTRAS = {
+    "TensorBoardLogger": (("tensorboard", "tensorboardX"), "tensorboard", "logger=tensorboard"),
+    "MLFlowLogger": (("mlflow",), "mlflow", "logger=mlflow"),
+    "WandbLogger": (("wandb",), "wandb", "logger=wandb"),
+}
+
+
+def _check_extra(logger) -> None:
+    """A logger whose package is missing would fail every job of the sweep after its data loads, with
+    Lightning's traceback: name the install instead, before any job runs."""
+    target = logger.get("_target_") if hasattr(logger, "get") else None
+    if not isinstance(target, str) or target.rsplit(".", 1)[-1] not in EXTRAS:
+        return
+    packages, extra, choice = EXTRAS[target.rsplit(".", 1)[-1]]
+    if not any(importlib.util.find_spec(name) for name in packages):
+        raise UserError(f'{choice} needs the {packages[0]} package, which is not installed; pip install "bsbench[{extra}]", '
+                        "or choose another logger, e.g. logger=csv.")
 
 
 def _check_target(key: str, spec, example: str) -> None:

@@ -10,11 +10,23 @@ from bsbench.report.suggest import suggest
 from bsbench.report.write import write_report
 
 
+DESCRIPTION = """\
+Build the report of every results.json under the given sweep or run directories,
+merging them: runs.csv, summary.csv, summary.md, verdict.md and the plots, written
+into the first directory (or --out) and printed. Or, with --suggest, list candidate
+batch sizes for a GPU and the commands that measure them."""
+EXAMPLES = """\
+examples:
+  bsbench-report outputs/multirun/2026-11-27/14-02-11
+  bsbench-report sweep_a sweep_b --out merged       # one report of two sweeps
+  bsbench-report --suggest --sm 132 --around 256    # an H100 SXM's 132 SMs"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bsbench-report",
-        description="Build the report (runs.csv, summary.csv, summary.md, verdict.md, plots) of every results.json "
-                    "under the given sweep or run directories, merging them; or list candidate batch sizes (--suggest).")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION, epilog=EXAMPLES)
     parser.add_argument("directories", nargs="*", type=Path, help="sweep or run directories holding results.json files")
     parser.add_argument("--out", type=Path, help="where to write the report (default: the first directory)")
     parser.add_argument("--suggest", action="store_true", help="list candidate batch sizes for this GPU instead")
@@ -22,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", type=int, default=224, help="--suggest: image height and width (224)")
     parser.add_argument("--channels", type=int, default=3, help="--suggest: image channels (3)")
     parser.add_argument("--max", type=int, default=1024, help="--suggest: largest batch size to list (1024)")
-    parser.add_argument("--around", type=int, default=512, help="--suggest: batch size to list neighbours of (512)")
+    parser.add_argument("--around", type=int, default=512,
+                        help="--suggest: the batch size to centre the list and the commands on (512)")
     args = parser.parse_args(argv)
     if args.suggest:
         print(suggest(args.sm, args.image_size, args.channels, args.max, args.around), end="")

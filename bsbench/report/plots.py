@@ -1,5 +1,6 @@
-"""PNG plots of a sweep: throughput and time per epoch against batch size, one line per setting, with
-95% intervals as error bars and the powers of two and multiples of 8 marked."""
+"""PNG plots of a sweep: throughput, time per epoch and MFU against batch size, one line per setting
+through the geometric means, every run beside them, 95% intervals as error bars where a batch size
+ran at least twice, the powers of two and multiples of 8 marked, and the y-axis from zero."""
 
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def _error(values: list[float]) -> tuple[float, float, float]:
     return stats["mean"], stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]
 
 
+def title(rows: list[dict], ylabel: str) -> str:
+    """What every plotted configuration shares: model, image size, device, precision, mode (what differs
+    between them is in the legend)."""
+    def common(field):
+        values = {row.get(field) for row in rows}
+        return values.pop() if len(values) == 1 else None
+
+    parts = [common("model"), f"{common('image_size')} px" if common("image_size") else None,
+             common("device_name"), common("precision_used"), f"mode={common('mode')}" if common("mode") else None]
+    return f"{ylabel.split(' (')[0]}: " + ", ".join(str(p) for p in parts if p)
+
+
 def figure(rows: list[dict], field: str, ylabel: str):
     fig = Figure(figsize=(9, 5), dpi=100)
     ax = fig.subplots()
@@ -33,12 +46,19 @@ def figure(rows: list[dict], field: str, ylabel: str):
     for row in rows:
         if row[field]:
             groups.setdefault(row["setting"], []).append(row)
-    sizes = sorted({row["batch_size"] for group in groups.values() for row in group})
+    plotted = [row for group in groups.values() for row in group]
+    sizes = sorted({row["batch_size"] for row in plotted})
+    repeated = any(len(row[field]) > 1 for row in plotted)
     for setting, group in groups.items():
         group.sort(key=lambda row: row["batch_size"])
         x = [row["batch_size"] for row in group]
         means, below, above = zip(*(_error(row[field]) for row in group))
-        ax.errorbar(x, means, yerr=[below, above], marker="o", ms=4, capsize=3, label=setting or None)
+        line = ax.errorbar(x, means, yerr=[below, above] if repeated else None, marker="o", ms=4, capsize=3,
+                           label=setting or ("geometric mean of the runs" if repeated else "one run per batch size"))
+        if repeated:  # every run beside the mean (a little to its right, clear of the error bar)
+            runs_x = [row["batch_size"] + 0.12 for row in group for _ in row[field]]
+            runs_y = [value for row in group for value in row[field]]
+            ax.plot(runs_x, runs_y, ".", ms=5, alpha=0.45, color=line.lines[0].get_color())
         for xi, yi in zip(x, means):
             if is_power_of_two(xi):
                 ax.plot(xi, yi, marker="*", ms=16, color="crimson", zorder=3)
@@ -51,12 +71,20 @@ def figure(rows: list[dict], field: str, ylabel: str):
             ax.axvline(size, color="darkorange", lw=0.8, ls=":", alpha=0.6)
     ax.plot([], [], "*", ms=12, color="crimson", label="power of two")
     ax.plot([], [], "D", ms=7, mfc="none", mec="darkorange", mew=2, label="multiple of 8")
+    if repeated:
+        ax.plot([], [], ".", ms=5, alpha=0.45, color="gray", label="single runs")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("batch size (per device)")
     ax.set_ylabel(ylabel)
-    ax.set_title("error bars: 95% interval of the mean over repeats", fontsize=10)
+    # from zero: a 2% difference looks like one (the verdict gives it with its interval)
+    ax.set_ylim(0, max(max(row[field]) for row in plotted) * 1.12)
+    ax.set_title(title(plotted, ylabel), fontsize=11)
+    note = ("error bars: 95% interval of the geometric mean over a batch size's runs" if repeated
+            else "one run per batch size: no interval (repeats=3 gives one)")
+    ax.text(0.99, 0.02, note + "; y-axis from 0", transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
+            color="dimgray")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     return fig
 

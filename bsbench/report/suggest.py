@@ -31,6 +31,11 @@ def suggest(sm_count: int | None, image_size: int, channels: int, largest: int, 
         f"  rule of thumb:   {', '.join(map(str, thumb)) or 'none'}  (int(n * 2**14 * SM / (H*W*C)))",
         f"  near {around}:        {', '.join(map(str, near))}",
         "",
-        "Measure instead of guessing, with neighbours and repeats:",
-        f"  python -m bsbench -m 'batch_size=range({max(1, around - 8)},{around + 9})' repeats=3 data.image_size={image_size}",
+        "Measure instead of guessing. The question needs the training step's speed only (mode=throughput: seconds",
+        "per job, synthetic data, no download); the fastest answer, for the batch size and its neighbours:",
+        f"  python -m bsbench -m 'batch_size={max(1, around - 1)},{around},{around + 1}' repeats=5 mode=throughput "
+        f"data=synthetic data.image_size={image_size}",
+        "and the landscape around it:",
+        f"  python -m bsbench -m 'batch_size=range({max(1, around - 8)},{around + 9})' repeats=3 mode=throughput "
+        f"data=synthetic data.image_size={image_size}",
     ]) + "\n"

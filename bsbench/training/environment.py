@@ -32,6 +32,10 @@ def describe(device: torch.device) -> dict:
         "python_version": platform.python_version(),
         "host": socket.gethostname(),
         "cpu_count": os.cpu_count(),
+        # per process: a DDP job on the CPU shares one process's threads among its ranks (bsbench.job.ranks)
+        "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         # process-wide numerics that change speed: matmul_precision sets the first (matrix
         # multiplications only); convolutions follow the second, which bsbench leaves as torch has it
         "float32_matmul_precision": torch.get_float32_matmul_precision(),

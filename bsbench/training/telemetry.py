@@ -81,13 +81,17 @@ def summarize(samples: dict[str, list[float]] | None) -> dict:
 class TelemetryCallback(L.Callback):
     """Samples this rank's GPU from the start of fit to its end."""
 
-    def __init__(self, interval_s: float = 1.0):
+    def __init__(self, interval_s: float = 1.0, required: bool = False):
         self.interval_s = interval_s
+        self.required = required
         self.sampler: NvmlSampler | None = None
 
     def on_fit_start(self, trainer, pl_module):
         device = trainer.strategy.root_device
         nvml = _nvml() if device.type == "cuda" else None
+        if nvml is None and self.required:
+            why = "NVML could not be initialised" if device.type == "cuda" else f"NVML reads NVIDIA GPUs, not {device.type}"
+            raise RuntimeError(f"telemetry.required=true but {why}; use telemetry.required=false for null telemetry.")
         if nvml is not None:
             self.sampler = NvmlSampler(nvml, _handle(nvml, device), self.interval_s)
             self.sampler.start()
