@@ -18,7 +18,7 @@ def test_throughput_mode_times_fixed_steps_and_nothing_else(cli):
     assert r["mode"] == "throughput" and r["status"] == "ok" and r.keys() <= set(FIELD_NAMES)
     assert r["timed_steps"] == 5 and r["train_samples_per_s"] > 0
     assert 0 < r["step_time_median_ms"] and r["step_time_sd_ms"] is not None
-    assert abs(r["step_time_mean_ms"] * 5 / 1000 - 5 * 32 / r["train_samples_per_s"]) < 0.05  # the same 5 steps
+    assert r["step_time_mean_ms"] > 0  # per-step timing itself: test_timing.py, on a clock of its own
     assert r["val_acc"] is None and r["inference_time_s"] is None and r["test_samples"] is None  # no validation, no inference
     assert not list(cli.outputs.rglob("metrics.csv")) and not list(cli.outputs.rglob("*.ckpt"))
     # the result says what ran: 7 steps, no epoch count, and the Trainer settings the mode chose
@@ -37,11 +37,14 @@ def test_a_modes_trainer_settings_give_way_to_the_command_line(cli):
     assert list(cli.outputs.rglob("metrics.csv"))  # the logger asked for was kept
 
 
-def test_a_throughput_sweep_costs_seconds_per_point(cli):
+def test_a_throughput_sweep_costs_a_few_steps_per_point(cli):
     proc = cli("-m", "batch_size=range(30,34)", *SMOKE, "mode=throughput", "timing.warmup_steps=2", "trainer.max_steps=6")
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = cli.results()
-    assert len(results) == 4 and all(r["train_time_s"] < 30 for r in results)
+    # 6 steps of each batch size and nothing else (no epoch, no validation, no inference): what it costs in
+    # seconds is the machine's business (BENCHMARKS.md), what it runs is this
+    assert sorted((r["batch_size"], r["train_samples"]) for r in results) == [(b, 6 * b) for b in range(30, 34)]
+    assert all(r["val_acc"] is None and r["test_samples"] is None for r in results)
 
 
 def test_speed_knobs_are_applied(tmp_path):
