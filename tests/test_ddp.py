@@ -70,3 +70,13 @@ def test_a_sweep_runs_through_submitits_local_executor(cli):
     assert sorted(r["batch_size"] for r in cli.results()) == [30, 31]
     assert (cli.sweep_dir() / ".submitit").is_dir()
     assert (cli.sweep_dir() / "summary.md").is_file()
+
+
+def test_ranks_share_one_process_s_threads_and_an_uneven_split_is_named(monkeypatch, caplog):
+    import bsbench.job.ranks as ranks
+
+    monkeypatch.setattr(ranks.torch, "get_num_threads", lambda: 8)
+    assert ranks.threads_per_rank(2) == 4 and ranks.threads_per_rank(4) == 2 and not caplog.records
+    monkeypatch.setattr(ranks.torch, "get_num_threads", lambda: 3)
+    assert ranks.threads_per_rank(2) == 1
+    assert "2 ranks cannot share 3 threads evenly: each rank gets 1, 2 in all against 3" in caplog.text
