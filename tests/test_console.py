@@ -35,6 +35,7 @@ def test_the_terminal_gets_bsbench_lines_and_actionable_warnings_once():
     assert not quiet.filter(deprecated)
     actionable = record("py.warnings", logging.WARNING, "x.py:1: UserWarning: check your data", category=UserWarning)
     assert quiet.filter(actionable) and not quiet.filter(actionable)  # once
+    assert not ConsoleFilter().filter(actionable)  # once per process: the next job's filter knows it too
 
 
 def test_verbose_shows_what_lightning_says(cli):

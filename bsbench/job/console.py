@@ -36,10 +36,13 @@ LOG_ONLY = "bsbench_log_only"  # `extra={LOG_ONLY: True}`: a bsbench record for 
 class ConsoleFilter(logging.Filter):
     """bsbench's own lines, and other libraries' warnings and errors that a user can act on, each once."""
 
+    # shared by every instance: Hydra configures logging, and so makes a new filter, for every job of a
+    # sweep, and the jobs run in one process
+    seen: set[str] = set()
+
     def __init__(self, verbose: bool = False):
         super().__init__()
         self.verbose = verbose
-        self.seen: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.verbose:
@@ -54,7 +57,7 @@ class ConsoleFilter(logging.Filter):
         if issubclass(getattr(record, "category", Warning), LIBRARY_WARNINGS):
             return False
         key = f"{record.name}:{message}"
-        if key in self.seen:  # once per process: a sweep's jobs share one
+        if key in self.seen:  # once per process, whichever job says it
             return False
         self.seen.add(key)
         return True
