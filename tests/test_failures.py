@@ -45,6 +45,9 @@ def test_a_failed_run_is_recorded_the_sweep_finishes_and_exits_non_zero(cli):
     assert [runs[b]["status"] for b in (30, 31, 32)] == ["failed", "ok", "ok"]
     assert runs[30]["error_type"] == "ValueError" and runs[30]["error"] == "simulated failure at batch size 30"
     assert runs[30].keys() <= set(FIELD_NAMES)
+    # its FLOPs are counted like any run's; no rate, so no TFLOP/s or MFU, and the result says why
+    assert runs[30]["train_flops_per_sample"] == runs[31]["train_flops_per_sample"] > 0
+    assert runs[30]["train_tflops"] is None and runs[30]["mfu"] is None and runs[30]["mfu_reason"]
     job_log = (Path(runs[30]["run_dir"]) / "bsbench.log").read_text()
     assert "Traceback (most recent call last)" in job_log and "ValueError" in job_log
     with open(cli.sweep_dir() / "runs.csv", newline="") as f:

@@ -46,7 +46,7 @@ def run_job(cfg: DictConfig) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (the README says where runs go)
     interrupt.install()
     from bsbench.job.ranks import processes_to_start, run_ranks  # torch and Lightning: only when a job runs
-    from bsbench.job.run import attempt
+    from bsbench.job.run import attempt, with_utilization
 
     try:
         interrupt.check()
@@ -58,7 +58,7 @@ def run_job(cfg: DictConfig) -> None:
     except UserError as err:
         fail(err)
     except KeyboardInterrupt:
-        _record({**unfinished(cfg, Status.INTERRUPTED), **record}, sweep_dir)
+        _record({**with_utilization(cfg, unfinished(cfg, Status.INTERRUPTED)), **record}, sweep_dir)
         where = sweep_dir or run_dir
         if multirun:
             from bsbench.report.write import write_report
@@ -69,6 +69,8 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(130)
     if result is None:  # not global rank 0
         return
+    if "train_flops_per_sample" not in result:  # failed, out of memory: every result has the fields
+        result = with_utilization(cfg, result)
     _record({**result, **record}, sweep_dir)
     line = _one_line(result, sweep_progress(position) if multirun else None)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")

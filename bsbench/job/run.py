@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> dict | None:
         measured.update(_test(built))
     if not trainer.is_global_zero:
         return None
-    return _with_utilization(cfg, {
+    return with_utilization(cfg, {
         "status": Status.OK,
         **setup_fields(cfg),
         **_ran(cfg, trainer),
@@ -56,8 +56,9 @@ def run(cfg: DictConfig) -> dict | None:
     })
 
 
-def _with_utilization(cfg: DictConfig, result: dict) -> dict:
-    """The result with its FLOPs per image, achieved TFLOP/s and MFU (bsbench.core.utilization)."""
+def with_utilization(cfg: DictConfig, result: dict) -> dict:
+    """The result with its FLOPs per image, achieved TFLOP/s and MFU (bsbench.core.utilization); a run
+    that did not finish gets its count and nulls, with the reason."""
     model = cfg.model
     result.update(count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward))
     return {**result, **utilization(result, cfg.mfu.peak_tflops)}
@@ -113,7 +114,7 @@ def _find_max(cfg: DictConfig, started_at: str) -> dict:
     data.setup("fit")
     found = find_max(cfg, run_trial, len(data.train_set), is_oom, garbage_collection_cuda)
     device = ran.pop("device")
-    return _with_utilization(cfg, {
+    return with_utilization(cfg, {
         "status": Status.OK if found["max_batch_size"] else Status.OOM,
         **setup_fields(cfg),
         **ran,
