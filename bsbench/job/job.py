@@ -46,10 +46,12 @@ def run_job(cfg: DictConfig) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (the README says where runs go)
     interrupt.install()
     from bsbench.job.ranks import processes_to_start, run_ranks  # torch and Lightning: only when a job runs
-    from bsbench.job.run import attempt, with_utilization
+    from bsbench.job.run import attempt, job_flops, with_utilization
 
     try:
         interrupt.check()
+        # counted before the run, so that recording an interrupted or failed run needs no second of counting
+        job_flops(cfg)
         if multirun and hydra_cfg.job.num > 0 and cfg.cooldown_s:
             log.info("cooling down for %s s", cfg.cooldown_s)
             time.sleep(cfg.cooldown_s)

@@ -59,9 +59,14 @@ def run(cfg: DictConfig) -> dict | None:
 def with_utilization(cfg: DictConfig, result: dict) -> dict:
     """The result with its FLOPs per image, achieved TFLOP/s and MFU (bsbench.core.utilization); a run
     that did not finish gets its count and nulls, with the reason."""
-    model = cfg.model
-    result.update(count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward))
+    result.update(job_flops(cfg))
     return {**result, **utilization(result, cfg.mfu.peak_tflops)}
+
+
+def job_flops(cfg: DictConfig) -> dict:
+    """The job's FLOPs per image, counted once per configuration in a process (a cache)."""
+    model = cfg.model
+    return count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward)
 
 
 def _lightning(trainer: L.Trainer, call, *args, **kwargs):
