@@ -7,7 +7,10 @@ In one process (one per rank), on the same network, batch, precision and in-memo
 alternates a plain hand-written PyTorch training loop (the floor: index a batch, resize it on the
 device, forward, backward, Adam step; under DDP, the same with DistributedDataParallel) with bsbench's
 own path (mode=throughput through Lightning, with bsbench's callbacks), and prints their throughput
-ratio with its 95% interval. Next to it, the input pipeline's rate for both resize paths, so the
+ratio with its 95% interval, and a third side, the floor: the same loop on one batch already on the device,
+with no input work at all (no indexing, transfer or resize). bsbench runs with the data loading a user
+gets (`data.num_workers`, `data.pin_memory` as configured by default; `--num-workers` changes it). Next
+to it, the input pipeline's rate for both resize paths, so the
 headroom between loading and training is visible, and under DDP the cost of the one collective
 Lightning adds to every step. Not a test: it prints figures.
 """
@@ -16,7 +19,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import statistics
 import subprocess
@@ -32,15 +34,17 @@ import torchvision
 from hydra import compose, initialize_config_dir
 from torchvision import transforms
 
-from bsbench.core.config import typed
+from bsbench.core.config import Data, typed
+from bsbench.core.order import round_order
 from bsbench.job.app import config_dir
 from bsbench.job.build import build
-from bsbench.report.stats import describe as interval
+from bsbench.report.stats import paired
 from bsbench.training.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized
 from bsbench.training.environment import describe
 from bsbench.training.timing import synchronize
 
 # What the plain loop autocasts to, by the precision Lightning ran (16-mixed runs as bf16-mixed on a CPU).
+SIDES = ("bsbench", "plain", "floor")
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
@@ -48,8 +52,9 @@ def world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def plain_loop(args, device: torch.device, precision: str, dataset: TensorImages) -> float:
-    """Global samples/s of a hand-written loop over `args.steps` steps after `args.warmup` steps."""
+def plain_loop(args, device: torch.device, precision: str, dataset: TensorImages, floor: bool = False) -> float:
+    """Global samples/s of a hand-written loop over `args.steps` steps after `args.warmup` steps; with
+    `floor`, every step trains on the same batch, prepared on the device once: no input work at all."""
     rank, world_size = world()
     torch.manual_seed(0)
     net = torchvision.models.get_model(args.model, weights=None, num_classes=10).to(device)
@@ -62,15 +67,20 @@ def plain_loop(args, device: torch.device, precision: str, dataset: TensorImages
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     resize = resized(args.image_size, None)
     order = torch.randperm(len(dataset)).tolist()
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        first = (step * world_size + rank) * args.batch_size % (len(order) - args.batch_size)
+        x, y = dataset.__getitems__(order[first : first + args.batch_size])  # the same in-memory data
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        return device_transform(x, resize, args.image_size, train=True).contiguous(memory_format=memory_format), y
+
+    fixed = batch(0) if floor else None
     start = None
     for step in range(args.warmup + args.steps):
         if step == args.warmup:
             _settle(device)
             start = time.perf_counter()
-        first = (step * world_size + rank) * args.batch_size % (len(order) - args.batch_size)
-        x, y = dataset.__getitems__(order[first : first + args.batch_size])  # the same in-memory data
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        x = device_transform(x, resize, args.image_size, train=True).contiguous(memory_format=memory_format)
+        x, y = fixed or batch(step)
         autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with autocast:
             loss = F.cross_entropy(net(x), y)
@@ -98,7 +108,7 @@ def bsbench_path(args, workdir: str) -> tuple[float, torch.device, str]:
         f"strategy={'ddp' if args.devices > 1 else 'auto'}", "mode=throughput",
         f"timing.warmup_steps={args.warmup}", f"trainer.max_steps={args.warmup + args.steps}",
         f"channels_last={args.channels_last}", f"model.fused_adam={args.fused_adam}",
-        "data.num_workers=0", "data.pin_memory=false", f"data.num_train_images={args.images}",
+        f"data.num_workers={args.num_workers}", f"data.num_train_images={args.images}",
         f"data.val_size={args.batch_size}", f"trainer.default_root_dir={workdir}", "logger=none",
     ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
@@ -157,18 +167,21 @@ def parse(argv) -> argparse.Namespace:
     parser.add_argument("--devices", type=int, default=1, help="DDP ranks on this machine (started with torchrun)")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--fused-adam", action="store_true", help="Adam(fused=True) on both sides")
+    parser.add_argument("--num-workers", type=int, default=Data.num_workers,
+                        help="bsbench's DataLoader workers (default: %(default)s, what a run on the device path gets)")
     # Many short rounds: on a shared 2-core VM each measurement scatters by about 3% whatever its
     # length, so 48 rounds of 10 steps narrow the interval more than 16 of 30 in the same time.
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per measurement")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=48,
-                        help="pairs of measurements, an even number: half of them bsbench first, half plain first")
+                        help="rounds of one measurement per side; in a multiple of 6, each side runs first, second "
+                             "and third equally often")
     parser.add_argument("--images", type=int, default=2048, help="synthetic images held in memory")
     parser.add_argument("--out", type=Path, help="write every figure as JSON here")
     args = parser.parse_args(argv)
-    if args.rounds < 2 or args.rounds % 2:
-        parser.error(f"--rounds={args.rounds}: use an even number of at least 2 (each side goes first in half "
-                     "of the rounds), e.g. 48")
+    if args.rounds < 2:
+        parser.error(f"--rounds={args.rounds}: use at least 2 (an interval needs two pairs), best a multiple of 6, "
+                     "e.g. 48")
     if args.devices < 1:
         parser.error(f"--devices={args.devices}: use 1, or the number of DDP ranks to start, e.g. 2")
     return args
@@ -189,18 +202,19 @@ def main(argv=None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no banner per measurement
     (data, targets), _ = load_arrays("synthetic", None, True, args.images, 1, 42)
     dataset = TensorImages(data, targets)
-    plain, ours = [], []
+    rates: dict[str, list[float]] = {side: [] for side in SIDES}
     with tempfile.TemporaryDirectory() as workdir:
         _, device, precision = bsbench_path(args, workdir)  # one-time costs, not measured
         plain_loop(args, device, precision, dataset)
-        # ABBA order: who goes first alternates, so a linear drift and a path's gain from following
-        # itself (measured: about 1% on the CPU VM) hit both sides alike
+        # rotating order, reversed every other round: a linear drift and a side's gain from following
+        # another (measured: about 1% on the CPU VM) fall on every side alike
         for round_ in range(args.rounds):
-            for side in ("ours", "plain") if round_ % 2 == 0 else ("plain", "ours"):
-                if side == "ours":
-                    ours.append(bsbench_path(args, workdir)[0])
+            for side in round_order(list(SIDES), round_):
+                if side == "bsbench":
+                    rate = bsbench_path(args, workdir)[0]
                 else:
-                    plain.append(plain_loop(args, device, precision, dataset))
+                    rate = plain_loop(args, device, precision, dataset, floor=side == "floor")
+                rates[side].append(rate)
     broadcast_ms = flag_broadcast_ms(device) if dist.is_initialized() else None
     rank, world_size = world()
     if dist.is_initialized():  # every rank leaves the group together: a rank exiting with it alive can abort
@@ -208,9 +222,10 @@ def main(argv=None) -> int:
         dist.destroy_process_group()
     if rank != 0:
         return 0
+    ours, plain, floor = rates["bsbench"], rates["plain"], rates["floor"]
     ratios = [o / p for o, p in zip(ours, plain)]
     # the geometric mean of the paired ratios, and the t interval of the mean of their logarithms
-    logs = interval([math.log(r) for r in ratios])
+    versus_plain, versus_floor = paired(ours, plain), paired(ours, floor)
     figures = {
         "config": vars(args) | {"out": str(args.out) if args.out else None},
         "precision_used": precision,
@@ -218,10 +233,14 @@ def main(argv=None) -> int:
         "device": describe(device),
         "plain_samples_per_s": plain,
         "bsbench_samples_per_s": ours,
+        "floor_samples_per_s": floor,
         "ratios": ratios,
-        "ratio": math.exp(logs["mean"]),
-        "ratio_ci_low": math.exp(logs["ci_low"]),
-        "ratio_ci_high": math.exp(logs["ci_high"]),
+        "ratio": 1 + versus_plain["ratio"],
+        "ratio_ci_low": 1 + versus_plain["ci_low"],
+        "ratio_ci_high": 1 + versus_plain["ci_high"],
+        "floor_ratio": 1 + versus_floor["ratio"],
+        "floor_ratio_ci_low": 1 + versus_floor["ci_low"],
+        "floor_ratio_ci_high": 1 + versus_floor["ci_high"],
         "ddp_flag_broadcast_ms": broadcast_ms,
         **pipeline_rates(args, device, data, targets),
     }
@@ -231,10 +250,12 @@ def main(argv=None) -> int:
     ranks = f" x {world_size} DDP ranks" if world_size > 1 else ""
     print(f"\n{args.model} at {args.image_size} px, batch {args.batch_size}{ranks}, {precision}"
           f"{', fused Adam' if args.fused_adam else ''}, {figures['device']['device_name']}; "
-          f"{args.rounds} alternating rounds of {args.steps} steps:")
+          f"data.num_workers={args.num_workers}; {args.rounds} rounds of {args.steps} steps, the sides in "
+          "rotating order:")
     print("| path | samples/s (median) | min | max |\n| --- | --- | --- | --- |")
-    for name, rates in (("plain PyTorch loop", plain), ("bsbench (mode=throughput)", ours)):
-        print(f"| {name} | {statistics.median(rates):.1f} | {min(rates):.1f} | {max(rates):.1f} |")
+    for name, side in (("plain PyTorch loop", plain), ("floor: one batch on the device, no input work", floor),
+                       ("bsbench (mode=throughput)", ours)):
+        print(f"| {name} | {statistics.median(side):.1f} | {min(side):.1f} | {max(side):.1f} |")
     print(f"| bsbench / plain (per round) | {statistics.median(ratios):.3f} | {min(ratios):.3f} | {max(ratios):.3f} |")
     print(f"| input: PIL resize, one worker | {figures['cpu_pil_images_per_s_per_worker']:.0f} images/s | | |")
     print(f"| input: device resize | {figures['device_images_per_s']:.0f} images/s | | |")
@@ -242,6 +263,8 @@ def main(argv=None) -> int:
         print(f"| Lightning's per-step DDP flag broadcast alone | {broadcast_ms:.3f} ms | | |")
     print(f"\nbsbench / plain: {figures['ratio']:.3f} (95% interval {figures['ratio_ci_low']:.3f} to "
           f"{figures['ratio_ci_high']:.3f}; geometric mean of {args.rounds} paired rounds)")
+    print(f"bsbench / floor: {figures['floor_ratio']:.3f} (95% interval {figures['floor_ratio_ci_low']:.3f} to "
+          f"{figures['floor_ratio_ci_high']:.3f})")
     return 0
 
 

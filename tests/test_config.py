@@ -87,6 +87,13 @@ def test_published_tables_are_presets_with_the_reference_settings(preset, batch_
     assert (cfg.mode, cfg.model.train_acc_eval_forward, cfg.model.fused_adam) == ("train", True, False)
 
 
+def test_loader_workers_default_to_where_the_images_are_resized():
+    # the device path's loader only indexes memory: no workers (measured faster); the PIL path: the reference's 3
+    assert typed(composed("data=synthetic")).data.num_workers == 0
+    assert typed(composed("data.resize_on=cpu")).data.num_workers == 3
+    assert typed(composed("data.resize_on=cpu", "data.num_workers=5")).data.num_workers == 5
+
+
 def test_command_line_choices_win_over_a_preset():
     cfg = composed("experiment=smoke", "logger=csv", "model=mobilenet_v3_large")
     assert cfg.logger._target_.endswith("CSVLogger") and cfg.model.arch == "mobilenet_v3_large"
@@ -150,7 +157,7 @@ def test_settings_that_cannot_work_are_named_in_one_sentence(overrides, named):
 
 
 def test_a_group_option_that_does_not_exist_is_named_with_those_that_do():
-    with pytest.raises(UserError, match=r"^mode=fastest is not a bsbench mode option; use one of: find_max, "
+    with pytest.raises(UserError, match=r"^mode=fastest is not a bsbench mode option; use one of: compare, find_max, "
                                         r"throughput, train\.$"):
         check_group_choices(["-m", "mode=train,fastest"])
     check_group_choices(["mode=throughput", "data=synthetic", "+callbacks.a._target_=x", "hydra/launcher=slurm"])

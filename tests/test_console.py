@@ -50,12 +50,12 @@ def test_help_is_bsbench_s_own(cli):
     proc = cli("--help")
     assert proc.returncode == 0 and "powered by Hydra" not in proc.stdout
     text = proc.stdout
-    for words in ("do batch sizes have to be powers of two", "Modes (mode=...)", "throughput", "find_max",
+    for words in ("do batch sizes have to be powers of two", "Modes (mode=...)", "throughput", "compare", "find_max",
                   "bsbench-report", "outputs/multirun/<date>/<time>/", "resume=", "verbose=true"):
         assert words in text, words
     examples = text.split("Examples:")[1].split("Config groups")[0]
-    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 5
-    assert "mode: find_max, throughput, train" in text  # Hydra fills in the config groups
+    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 6
+    assert "mode: compare, find_max, throughput, train" in text  # Hydra fills in the config groups
 
 
 @pytest.mark.parametrize("overrides, missing, named", [

@@ -64,7 +64,10 @@ def test_slurm_launcher_maps_devices_and_nodes_to_tasks_and_gpus(tmp_path):
     assert proc.returncode == 0 and "SlurmLauncher" in proc.stdout
 
 
-def test_a_sweep_runs_through_submitits_local_executor(cli):
+def test_a_sweep_runs_through_submitits_local_executor(cli, monkeypatch):
+    # submitit's local executor starts both jobs at once: one thread each, or two OpenMP pools spinning on
+    # two cores slow every step many times over (measured: 61 s instead of 1 s of training)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     proc = cli("-m", "batch_size=30,31", *SMOKE, "hydra/launcher=submitit_local", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r["batch_size"] for r in cli.results()) == [30, 31]

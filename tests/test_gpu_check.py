@@ -4,6 +4,7 @@ share, reports what finished, exits 0, and leaves what a lent machine's $OUT han
 files, none in sub-folders)."""
 
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -22,10 +23,13 @@ def test_gpu_check_cut_by_its_budget_reports_what_finished_and_exits_0(tmp_path)
 
     files = sorted(p.name for p in out.iterdir())
     assert all((out / name).is_file() for name in files) and len(files) <= 8, files
-    assert {"bench.json", "precisions.md", "verdict.md", "summary.md", "results.tar.gz", "machine.txt"} <= set(files)
+    assert {"bench.json", "precisions.md", "sweep.md", "compare.md", "results.tar.gz", "machine.txt"} <= set(files)
     with tarfile.open(out / "results.tar.gz") as tar:
         results = [m for m in tar.getnames() if m.endswith("results.json")]
     swept = [m for m in results if "/sweep/" in m]
+    assert sorted(m.rsplit("/", 2)[-2] for m in results if "/compare/" in m) == ["bs15", "bs16", "bs17"]
+    assert "compare: exit 0" in proc.stdout  # its rounds ended by themselves, on their cap or their budget
+    assert re.search(r"\| 16 \| 2\^4, 8×2 \| 15 \| \d+ rounds, paired \|", proc.stdout)
     assert 0 < len(swept) < SMOKE_SWEEP_JOBS  # cut at its share of the budget, not lost
     assert "bsbench / plain:" in proc.stdout and "# Are powers of two" in proc.stdout
     assert "| 32-true |" in proc.stdout and "| bf16-true |" in proc.stdout  # the precisions' table

@@ -25,3 +25,20 @@ def test_shuffled_rounds_are_seeded_and_each_holds_every_configuration():
         assert sorted(j[0] for j in round_jobs) == sorted(j[0] for j in jobs)
         assert all(j[1] == f"repeat={r}" for j in round_jobs)
     assert rounds[0][:5] != rounds[1][:5]  # each round in its own order
+
+
+def test_a_sweep_composes_each_configuration_once_whatever_its_repeats():
+    from bsbench.job.sweep import _composed
+    from conftest import composed
+
+    calls = []
+
+    def load(overrides):
+        calls.append(overrides)
+        return composed("experiment=smoke", *overrides)
+
+    jobs = sweep_order([["batch_size=8"], ["batch_size=9"]], 4, "interleaved", 0)
+    configs, settings = _composed(jobs, load)
+    assert len(calls) == 2 and len(settings) == 2  # Hydra's composition costs about 0.25 s a job
+    assert [(c.batch_size, c.repeat) for c in configs] == [(b, r) for r in range(4) for b in (8, 9)]
+    assert configs[0].repeat == 0 and configs[2].repeat == 1  # copies: setting one repeat changes no other

@@ -10,7 +10,7 @@ cannot express."""
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -29,7 +29,7 @@ class Data:
     image_size: int = 224
     resize_size: Optional[int] = None
     resize_on: str = "device"
-    num_workers: int = 3
+    num_workers: int = 0  # conf/data/cifar10.yaml: 0 with resize_on=device, 3 with cpu
     pin_memory: bool = True
     persistent_workers: bool = False
     num_train_images: int = 50000  # data=synthetic only
@@ -104,6 +104,14 @@ class FindMax:
 
 
 @dataclass
+class Compare:
+    batch_sizes: List[int] = field(default_factory=list)
+    rounds: int = 200
+    warmup_steps: int = 2
+    steps: int = 5
+
+
+@dataclass
 class Mfu:
     peak_tflops: Optional[float] = None
 
@@ -127,6 +135,9 @@ class Config:
     order_seed: int = 0
     cooldown_s: float = 0.0
     repeat: int = 0
+    target_ci: Optional[float] = None
+    budget_min: Optional[float] = None
+    compare: Compare = field(default_factory=Compare)
     timing: Timing = field(default_factory=Timing)
     telemetry: Telemetry = field(default_factory=Telemetry)
     find_max: FindMax = field(default_factory=FindMax)

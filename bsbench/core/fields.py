@@ -25,7 +25,8 @@ ANSWERED = (Status.OK, Status.OOM)
 # Config keys that say how a sweep runs its jobs, where they land, what the terminal shows and what
 # their speed is measured against (the peak of MFU), not what a job is: a resumed sweep may change
 # them and still skip the jobs it already ran (bsbench.core.identity).
-SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root", "verbose", "mfu")
+SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root", "verbose", "mfu",
+                 "target_ci", "budget_min", "compare.rounds")
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ RESULT_FIELDS = (
     Fields(("failed_at",), "a run that did not finish: when it failed (Unix time), which tells the first failing rank"),
     Fields(("failed_rank",), "with several ranks: the rank whose failure ended the job, or that a signal killed "
            "(`error_type` `RankKilled`, `error` naming the signal)"),
-    Fields(("mode",), "`train`, `throughput` or `find_max`"),
+    Fields(("mode",), "`train`, `throughput`, `compare` or `find_max`"),
     Fields(("repeat", "sweep_position"), "which repeat of its configuration, and its place in the order of the launch "
            "that ran it (a resumed sweep numbers the jobs it runs from 0)"),
     Fields(("batch_size", "global_batch_size"), "per device, and times the number of processes"),
@@ -84,6 +85,13 @@ RESULT_FIELDS = (
            "model FLOPs utilization: achieved TFLOP/s over `peak_tflops` (one device's dense peak for the arithmetic "
            "that ran, `fp16`, `bf16`, `tf32`, `fp32` or `fp64`) times the devices, a fraction; `peak_source` is the "
            "datasheet or `mfu.peak_tflops`; null on a device bsbench has no peak for (a CPU), `mfu_reason` says why"),
+    Fields(("compare_id", "compare_batch_sizes", "round_samples_per_s"),
+           "`mode=compare`: the measurement this result is one batch size of (every compared batch size has a result "
+           "in its own `bs<N>/` folder, all with this id), the batch sizes compared, and this batch size's "
+           "steady-state samples/s in each round (the verdict pairs them with its neighbours' of the same round)"),
+    Fields(("compare_stop",), "`mode=compare`: what ended the rounds: `stop` (`target_ci`, `budget_min` or `cap`), "
+           "`rounds` run, `cap` (`compare.rounds`), `target_ci`, `budget_min`, `elapsed_s` and the widest relative "
+           "95% half-width of the comparisons, `widest_half_width`"),
     Fields(("max_batch_size", "find_max_stop", "find_max_trials"),
            "`mode=find_max`: the largest batch size that ran, what ended the search (`memory`, `max_val`, `dataset` "
            "or `max_trials`), and every batch size tried with its outcome"),

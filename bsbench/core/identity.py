@@ -20,7 +20,10 @@ def identity(cfg: DictConfig) -> dict:
     plain = cfg.copy()
     for key in from_directory:
         OmegaConf.update(plain, key, None, merge=False)
-    return without(flatten(OmegaConf.to_container(plain, resolve=True)), (*SWEEP_CONTROL, "hydra", *from_directory))
+    # mode=compare measures compare.batch_sizes: its batch_size is not what it runs
+    unused = ("batch_size",) if cfg.get("mode") == "compare" else ()
+    return without(flatten(OmegaConf.to_container(plain, resolve=True)),
+                   (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
 
 
 def job_id(cfg: DictConfig) -> str:
@@ -29,5 +32,8 @@ def job_id(cfg: DictConfig) -> str:
 
 
 def job_dir_name(cfg: DictConfig, job: str) -> str:
-    """A job's folder in its sweep: its batch size and repeat to read, its identity to be unique."""
-    return f"bs{cfg.batch_size}_r{cfg.repeat}_{job[:8]}"
+    """A job's folder in its sweep: its batch size (a compare job's smallest and largest) and repeat to
+    read, its identity to be unique."""
+    sizes = list(cfg.compare.batch_sizes) if cfg.mode == "compare" and cfg.compare.batch_sizes else None
+    batch = f"cmp{min(sizes)}-{max(sizes)}" if sizes else f"bs{cfg.batch_size}"
+    return f"{batch}_r{cfg.repeat}_{job[:8]}"

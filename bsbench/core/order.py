@@ -22,3 +22,15 @@ def sweep_order(jobs: list[list[str]], repeats: int, order: str, seed: int) -> l
             rng.shuffle(round_jobs)
         ordered += [[*job, f"repeat={r}"] for job in round_jobs]
     return ordered
+
+
+def round_order(items: list, round_: int) -> list:
+    """The order of `items` in round `round_` of a paired measurement: rotated by one place every two
+    rounds and reversed in every other round (A B C, C B A, B C A, A C B, ...). Over 2 x len(items)
+    rounds every item runs in every position equally often, and a linear drift or an item's gain from
+    following another falls on all alike; with two items it is A B, B A, B A, A B (ABBA)."""
+    if not items:
+        return []
+    shift = (round_ // 2) % len(items)
+    rotated = list(items[shift:]) + list(items[:shift])
+    return rotated[::-1] if round_ % 2 else rotated

@@ -13,6 +13,8 @@ from bsbench.core.errors import UserError, fail
 
 # resume=DIR makes DIR the sweep directory; otherwise a new dated one.
 OmegaConf.register_new_resolver("bsbench_sweep_dir", lambda resume, new: resume or new, replace=True)
+# data.num_workers' default by where images are resized (conf/data/cifar10.yaml)
+OmegaConf.register_new_resolver("bsbench_workers", lambda resize_on: 0 if resize_on == "device" else 3, replace=True)
 # DIR under the launch directory, or DIR itself where absolute (logger=mlflow's store under output_root).
 OmegaConf.register_new_resolver("bsbench_under", lambda cwd, path: str(Path(cwd) / path), replace=True)
 

@@ -38,10 +38,12 @@ def _logger(spec: DictConfig | None):
     return instantiate(spec)
 
 
-def build(cfg: DictConfig) -> Built:
-    datamodule = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
-    model = ImageClassifier(**cfg.model, channels_last=cfg.channels_last)
-    if cfg.compile:
+def build(cfg: DictConfig, reuse: Built | None = None) -> Built:
+    """A run's parts; with `reuse`, a new Trainer (and callbacks) for that run's datamodule and model,
+    which go on where they were (mode=compare's rounds)."""
+    datamodule = reuse.datamodule if reuse else ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
+    model = reuse.model if reuse else ImageClassifier(**cfg.model, channels_last=cfg.channels_last)
+    if cfg.compile and not reuse:
         # static shapes: each job compiles for its own batch size (bsbench.job.run resets dynamo's cache
         # between jobs), instead of one dynamic-shape graph that every later batch size would reuse
         model = torch.compile(model, dynamic=False)

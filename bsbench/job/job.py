@@ -23,7 +23,7 @@ from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
-from bsbench.core.results import RESULT_FILE, unfinished, write_json_atomic
+from bsbench.core.results import RESULT_FILE, per_batch_size, unfinished, write_json_atomic
 from bsbench.job.console import LOG_ONLY, route_library_output, sweep_progress
 
 log = logging.getLogger("bsbench")
@@ -60,7 +60,8 @@ def run_job(cfg: DictConfig) -> None:
     except UserError as err:
         fail(err)
     except KeyboardInterrupt:
-        _record({**with_utilization(cfg, unfinished(cfg, Status.INTERRUPTED)), **record}, sweep_dir)
+        for one in per_batch_size({**unfinished(cfg, Status.INTERRUPTED), **record}):
+            _record(with_utilization(cfg, one), sweep_dir)
         where = sweep_dir or run_dir
         if multirun:
             from bsbench.report.write import write_report
@@ -71,11 +72,17 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(130)
     if result is None:  # not global rank 0
         return
-    if "train_flops_per_sample" not in result:  # failed, out of memory: every result has the fields
-        result = with_utilization(cfg, result)
-    _record({**result, **record}, sweep_dir)
-    line = _one_line(result, sweep_progress(position) if multirun else None)
+    results = per_batch_size({**result, **record})  # mode=compare: one per batch size
+    for one in results:
+        # failed, out of memory, compared: every result has the FLOP fields
+        _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir)
+    progress = sweep_progress(position) if multirun else None
+    line = (_compare_line if cfg.mode == "compare" else _one_line)(result, progress)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")
+    if cfg.mode == "compare" and not multirun and result["status"] == Status.OK:
+        from bsbench.report.write import write_report  # a compare run is a sweep's worth: its report
+
+        print("\n" + write_report([run_dir])[0], flush=True)
     if result["status"] == Status.FAILED and not multirun:
         sys.exit(1)
 
@@ -83,6 +90,7 @@ def run_job(cfg: DictConfig) -> None:
 def _record(result: dict, sweep_dir: str | None) -> None:
     path = Path(result["run_dir"]) / RESULT_FILE
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a compared batch size's own folder
         write_json_atomic(path, result)
     except OSError as exc:
         stop_on_write_error(exc, result, sweep_dir)
@@ -116,6 +124,32 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
     print(f"bsbench: error: could not write {where} ({exc.strerror or exc}); the sweep stops here;{kept}{reported}"
           f"{resume}", file=sys.stderr, flush=True)
     sys.exit(1)
+
+
+def _compare_line(r: dict, progress: tuple[str, str] | None) -> str:
+    """A compare job's line: each batch size's rate, each comparison with its interval, what ended it."""
+    from bsbench.report.stats import half_width, paired
+    from bsbench.report.verdict import neighbour_pairs
+
+    sizes = r["config"]["compare"]["batch_sizes"]
+    setup = f"compare {', '.join(map(str, sizes))} precision={r.get('precision_used') or r['precision']}"
+    if (r.get("world_size") or 1) > 1:
+        setup += f" world_size={r['world_size']}"
+    if r["status"] != Status.OK:
+        figures = str(r["status"]) + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
+    else:
+        arms = {arm["batch_size"]: arm for arm in r["arms"]}
+        shown = ", ".join(f"{b}: {arm['train_samples_per_s']:.0f}" for b, arm in arms.items()) + " samples/s"
+        for b, n in neighbour_pairs(arms):
+            c = paired(arms[b]["round_samples_per_s"], arms[n]["round_samples_per_s"])
+            width = half_width(c)
+            shown += f"; {b} vs {n} {c['ratio']:+.1%}" + (f" (±{width:.1%})" if width is not None else "")
+        stop = r["compare_stop"]
+        shown += f"; {stop['rounds']} rounds, " + {"target_ci": "on target", "budget_min": "budget spent",
+                                                    "cap": "all rounds"}[stop["stop"]]
+        figures = shown
+    line = f"{setup}: {figures}"
+    return f"{progress[0]}: {line} ({progress[1]})" if progress else line
 
 
 def _one_line(r: dict, progress: tuple[str, str] | None) -> str:

@@ -34,9 +34,13 @@ def run(cfg: DictConfig) -> dict | None:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.mode == "find_max":
         return _find_max(cfg, started_at)
+    if cfg.mode == "compare":  # its result holds one per batch size (bsbench.core.results.per_batch_size)
+        from bsbench.job.compare import run_compare
+
+        return run_compare(cfg, started_at, _fit)
     built = build(cfg)
     trainer = built.trainer
-    _lightning(trainer, trainer.fit, built.model, datamodule=built.datamodule)
+    lightning_call(trainer, trainer.fit, built.model, datamodule=built.datamodule)
     built.timing.collect(trainer)
     measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
                 "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
@@ -69,7 +73,11 @@ def job_flops(cfg: DictConfig) -> dict:
     return count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward)
 
 
-def _lightning(trainer: L.Trainer, call, *args, **kwargs):
+def _fit(built: Built) -> None:
+    lightning_call(built.trainer, built.trainer.fit, built.model, datamodule=built.datamodule)
+
+
+def lightning_call(trainer: L.Trainer, call, *args, **kwargs):
     """A Trainer entry point, with an interruption given back as one: Lightning answers Ctrl-C and
     SIGTERM with sys.exit(1) after ignoring further SIGINTs."""
     try:
@@ -94,7 +102,7 @@ def _ran(cfg: DictConfig, trainer: L.Trainer) -> dict:
 def _test(built: Built) -> dict:
     """Inference on the test set, as the reference times it."""
     trainer = built.trainer
-    tested = _lightning(trainer, trainer.test, built.model, datamodule=built.datamodule, verbose=False)
+    tested = lightning_call(trainer, trainer.test, built.model, datamodule=built.datamodule, verbose=False)
     built.timing.collect(trainer)
     timing = built.timing.metrics()
     return {
@@ -113,7 +121,7 @@ def _find_max(cfg: DictConfig, started_at: str) -> dict:
     def run_trial(trial: DictConfig) -> None:
         built = build(trial)
         ran.update(_ran(cfg, built.trainer), device=built.trainer.strategy.root_device)
-        _lightning(built.trainer, built.trainer.fit, built.model, datamodule=built.datamodule)
+        lightning_call(built.trainer, built.trainer.fit, built.model, datamodule=built.datamodule)
 
     data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
     data.setup("fit")

@@ -11,6 +11,7 @@ directory, held as long as the process lives, so a killed sweep leaves no stale 
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +20,9 @@ from omegaconf import DictConfig, open_dict, read_write
 from bsbench.core.config import typed
 from bsbench.core.errors import UserError
 from bsbench.core.identity import job_dir_name, job_id
-from bsbench.core.results import RESULT_FILE, finished_runs
+from bsbench.core import stopping
+from bsbench.core.results import RESULT_FILE, finished_runs, read_results, write_json_atomic
+from bsbench.core.stopping import STOP_FILE
 from bsbench.job.console import LOG_ONLY, follow_sweep
 
 try:
@@ -39,8 +42,8 @@ def plan(config: DictConfig, load: Callable[[list[str]], DictConfig], here: bool
     directory. `load` composes a job's config from its overrides."""
     from bsbench.job.validate import validate  # torch: after the types, which need none
 
-    configs = [typed(load(overrides)) for overrides in jobs]
-    for cfg in configs:
+    configs, settings = _composed(jobs, load)
+    for cfg in settings:  # each configuration once, not once per repeat
         validate(cfg, here=here)
     ids = [job_id(cfg) for cfg in configs]
     for i, job in enumerate(ids):
@@ -49,6 +52,7 @@ def plan(config: DictConfig, load: Callable[[list[str]], DictConfig], here: bool
             raise UserError(f"{' '.join(jobs[i])} is the same job as {' '.join(first)} (they would share a folder); "
                             "use repeats=N to run a configuration N times.")
     directory = claim(config)
+    (directory / STOP_FILE).unlink(missing_ok=True)  # an earlier launch's: this one decides anew, if at all
     done = finished_runs(directory) if config.resume else {}
     planned = [[*overrides, f"hydra.sweep.dir={_quoted(directory)}", f"hydra.sweep.subdir={job_dir_name(cfg, job)}"]
                for overrides, cfg, job in zip(jobs, configs, ids) if job not in done]
@@ -61,6 +65,25 @@ def plan(config: DictConfig, load: Callable[[list[str]], DictConfig], here: bool
         log.info("resuming %s: %d of %d jobs already done there, %d to run", directory, len(jobs) - len(planned),
                  len(jobs), len(planned))
     return planned
+
+
+def _composed(jobs: list[list[str]], load: Callable[[list[str]], DictConfig]) -> tuple[list, list]:
+    """Every job's typed config, and each configuration's first. Hydra composes each configuration
+    once (a quarter of a second each); its repeats, which differ only in the `repeat=` the sweeper
+    appended, are copies with their repeat set (60 repeats of 3 batch sizes: 3 compositions, not 180)."""
+    by_setting: dict[tuple, DictConfig] = {}
+    configs = []
+    for overrides in jobs:
+        rest = tuple(o for o in overrides if not o.startswith("repeat="))
+        repeats = [o for o in overrides if o.startswith("repeat=")]
+        if rest not in by_setting:
+            by_setting[rest] = typed(load([*rest, *repeats[-1:]]))
+        cfg = by_setting[rest]
+        if repeats and str(cfg.repeat) != repeats[-1].split("=", 1)[1]:
+            cfg = cfg.copy()
+            cfg.repeat = int(repeats[-1].split("=", 1)[1])
+        configs.append(cfg)
+    return configs, list(by_setting.values())
 
 
 def claim(config: DictConfig) -> Path:
@@ -143,3 +166,41 @@ def remove_empty_files(directory: Path) -> None:
                 path.unlink()
         except OSError:
             pass
+
+
+class Stopper:
+    """Adaptive stopping of a sweep of separate jobs (target_ci, budget_min): after each round of the
+    interleaved or shuffled order (round r holds repeat r), the verdict's comparisons over every result
+    in the sweep directory decide whether another round runs (bsbench.core.stopping). The jobs it does
+    not run stay planned: resume= runs them."""
+
+    MIN_ROUNDS = 3  # a target is trusted from 3 runs of every configuration on
+
+    def __init__(self, config: DictConfig, directory: Path):
+        self.directory = Path(directory)
+        self.target_ci, self.budget_min, self.cap = config.target_ci, config.budget_min, config.repeats
+        self.started = time.monotonic()
+        self.rounds_here = 0
+
+    @staticmethod
+    def active(config: DictConfig) -> bool:
+        return (config.target_ci is not None or config.budget_min is not None) and config.mode != "compare"
+
+    def after_round(self, round_: int, jobs_left: int) -> bool:
+        """Whether the sweep stops after round `round_` (0-based); records why when it does."""
+        from bsbench.report.stats import half_width
+        from bsbench.report.summary import configurations
+        from bsbench.report.verdict import comparisons
+
+        self.rounds_here += 1
+        elapsed = time.monotonic() - self.started
+        widths = [half_width(c) for c in comparisons(configurations(read_results(self.directory)))]
+        reason = stopping.decide(widths, round_ + 1, self.cap, target_ci=self.target_ci, budget_min=self.budget_min,
+                                 elapsed_s=elapsed, round_s=elapsed / self.rounds_here, min_rounds=self.MIN_ROUNDS)
+        if reason is None:
+            return False
+        stop = stopping.record(reason, round_ + 1, self.cap, self.target_ci, self.budget_min, elapsed, widths)
+        write_json_atomic(self.directory / STOP_FILE, stop)
+        left = f" {jobs_left} jobs not run; resume={self.directory} runs them." if jobs_left else ""
+        log.info("%s%s", stopping.sentence(stop, "rounds of the sweep"), left)
+        return True

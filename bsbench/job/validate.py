@@ -31,7 +31,7 @@ def _flatten(t) -> tuple:
 PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
 STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 GPU_ACCELERATORS = ("gpu", "cuda")
-MODES = ("train", "throughput", "find_max")  # conf/mode/
+MODES = ("train", "throughput", "compare", "find_max")  # conf/mode/
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 SHM = "/dev/shm"
 PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
@@ -45,6 +45,22 @@ def validate_sweep(cfg: DictConfig) -> None:
         raise UserError(f"order={cfg.order} is not a sweep order; use one of: {', '.join(ORDERS)}.")
     if cfg.cooldown_s < 0:
         raise UserError(f"cooldown_s={cfg.cooldown_s} is not a number of seconds; use e.g. cooldown_s=30.")
+    _check_stopping(cfg)
+    if (cfg.target_ci is not None or cfg.budget_min is not None) and cfg.mode != "compare":
+        if cfg.order == "grid":
+            raise UserError("target_ci and budget_min stop a sweep between rounds of repeats, which order=grid does not "
+                            "have; use order=interleaved or order=shuffled.")
+        if cfg.target_ci is not None and cfg.repeats < 3:
+            raise UserError(f"target_ci={cfg.target_ci:g} needs repeats to reach it (a cap of at least 3 rounds); "
+                            "use e.g. repeats=20.")
+
+
+def _check_stopping(cfg: DictConfig) -> None:
+    if cfg.target_ci is not None and not 0 < cfg.target_ci < 1:
+        raise UserError(f"target_ci={cfg.target_ci:g} is not a relative half-width between 0 and 1; use e.g. "
+                        "target_ci=0.01 (±1%), or target_ci=null.")
+    if cfg.budget_min is not None:
+        _at_least(cfg.budget_min, 0, "budget_min", 10, strictly=True)
 
 
 def validate(cfg: DictConfig, here: bool = True) -> None:
@@ -76,7 +92,9 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     if resize is not None and not resize >= cfg.data.image_size > 0:
         raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
                         f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
-    _check_split(cfg)
+    for batch_size in (cfg.compare.batch_sizes if cfg.mode == "compare" else [cfg.batch_size]):
+        _check_split(cfg, batch_size, f"compare.batch_sizes holds {batch_size}, which" if cfg.mode == "compare"
+                     else f"batch_size={batch_size}")
     _check_model(cfg.model.arch, cfg.data.image_size)
     for name, spec in cfg.callbacks.items():
         _check_target(f"callbacks.{name}", spec, "a Lightning callback, e.g. lightning.pytorch.callbacks.LearningRateMonitor")
@@ -106,6 +124,8 @@ def _check_mode(cfg: DictConfig) -> None:
     if cfg.mode == "throughput" and not max_steps > warmup:
         raise UserError(f"trainer.max_steps={max_steps} leaves no timed step after timing.warmup_steps={warmup} "
                         f"(mode=throughput times the steps after the warm-up); use e.g. trainer.max_steps={warmup + 50}.")
+    if cfg.mode == "compare":
+        _check_compare(cfg)
     if cfg.mode == "find_max":
         devices = cfg.devices if isinstance(cfg.devices, int) else None
         if devices != 1 or cfg.trainer.num_nodes != 1:
@@ -116,6 +136,27 @@ def _check_mode(cfg: DictConfig) -> None:
         if max_steps < 1:
             raise UserError("trainer.max_steps=-1 would make every find_max trial train forever; use the training "
                             "steps per trial, e.g. trainer.max_steps=3.")
+
+
+def _check_compare(cfg: DictConfig) -> None:
+    from bsbench.report.verdict import neighbour_pairs
+
+    spec = cfg.compare
+    sizes = list(spec.batch_sizes)
+    shown = f"compare.batch_sizes=[{','.join(map(str, sizes))}]"
+    if len(sizes) < 2 or len(set(sizes)) != len(sizes) or min(sizes) < 1:
+        raise UserError(f"{shown} needs two or more different positive batch sizes; use e.g. "
+                        "compare.batch_sizes=[511,512,513].")
+    if not neighbour_pairs(sizes):
+        raise UserError(f"{shown} holds no power of two or multiple of 8 to compare with its neighbours; add one, "
+                        "e.g. compare.batch_sizes=[511,512,513].")
+    _at_least(spec.rounds, 2, "compare.rounds", 60)
+    _at_least(spec.steps, 1, "compare.steps", 10)
+    _at_least(spec.warmup_steps, 0, "compare.warmup_steps", 3)
+    _check_stopping(cfg)
+    if str(cfg.strategy).startswith("ddp_spawn"):
+        raise UserError(f"mode=compare keeps every batch size's model in this process between rounds, which "
+                        f"strategy={cfg.strategy} cannot (it trains in child processes); use strategy=ddp.")
 
 
 def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:
@@ -142,15 +183,15 @@ def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None
         raise UserError(f"devices={devices} but this machine has {gpus} CUDA GPU(s); use devices={gpus} or fewer.")
 
 
-def _check_split(cfg: DictConfig) -> None:
+def _check_split(cfg: DictConfig, batch_size: int, subject: str) -> None:
     images = cfg.data.num_train_images if cfg.data.name == "synthetic" else 50000  # CIFAR-10's training set
     if not 0 < cfg.data.val_size < images:
         raise UserError(f"data.val_size={cfg.data.val_size} must leave training images out of {images}; "
                         "use e.g. data.val_size=5000.")
     train_images = images - cfg.data.val_size
-    if cfg.batch_size > train_images:
+    if batch_size > train_images:
         raise UserError(
-            f"batch_size={cfg.batch_size} is larger than the {train_images} training images, so no full "
+            f"{subject} is larger than the {train_images} training images, so no full "
             f"batch exists (the last incomplete batch is dropped, as in the reference); use at most {train_images}."
         )
 

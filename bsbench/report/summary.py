@@ -40,6 +40,13 @@ def label_groups(results: list[dict]) -> dict[str, str]:
             for g, (s, device) in groups.items()}
 
 
+def _rounds(r: dict) -> bool:
+    """A compare run's per-round rates, where they are usable."""
+    rounds = r.get("round_samples_per_s")
+    return isinstance(r.get("compare_id"), str) and isinstance(rounds, list) and bool(rounds) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in rounds)
+
+
 def per_sample_us(r: dict) -> float | None:
     samples = r.get("train_samples")
     return r["train_time_s"] / samples * 1e6 if samples and r.get("train_time_s") else None
@@ -60,8 +67,12 @@ def configurations(results: list[dict]) -> list[dict]:
         row = {"setting": labels[key], "batch_size": batch_size, "runs": len(runs), "_group": key}  # not a column
         for field in ("model", "data", "image_size", "precision_used", "world_size", "epochs", "device_name", "mode"):
             row[field] = first.get(field)
+        # mode=compare: each run's rate per round, by the compare run that measured it (the verdict pairs them)
+        row["round_values"] = {r["compare_id"]: r["round_samples_per_s"] for r in runs if _rounds(r)}
         for metric in METRICS:
             values = [per_sample_us(r) if metric == "train_time_per_sample_us" else r.get(metric) for r in runs]
+            if metric == "train_samples_per_s" and row["round_values"] and len(row["round_values"]) == len(runs):
+                values = [v for rounds in row["round_values"].values() for v in rounds]  # the interval over rounds
             stats = describe([v for v in values if v is not None], log=True)
             row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
@@ -124,6 +135,11 @@ def _flops(row: dict) -> str:
     return f"{tflops:.3g}" + (f" ({100 * mfu:.1f}%)" if mfu is not None else "")
 
 
+def _runs(row: dict) -> str:
+    rounds = sum(len(v) for v in (row.get("round_values") or {}).values())
+    return f"{row['runs']} ({rounds} rounds)" if rounds else str(row["runs"])
+
+
 def markdown_table(rows: list[dict]) -> str:
     lines = [TABLE_HEADER, ["---"] * len(TABLE_HEADER)]
     for row in rows:
@@ -133,7 +149,7 @@ def markdown_table(rows: list[dict]) -> str:
             rate_text += f" ({row['train_samples_per_s_ci_low']:.0f}–{row['train_samples_per_s_ci_high']:.0f})"
         acc = row["test_acc_mean"]
         lines.append([
-            str(row["batch_size"]), str(row["runs"]), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
+            str(row["batch_size"]), _runs(row), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
             str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text, _flops(row),
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
@@ -179,7 +195,8 @@ def summary_markdown(directories: list[Path], results: list[dict], rows: list[di
         f"{len(results)} runs ({counts or 'none'}) in {len(rows)} configurations. Times are wall-clock geometric "
         "means ± standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
         "(warm-up steps excluded), its geometric mean with a 95% confidence interval (on the log scale, as the "
-        "verdict compares rates) where a configuration ran at least twice. TFLOP/s is the achieved rate of the "
-        "model's counted FLOPs, with MFU, its fraction of the devices' dense peak, where bsbench knows the peak.\n\n"
+        "verdict compares rates) where a configuration ran at least twice (a `mode=compare` run: over its "
+        "rounds). TFLOP/s is the achieved rate of the model's counted FLOPs, with MFU, its fraction of the "
+        "devices' dense peak, where bsbench knows the peak.\n\n"
         + markdown_table(rows) + ("\n" + notes if notes else "")
     )

@@ -1,10 +1,12 @@
 """The answer to the question bsbench exists for: is a power of two (or a multiple of 8) faster than
 its neighbours in the sweep? Each such batch size is compared with the nearest smaller and larger
-batch sizes of the same setting, on steady-state training throughput, with a 95% interval."""
+batch sizes of the same setting, on steady-state training throughput, with a 95% interval: paired
+round by round where they were measured together (mode=compare), Welch's otherwise."""
 
 from statistics import median
 
-from bsbench.report.stats import compare
+from bsbench.core.stopping import sentence
+from bsbench.report.stats import compare, paired
 
 
 def is_power_of_two(n: int) -> bool:
@@ -20,6 +22,8 @@ def kind(n: int) -> str:
 
 def reading(c: dict) -> str:
     if c["ci_low"] is None:
+        if c.get("paired"):
+            return "one round: no interval (run more rounds, compare.rounds)"
         return "one run on a side: no interval (run the sweep with repeats=3 or more)"
     lo, hi = c["ci_low"], c["ci_high"]
     if lo <= 0.0 <= hi:
@@ -29,26 +33,42 @@ def reading(c: dict) -> str:
     return f"{-c['ratio']:.1%} slower ({-hi:.1%} to {-lo:.1%})"
 
 
+def neighbour_pairs(batch_sizes) -> list[tuple[int, int]]:
+    """(b, n) for every power of two or multiple of 8 b among the batch sizes and each of its nearest
+    smaller and larger ones n: the comparisons a verdict makes, and the ones adaptive stopping waits for."""
+    sizes = sorted(set(batch_sizes))
+    return [(b, sizes[j]) for i, b in enumerate(sizes) if kind(b) for j in (i - 1, i + 1) if 0 <= j < len(sizes)]
+
+
+def compare_rows(row: dict, other: dict) -> dict:
+    """row's throughput against other's: paired over the rounds of the compare runs that measured both,
+    else Welch's comparison of their runs."""
+    ours, others = row.get("round_values") or {}, other.get("round_values") or {}
+    shared = [cid for cid in ours if cid in others]
+    if shared:
+        mine, theirs = [], []
+        for cid in shared:
+            n = min(len(ours[cid]), len(others[cid]))
+            mine += ours[cid][:n]
+            theirs += others[cid][:n]
+        return {**paired(mine, theirs), "runs": f"{len(mine)} rounds, paired", "paired": True}
+    mine, theirs = row["train_samples_per_s_values"], other["train_samples_per_s_values"]
+    return {**compare(mine, theirs), "runs": f"{len(mine)} vs {len(theirs)}", "paired": False}
+
+
 def comparisons(rows: list[dict]) -> list[dict]:
     """For every power of two and multiple of 8, its throughput against each neighbour in the sweep."""
     found = []
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, dict[int, dict]] = {}
     for row in rows:
         if row["train_samples_per_s_values"]:
-            groups.setdefault(row["_group"], []).append(row)
-    for group_rows in groups.values():
-        group_rows.sort(key=lambda row: row["batch_size"])
-        for i, row in enumerate(group_rows):
-            if not kind(row["batch_size"]):
-                continue
-            for j in (i - 1, i + 1):
-                if 0 <= j < len(group_rows):
-                    other = group_rows[j]
-                    mine, theirs = row["train_samples_per_s_values"], other["train_samples_per_s_values"]
-                    c = compare(mine, theirs)
-                    found.append({"setting": row["setting"], "batch_size": row["batch_size"], "kind": kind(row["batch_size"]),
-                                  "against": other["batch_size"], "runs": (len(mine), len(theirs)),
-                                  **c, "reading": reading(c)})
+            groups.setdefault(row["_group"], {})[row["batch_size"]] = row
+    for by_size in groups.values():
+        for b, n in neighbour_pairs(by_size):
+            row = by_size[b]
+            c = compare_rows(row, by_size[n])
+            found.append({"setting": row["setting"], "batch_size": b, "kind": kind(b), "against": n, **c,
+                          "reading": reading(c)})
     return found
 
 
@@ -56,7 +76,9 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:+.1%}"
 
 
-def verdict_markdown(rows: list[dict]) -> str:
+def verdict_markdown(rows: list[dict], stops: list[dict] = ()) -> str:
+    """The verdict; `stops`: what ended each measurement that adaptive stopping ran (a sweep's stop
+    record, each compare run's), told under the table."""
     found = comparisons(rows)
     lines = ["# Are powers of two (or multiples of 8) faster here?", ""]
     if not found:
@@ -64,12 +86,13 @@ def verdict_markdown(rows: list[dict]) -> str:
                                   "(sweep a range around one, e.g. `batch_size=range(500,516)`).", ""])
     lines += ["Each power of two and multiple of 8 in the sweep against its nearest smaller and larger batch size of "
               "the same setting, on steady-state training throughput (samples/s). The difference is how much faster "
-              "the first is, with a 95% confidence interval (Welch's t on log throughput).", ""]
+              "the first is, with a 95% confidence interval: paired t on the log ratios of the rounds where both were "
+              "measured in one process (`mode=compare`), Welch's t on log throughput of separate runs otherwise.", ""]
     header = ["batch size", "", "against", "runs", "difference in samples/s", "95% interval", "reading", "setting"]
     lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in found:
         interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
-        lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs'][0]} vs {c['runs'][1]} | "
+        lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs']} | "
                      f"{_pct(c['ratio'])} | {interval} | {c['reading']} | {c['setting']} |")
     detectable = [c["detectable"] for c in found if c["detectable"] is not None]
     faster = sum(c["ci_low"] is not None and c["ci_low"] > 0 for c in found)
@@ -78,5 +101,9 @@ def verdict_markdown(rows: list[dict]) -> str:
               f"and {len(found) - faster - slower} no detectable difference (or too few runs to tell)."]
     if detectable:
         lines.append(f"This sweep could have detected differences of about {median(detectable):.1%} or more "
-                     "(median over the comparisons; 95% confidence, 80% power). More repeats detect smaller ones.")
+                     "(median over the comparisons; 95% confidence, 80% power). More repeats (or rounds) detect smaller "
+                     "ones.")
+    for stop in stops:
+        unit = "rounds" if stop.get("compare_id") else "rounds of the sweep (repeats)"
+        lines.append(f"{stop.get('label', '')}{sentence(stop, unit)}")
     return "\n".join(lines) + "\n"

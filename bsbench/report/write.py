@@ -4,9 +4,25 @@ summary.md, verdict.md and the PNG plots. Run by itself at the end of every mult
 from pathlib import Path
 
 from bsbench.core.results import read_results
+from bsbench.core.stopping import read_stop, usable
 from bsbench.report.plots import write_plots
 from bsbench.report.summary import SUMMARY_LEADING, configurations, summary_markdown, write_csv
 from bsbench.report.verdict import verdict_markdown
+
+
+def stops(directories: list[Path], results: list[dict]) -> list[dict]:
+    """What ended each measurement that adaptive stopping ran: a sweep's stop.json, and the stop that
+    each compare run recorded in its results (once per run, not once per batch size)."""
+    found = [{**stop, "label": f"{d.name}: " if len(directories) > 1 else ""}
+             for d in directories if (stop := read_stop(d))]
+    seen = set()
+    for r in results:
+        stop, cid = r.get("compare_stop"), r.get("compare_id")
+        if usable(stop) and isinstance(cid, str) and cid not in seen:
+            seen.add(cid)
+            sizes = ", ".join(str(b) for b in r.get("compare_batch_sizes") or [])
+            found.append({**stop, "compare_id": cid, "label": f"compare {sizes}: "})
+    return found
 
 
 def write_report(directories: list[Path], out: Path | None = None) -> tuple[str, list[dict]]:
@@ -22,7 +38,7 @@ def write_report(directories: list[Path], out: Path | None = None) -> tuple[str,
     write_csv(results, out / "runs.csv")
     write_csv(rows, out / "summary.csv", SUMMARY_LEADING)
     summary = summary_markdown(directories, results, rows, unreadable)
-    verdict = verdict_markdown(rows)
+    verdict = verdict_markdown(rows, stops(directories, results))
     (out / "summary.md").write_text(summary)
     (out / "verdict.md").write_text(verdict)
     plots = write_plots(rows, out)

@@ -218,7 +218,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, **kwargs) -> DataLoader:
         collate = {"collate_fn": batch_as_is} if self.resize_on == "device" else {}
-        return DataLoader(dataset, self.batch_size, **kwargs, **collate, **self.loader_kwargs)
+        loader_kwargs = dict(self.loader_kwargs)
+        if not torch.cuda.is_available():
+            # page-locked memory speeds up copies to a GPU only; without one, torch warns at every loader
+            loader_kwargs["pin_memory"] = False
+        return DataLoader(dataset, self.batch_size, **kwargs, **collate, **loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True, drop_last=True)

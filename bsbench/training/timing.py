@@ -208,9 +208,14 @@ class StepTimer(L.Callback):
         trainer.callback_metrics[STEP_TIMES_KEY] = self.step_times_s  # for ddp_spawn, as TimingCallback
 
     def metrics(self, trainer) -> dict:
-        ms = [t * 1000 for t in trainer.callback_metrics.get(STEP_TIMES_KEY, self.step_times_s)]
-        return {
-            "step_time_mean_ms": statistics.fmean(ms) if ms else None,
-            "step_time_median_ms": statistics.median(ms) if ms else None,
-            "step_time_sd_ms": statistics.stdev(ms) if len(ms) > 1 else None,
-        }
+        return step_time_metrics(trainer.callback_metrics.get(STEP_TIMES_KEY, self.step_times_s))
+
+
+def step_time_metrics(seconds: list[float]) -> dict:
+    """The step-time fields of a result, from the steps' durations in seconds."""
+    ms = [t * 1000 for t in seconds]
+    return {
+        "step_time_mean_ms": statistics.fmean(ms) if ms else None,
+        "step_time_median_ms": statistics.median(ms) if ms else None,
+        "step_time_sd_ms": statistics.stdev(ms) if len(ms) > 1 else None,
+    }

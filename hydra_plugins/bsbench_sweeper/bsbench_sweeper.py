@@ -8,10 +8,16 @@ Hydra only loads sweepers from the hydra_plugins package, and it imports every m
 Hydra app starts: this one imports Hydra alone, and bsbench (torch, torchvision, Lightning) only when
 a bsbench sweep runs."""
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
+
+
+def _round(job: list[str]) -> int:
+    """The round a planned job belongs to: its repeat (bsbench.core.order.sweep_order adds it)."""
+    return int([o for o in job if o.startswith("repeat=")][-1].split("=", 1)[1])
 
 
 class BsbenchSweeper(BasicSweeper):
@@ -20,7 +26,7 @@ class BsbenchSweeper(BasicSweeper):
 
         from bsbench.core.errors import UserError, fail
         from bsbench.core.order import sweep_order
-        from bsbench.job.sweep import plan
+        from bsbench.job.sweep import Stopper, plan
 
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
         ordered = sweep_order(jobs, self.config.repeats, self.config.order, self.config.order_seed)
@@ -30,8 +36,32 @@ class BsbenchSweeper(BasicSweeper):
                            jobs=ordered)
         except UserError as err:
             fail(err)
+        self._stopper, self._round_ends, self._checked = None, [], set()
         size = max_batch_size or len(planned) or 1
-        return [planned[i : i + size] for i in range(0, len(planned), size)]
+        if not Stopper.active(self.config):
+            return [planned[i : i + size] for i in range(0, len(planned), size)]
+        # adaptive stopping: a round never shares a batch with the next, and the last batch of each
+        # round is where the stopper looks (bsbench.job.sweep.Stopper)
+        self._stopper = Stopper(self.config, Path(self.config.hydra.sweep.dir))
+        rounds: dict[int, list[list[str]]] = {}
+        for job in planned:
+            rounds.setdefault(_round(job), []).append(job)
+        batches = []
+        for round_, jobs in rounds.items():
+            chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+            batches += chunks
+            self._round_ends += [None] * (len(chunks) - 1) + [round_]
+        return batches
+
+    def is_done(self) -> bool:
+        finished = self.batch_index - 1  # the batch that just ran
+        if self._stopper is not None and finished >= 0 and finished not in self._checked:
+            self._checked.add(finished)
+            round_ = self._round_ends[finished]
+            left = sum(len(batch) for batch in self.overrides[self.batch_index :])
+            if round_ is not None and self._stopper.after_round(round_, left):
+                return True
+        return super().is_done()
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         """Every job was composed and checked in split_arguments already."""
