@@ -73,7 +73,7 @@ def test_a_sweep_of_separate_jobs_stops_on_target_between_rounds(cli):
     stop = json.loads((cli.sweep_dir() / "stop.json").read_text())
     assert stop["stop"] == "target_ci" and stop["rounds"] == 3 and stop["cap"] == 8
     verdict = (cli.sweep_dir() / "verdict.md").read_text()
-    assert "Stopped on target after 3 of at most 8 rounds of the sweep (repeats)" in verdict
+    assert "Stopped on target after 3 of at most 8 rounds of the sweep in " in verdict
     assert "10 jobs not run; resume=" in proc.stdout
 
 
@@ -190,3 +190,16 @@ def test_the_verdict_compares_each_power_of_two_with_its_neighbours():
     assert neighbour_pairs([511, 513, 512]) == [(512, 511), (512, 513)]
     assert neighbour_pairs([15, 16, 17, 24]) == [(16, 15), (16, 17), (24, 17)]
     assert "no power of two" in verdict_markdown([])
+
+
+def test_the_verdict_tells_each_compare_runs_stop_by_its_setting():
+    from bsbench.report.write import stops
+
+    stop = {"stop": "cap", "rounds": 6, "cap": 6, "target_ci": 0.01, "budget_min": None, "elapsed_s": 6.0,
+            "widest_half_width": 0.14}
+    results = [{"status": "ok", "batch_size": b, "compare_id": f"c-{precision}", "compare_batch_sizes": [15, 16],
+                "compare_stop": stop, "config": {"mode": "compare", "precision": precision}, "run_dir": f"x/{b}"}
+               for precision in ("32-true", "bf16-mixed") for b in (15, 16)]
+    told = verdict_markdown(configurations(results), stops([], results))
+    for precision in ("32-true", "bf16-mixed"):  # once per compare run, not once per batch size
+        assert told.count(f"compare 15, 16 (precision={precision}): Ran all 6 of at most 6 rounds") == 1

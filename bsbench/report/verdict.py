@@ -81,9 +81,11 @@ def verdict_markdown(rows: list[dict], stops: list[dict] = ()) -> str:
     record, each compare run's), told under the table."""
     found = comparisons(rows)
     lines = ["# Are powers of two (or multiples of 8) faster here?", ""]
+    told = [f"{stop.get('label', '')}{sentence(stop, 'rounds' if stop.get('compare_id') else 'rounds of the sweep')}"
+            for stop in stops]
     if not found:
         return "\n".join(lines + ["The sweep holds no power of two or multiple of 8 with a neighbour to compare it with "
-                                  "(sweep a range around one, e.g. `batch_size=range(500,516)`).", ""])
+                                  "(sweep a range around one, e.g. `batch_size=range(500,516)`).", *told, ""])
     lines += ["Each power of two and multiple of 8 in the sweep against its nearest smaller and larger batch size of "
               "the same setting, on steady-state training throughput (samples/s). The difference is how much faster "
               "the first is, with a 95% confidence interval: paired t on the log ratios of the rounds where both were "
@@ -103,7 +105,5 @@ def verdict_markdown(rows: list[dict], stops: list[dict] = ()) -> str:
         lines.append(f"This sweep could have detected differences of about {median(detectable):.1%} or more "
                      "(median over the comparisons; 95% confidence, 80% power). More repeats (or rounds) detect smaller "
                      "ones.")
-    for stop in stops:
-        unit = "rounds" if stop.get("compare_id") else "rounds of the sweep (repeats)"
-        lines.append(f"{stop.get('label', '')}{sentence(stop, unit)}")
+    lines += told
     return "\n".join(lines) + "\n"

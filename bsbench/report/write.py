@@ -6,7 +6,8 @@ from pathlib import Path
 from bsbench.core.results import read_results
 from bsbench.core.stopping import read_stop, usable
 from bsbench.report.plots import write_plots
-from bsbench.report.summary import SUMMARY_LEADING, configurations, summary_markdown, write_csv
+from bsbench.report.summary import (SUMMARY_LEADING, configurations, group_key, label_groups, summary_markdown,
+                                    write_csv)
 from bsbench.report.verdict import verdict_markdown
 
 
@@ -15,13 +16,14 @@ def stops(directories: list[Path], results: list[dict]) -> list[dict]:
     each compare run recorded in its results (once per run, not once per batch size)."""
     found = [{**stop, "label": f"{d.name}: " if len(directories) > 1 else ""}
              for d in directories if (stop := read_stop(d))]
-    seen = set()
+    seen, labels = set(), label_groups(results)
     for r in results:
         stop, cid = r.get("compare_stop"), r.get("compare_id")
         if usable(stop) and isinstance(cid, str) and cid not in seen:
             seen.add(cid)
             sizes = ", ".join(str(b) for b in r.get("compare_batch_sizes") or [])
-            found.append({**stop, "compare_id": cid, "label": f"compare {sizes}: "})
+            setting = labels[group_key(r)]
+            found.append({**stop, "compare_id": cid, "label": f"compare {sizes}{f' ({setting})' if setting else ''}: "})
     return found
 
 
