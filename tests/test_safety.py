@@ -218,3 +218,19 @@ def test_nonfinite_losses_cost_no_sync_per_step():
     for loss in (torch.tensor(1.0), torch.tensor(float("inf")), torch.tensor(float("nan"))):
         watch.on_train_batch_end(None, None, {"loss": loss}, None, 0)
     assert isinstance(watch._count, torch.Tensor) and watch.nonfinite_steps == 0  # nothing read yet
+
+
+def test_a_killed_rank_is_the_cause_even_where_an_echo_was_observed_first():
+    from bsbench.job.ranks import _killed_rank
+
+    def failure(rank, code):
+        return (f"  time      : 2026-11-27_19:20:0{rank}\n  host      : vm\n  rank      : {rank} (local_rank: {rank})\n"
+                f"  exitcode  : {code} (pid: 10{rank})\n  error_file: <N/A>\n")
+
+    # rank 0 failed in a broken collective and torchrun observed it first; rank 1 was SIGKILLed
+    echo_first = f"Failures:\n[1]:\n{failure(1, -9)}---\nRoot Cause (first observed failure):\n[0]:\n{failure(0, 1)}"
+    assert _killed_rank(echo_first) == (1, 9)
+    assert _killed_rank(f"Root Cause (first observed failure):\n[0]:\n{failure(1, -11)}") == (1, 11)
+    # a rank that failed by itself, the other stopped by torchrun (SIGTERM): no rank was killed
+    stopped = f"Failures:\n[1]:\n{failure(1, -15)}---\nRoot Cause (first observed failure):\n[0]:\n{failure(0, 1)}"
+    assert _killed_rank(stopped) is None

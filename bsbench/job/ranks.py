@@ -100,12 +100,16 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
     if returncode == 0 and outcomes.get(0, {}).get("status") == Status.OK:
         return outcomes[0]
     failures = [(rank, o) for rank, o in outcomes.items() if o["status"] != Status.OK]
-    if failures:
+    # A rank killed by a signal (the out-of-memory killer's SIGKILL, a segfault) is the cause whatever
+    # the others reported: it could report nothing, and their errors are its echoes in broken
+    # collectives (one of them may be written before torchrun notices the death). SIGTERM and SIGINT
+    # are torchrun stopping the others.
+    killed = _killed_rank("".join(tail.lines)) if returncode != 0 else None
+    if failures and not killed:
         # The rank that failed first is the cause: the others fail after it, in broken collectives.
         rank, failure = min(failures, key=lambda ro: ro[1]["failed_at"])
         return {**failure, "failed_rank": rank}
     result = unfinished(cfg, Status.FAILED)
-    killed = _killed_rank("".join(tail.lines))
     if killed:
         rank, signum = killed
         result.update(error_type="RankKilled", failed_rank=rank,
@@ -154,11 +158,13 @@ class _Tail(threading.Thread):
 
 
 def _killed_rank(text: str) -> tuple[int, int] | None:
-    """(rank, signal) of the root cause in torchrun's failure summary, where a signal ended it."""
-    cause = text[text.find("Root Cause"):] if "Root Cause" in text else text
-    found = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", cause, re.S)
-    if found and int(found.group(2)) < 0:
-        return int(found.group(1)), -int(found.group(2))
+    """(rank, signal) of a rank that a signal other than torchrun's own stop (SIGTERM, SIGINT) ended,
+    from torchrun's failure summary: the root cause first, then the other failures."""
+    cause = text.find("Root Cause")
+    ordered = text[cause:] + text[:cause] if cause >= 0 else text
+    for rank, code in re.findall(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", ordered, re.S):
+        if int(code) < 0 and -int(code) not in (signal.SIGTERM, signal.SIGINT):
+            return int(rank), -int(code)
     return None
 
 
