@@ -62,6 +62,9 @@ def test_boolean_spellings_mean_what_they_say():
     ("model.lr=fast", "model.lr=fast is not a number; use e.g. model.lr=0.0005."),
     ("data.resize_size=big", "data.resize_size=big is not an integer; use an integer or data.resize_size=null."),
     ("+trainer.max_stepz=3", "trainer.max_stepz is not a bsbench setting;"),
+    ("compare.batch_sizes=511", "compare.batch_sizes=511 is not a list; use e.g. compare.batch_sizes=[511,512,513]."),
+    ("compare.batch_sizes=[511,a]", "compare.batch_sizes holds a, which is not an integer; use e.g. "
+                                    "compare.batch_sizes=[511,512,513]."),
 ])
 def test_a_value_of_the_wrong_type_is_named_with_what_would_work(override, message):
     with pytest.raises(UserError) as err:

@@ -8,6 +8,7 @@ Trainer flags) are `Any` here and checked in bsbench.job.validate, with the rang
 cannot express."""
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -166,10 +167,20 @@ def typed(cfg: DictConfig) -> DictConfig:
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_LIST_EXAMPLES = {"compare.batch_sizes": "[511,512,513]"}  # the list settings
 
 
 def _type_error(key: str, value) -> str:
+    item = re.fullmatch(r"(.+)\[\d+\]", key)  # an element of a list: compare.batch_sizes[0]
+    if item:
+        kind, _ = _schema_field(item.group(1))
+        if typing.get_origin(kind) is list:
+            wanted = _TYPE_NAMES.get(typing.get_args(kind)[0], "a value of the right type")
+            return (f"{item.group(1)} holds {value}, which is not {wanted}; use e.g. "
+                    f"{item.group(1)}={_LIST_EXAMPLES.get(item.group(1), '[...]')}.")
     kind, default = _schema_field(key)
+    if typing.get_origin(kind) is list:
+        return f"{key}={value} is not a list; use e.g. {key}={_LIST_EXAMPLES.get(key, '[...]')}."
     nullable = typing.get_origin(kind) is typing.Union
     base = typing.get_args(kind)[0] if nullable else kind
     wanted = _TYPE_NAMES.get(base, "a value of the right type")
