@@ -203,3 +203,13 @@ def test_the_verdict_tells_each_compare_runs_stop_by_its_setting():
     told = verdict_markdown(configurations(results), stops([], results))
     for precision in ("32-true", "bf16-mixed"):  # once per compare run, not once per batch size
         assert told.count(f"compare 15, 16 (precision={precision}): Ran all 6 of at most 6 rounds") == 1
+
+
+def test_a_full_disk_loses_no_compared_batch_size(cli):
+    # the first result written fails: the terminal gets the whole comparison, every batch size in it
+    proc = cli(*COMPARE, "compare.rounds=2", "target_ci=null", "+callbacks.fault._target_=faults.DiskFullAtRecord",
+               "+callbacks.fault.batch_size=15")
+    assert proc.returncode == 1
+    (kept,) = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    assert [(arm["batch_size"], len(arm["round_samples_per_s"])) for arm in kept["arms"]] == [(15, 2), (16, 2), (17, 2)]
+    assert "No space left on device" in proc.stderr.splitlines()[-1]

@@ -72,10 +72,11 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(130)
     if result is None:  # not global rank 0
         return
-    results = per_batch_size({**result, **record})  # mode=compare: one per batch size
-    for one in results:
-        # failed, out of memory, compared: every result has the FLOP fields
-        _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir)
+    whole = {**result, **record}
+    for one in per_batch_size(whole):  # mode=compare: one per batch size
+        # failed, out of memory, compared: every result has the FLOP fields; a failed write prints the
+        # whole job's result, so no compared batch size is lost
+        _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir, whole)
     progress = sweep_progress(position) if multirun else None
     line = (_compare_line if cfg.mode == "compare" else _one_line)(result, progress)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")
@@ -87,13 +88,13 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-def _record(result: dict, sweep_dir: str | None) -> None:
+def _record(result: dict, sweep_dir: str | None, whole: dict | None = None) -> None:
     path = Path(result["run_dir"]) / RESULT_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # a compared batch size's own folder
         write_json_atomic(path, result)
     except OSError as exc:
-        stop_on_write_error(exc, result, sweep_dir)
+        stop_on_write_error(exc, whole or result, sweep_dir)
     log.info("result: %s", path, extra={LOG_ONLY: True})
 
 
