@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -101,3 +102,43 @@ def write_cifar10_format(root: Path, train_per_batch: int = 40, test_images: int
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
     return root
+
+
+# The two-node SLURM cluster of tests/slurm/start (its own slurm.conf: never a real cluster's).
+SLURM_DIR = Path(os.environ.get("BSBENCH_SLURM_DIR", "/tmp/bsbench-slurm"))
+SLURM_START = Path(__file__).resolve().parent / "slurm" / "start"
+
+
+def _slurm_answers(conf: Path) -> bool:
+    if not conf.is_file() or shutil.which("sinfo") is None:
+        return False
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], env={**os.environ, "SLURM_CONF": str(conf)},
+                          capture_output=True, text=True, timeout=30)
+    states = dict(line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2)
+    return proc.returncode == 0 and all(states.get(n, "") in ("idle", "mix", "alloc") for n in ("n1", "n2"))
+
+
+@pytest.fixture(scope="session")
+def slurm_conf() -> Path:
+    """The test cluster's slurm.conf. Started here where this machine can host it (root with apt-get: CI
+    runs tests/slurm/start before the tests; a failure to start is a failure there); elsewhere its tests
+    are skipped, with the reason in pytest's summary."""
+    conf = SLURM_DIR / "slurm.conf"
+    if _slurm_answers(conf):
+        return conf
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"no SLURM test cluster at {conf}: run `sudo tests/slurm/start` (Debian or Ubuntu) to run "
+                    "the SLURM tests")
+    proc = subprocess.run([str(SLURM_START)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 or not _slurm_answers(conf):
+        pytest.fail(f"this machine can host the SLURM test cluster, but tests/slurm/start failed:\n{proc.stderr}")
+    return conf
+
+
+@pytest.fixture
+def slurm_cli(cli, slurm_conf, monkeypatch) -> CLI:
+    """`python -m bsbench` with the test cluster as its SLURM; one thread per rank (the two nodes share
+    this machine's cores)."""
+    monkeypatch.setenv("SLURM_CONF", str(slurm_conf))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return cli

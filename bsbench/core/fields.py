@@ -107,6 +107,10 @@ RESULT_FIELDS = (
            "torch's intra-op and inter-op threads in the process that wrote the result, and `OMP_NUM_THREADS` as it "
            "saw it (null: not set); a DDP job's ranks share one process's threads (see \"Several devices\")"),
     Fields(("run_dir", "overrides"), "where the result lies and the job's command-line overrides"),
+    Fields(("slurm_job_id", "slurm_state"), "`hydra/launcher=slurm`: the SLURM job that ran it (`<array>_<task>`, "
+           "as `squeue` and `scancel` name it; its logs are in the sweep's `.submitit/<slurm_job_id>/`) and, where "
+           "the job ended without finishing, the state SLURM ended it in (`CANCELLED`, `TIMEOUT`, `NODE_FAIL`, ...); "
+           "null outside SLURM"),
     Fields(("job_id",), "what the job is, as a hash of its config less sweep control ("
            + ", ".join(f"`{key}`" for key in SWEEP_CONTROL) + ") and its own directory: a resumed sweep skips a job "
            "whose `job_id` has an `ok` result, and the job's directory is named after it"),

@@ -3,8 +3,13 @@ recorded as interrupted and the sweep stops, keeping what finished. Python deliv
 exception wherever the main thread is, and an exception raised inside a finalizer (`__del__`, which
 garbage collection runs at any moment) is printed and dropped: the stop would be lost and the sweep
 would go on. So the request is also remembered, and checked where bsbench can act on it (every
-training step, every job's start)."""
+training step, every job's start).
 
+Under SLURM, a job also stops at submitit's warning signal (SIGUSR2, `hydra.launcher.signal_delay_s`
+before the job's time limit): bsbench runs have no checkpoint to requeue from, so the job records
+itself as interrupted while it still can, instead of being killed at the limit."""
+
+import os
 import signal
 
 _requested: int | None = None
@@ -19,9 +24,23 @@ def _on_signal(signum, frame):
 def install() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    if "SLURM_JOB_ID" in os.environ and hasattr(signal, "SIGUSR2"):
+        signal.signal(signal.SIGUSR2, _on_signal)
 
 
 def check() -> None:
     """Raise the interruption again if a stop was asked for and its first delivery was swallowed."""
     if _requested is not None:
         raise KeyboardInterrupt(f"signal {_requested}")
+
+
+def reason() -> str:
+    """What stopped the job, in words, for its result's `error`."""
+    if _requested == signal.SIGINT or _requested is None:
+        return "Ctrl-C (SIGINT)"
+    if _requested == getattr(signal, "SIGUSR2", None):
+        return ("SLURM's warning that the job's time limit was near (hydra.launcher.signal_delay_s before "
+                "hydra.launcher.timeout_min); raise hydra.launcher.timeout_min and resume")
+    if "SLURM_JOB_ID" in os.environ:
+        return "SIGTERM from SLURM: the job was cancelled (scancel), preempted or reached its time limit"
+    return "SIGTERM: the job was asked to stop (a scheduler, `timeout`, `kill`)"

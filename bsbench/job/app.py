@@ -15,6 +15,9 @@ from bsbench.core.errors import UserError, fail
 OmegaConf.register_new_resolver("bsbench_sweep_dir", lambda resume, new: resume or new, replace=True)
 # data.num_workers' default by where images are resized (conf/data/cifar10.yaml)
 OmegaConf.register_new_resolver("bsbench_workers", lambda resize_on: 0 if resize_on == "device" else 3, replace=True)
+# hydra/launcher=slurm's GPUs per node: one per device, none where the job runs on CPUs
+OmegaConf.register_new_resolver("bsbench_gpus", lambda accelerator, devices: None if accelerator == "cpu" else devices,
+                                replace=True)
 # DIR under the launch directory, or DIR itself where absolute (logger=mlflow's store under output_root).
 OmegaConf.register_new_resolver("bsbench_under", lambda cwd, path: str(Path(cwd) / path), replace=True)
 

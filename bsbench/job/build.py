@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.training.data import ImageDataModule
@@ -54,6 +55,11 @@ def build(cfg: DictConfig, reuse: Built | None = None) -> Built:
     telemetry = TelemetryCallback(**cfg.telemetry)
     loss_watch = LossWatch()
     extra = [instantiate(c) for c in cfg.callbacks.values()]
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if options.get("plugins") is None and SLURMEnvironment.detect():
+        # no requeue on SIGUSR1: a bsbench run has no checkpoint to go on from; a job SLURM stops is
+        # recorded as interrupted, and resume= runs it again
+        options["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=OmegaConf.to_container(cfg.devices) if OmegaConf.is_config(cfg.devices) else cfg.devices,
@@ -62,6 +68,6 @@ def build(cfg: DictConfig, reuse: Built | None = None) -> Built:
         benchmark=cfg.cudnn_benchmark,
         logger=_logger(cfg.logger),
         callbacks=[timing, step_timer, telemetry, loss_watch, *extra],
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **options,
     )
     return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)

@@ -60,6 +60,6 @@ class SweepReport(Callback):
         print("\n" + text, flush=True)
         failed = [r for r in results if r.get("status") not in ANSWERED]
         if failed:
-            print(f"bsbench: {len(failed)} of {len(results)} runs did not finish; see the table above.",
-                  file=sys.stderr, flush=True)
+            print(f"bsbench: {len(failed)} of {len(results)} runs did not finish; see the table above; "
+                  f"resume={config.hydra.sweep.dir} runs them again.", file=sys.stderr, flush=True)
             sys.exit(1)

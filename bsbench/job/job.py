@@ -40,14 +40,17 @@ def run_job(cfg: DictConfig) -> None:
     overrides = [o for o in hydra_cfg.overrides.task if not o.startswith("resume=")]
     position = hydra_cfg.job.num if multirun else None  # the sweeper's order: which job ran when
     sweep_dir = hydra_cfg.sweep.dir if multirun else None
-    record = {"run_dir": str(run_dir), "overrides": overrides, "sweep_position": position, "job_id": job_id(cfg)}
     route_library_output()
     if not cfg.verbose:
         os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (the README says where runs go)
-    interrupt.install()
-    from bsbench.job.ranks import processes_to_start, run_ranks  # torch and Lightning: only when a job runs
+    # torch and Lightning: only when a job runs
+    from bsbench.job.ranks import cluster_rank, processes_to_start, run_ranks, settle_cluster_rank, slurm_job_id
     from bsbench.job.run import attempt, job_flops, with_utilization
 
+    record = {"run_dir": str(run_dir), "overrides": overrides, "sweep_position": position, "job_id": job_id(cfg),
+              "slurm_job_id": slurm_job_id()}
+    ranked = cluster_rank()  # SLURM started this job's ranks: each rank runs this function
+    interrupt.install()  # from here on, a stop is recorded
     try:
         interrupt.check()
         # counted before the run, so that recording an interrupted or failed run needs no second of counting
@@ -55,22 +58,35 @@ def run_job(cfg: DictConfig) -> None:
         if multirun and hydra_cfg.job.num > 0 and cfg.cooldown_s:
             log.info("cooling down for %s s", cfg.cooldown_s)
             time.sleep(cfg.cooldown_s)
-        processes = processes_to_start(cfg)
+        processes = 0 if ranked else processes_to_start(cfg)
         result = run_ranks(cfg, run_dir, processes) if processes else attempt(cfg)
     except UserError as err:
         fail(err)
     except KeyboardInterrupt:
-        for one in per_batch_size({**unfinished(cfg, Status.INTERRUPTED), **record}):
+        stopped = {**unfinished(cfg, Status.INTERRUPTED), "error_type": "Interrupted", "error": interrupt.reason(),
+                   **record}
+        if ranked:  # another rank's failure, where one failed first, is what ended the job
+            stopped = settle_cluster_rank(stopped, run_dir, ranked[0])
+            if stopped is None:
+                sys.exit(130)
+        for one in per_batch_size(stopped):
             _record(with_utilization(cfg, one), sweep_dir)
         where = sweep_dir or run_dir
-        if multirun:
+        if multirun and not record["slurm_job_id"]:  # on SLURM, the submitting process reports when all ended
             from bsbench.report.write import write_report
 
             write_report([where])
-        print(f"\nbsbench: interrupted; finished results are kept in {where}"
+        print(f"\nbsbench: {stopped['status']}; finished results are kept in {where}"
               + (f"; resume with resume={where}" if multirun else ""), file=sys.stderr, flush=True)
         sys.exit(130)
+    # SLURM's ranks: one that did not finish ends its task with an error, so that srun stops the others
+    # (--kill-on-bad-exit) instead of leaving them in a collective; rank 0 records the job's outcome
+    rank_failed = bool(ranked) and result is not None and result["status"] != Status.OK
+    if ranked:
+        result = settle_cluster_rank(None if result is None else {**result, **record}, run_dir, ranked[0])
     if result is None:  # not global rank 0
+        if rank_failed:
+            sys.exit(1)
         return
     whole = {**result, **record}
     for one in per_batch_size(whole):  # mode=compare: one per batch size
@@ -78,13 +94,13 @@ def run_job(cfg: DictConfig) -> None:
         # whole job's result, so no compared batch size is lost
         _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir, whole)
     progress = sweep_progress(position) if multirun else None
-    line = (_compare_line if cfg.mode == "compare" else _one_line)(result, progress)
+    line = (_compare_line if cfg.mode == "compare" else one_line)(result, progress)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")
     if cfg.mode == "compare" and not multirun and result["status"] == Status.OK:
         from bsbench.report.write import write_report  # a compare run is a sweep's worth: its report
 
         print("\n" + write_report([run_dir])[0], flush=True)
-    if result["status"] == Status.FAILED and not multirun:
+    if (result["status"] == Status.FAILED and not multirun) or rank_failed:
         sys.exit(1)
 
 
@@ -153,7 +169,7 @@ def _compare_line(r: dict, progress: tuple[str, str] | None) -> str:
     return f"{progress[0]}: {line} ({progress[1]})" if progress else line
 
 
-def _one_line(r: dict, progress: tuple[str, str] | None) -> str:
+def one_line(r: dict, progress: tuple[str, str] | None) -> str:
     """A job's line on the terminal: where the sweep is, what the job was, its headline figures."""
     setup = f"batch_size={r['batch_size']} precision={r.get('precision_used') or r['precision']}"
     if (r.get("world_size") or 1) > 1:

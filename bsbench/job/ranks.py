@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
-from bsbench.core.results import unfinished
+from bsbench.core.results import unfinished, write_json_atomic
 from bsbench.job.console import LOG_ONLY
 
 log = logging.getLogger("bsbench")
@@ -99,16 +99,14 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
         path.unlink()  # consumed: the job's one result is its results.json
     if returncode == 0 and outcomes.get(0, {}).get("status") == Status.OK:
         return outcomes[0]
-    failures = [(rank, o) for rank, o in outcomes.items() if o["status"] != Status.OK]
     # A rank killed by a signal (the out-of-memory killer's SIGKILL, a segfault) is the cause whatever
     # the others reported: it could report nothing, and their errors are its echoes in broken
     # collectives (one of them may be written before torchrun notices the death). SIGTERM and SIGINT
     # are torchrun stopping the others.
     killed = _killed_rank("".join(tail.lines)) if returncode != 0 else None
-    if failures and not killed:
-        # The rank that failed first is the cause: the others fail after it, in broken collectives.
-        rank, failure = min(failures, key=lambda ro: ro[1]["failed_at"])
-        return {**failure, "failed_rank": rank}
+    failure = first_failure(outcomes)
+    if failure and not killed:
+        return failure
     result = unfinished(cfg, Status.FAILED)
     if killed:
         rank, signum = killed
@@ -119,6 +117,64 @@ def run_ranks(cfg: DictConfig, run_dir: Path, processes: int) -> dict:
         result.update(error_type="RankFailure", error=f"torchrun exited with status {returncode} and no rank "
                       "reported an error")
     return result
+
+
+def first_failure(outcomes: dict[int, dict]) -> dict | None:
+    """The failure that ended a job of several ranks, with its `failed_rank`: the rank that failed first
+    (the others fail after it, in broken collectives, or are stopped); None where no rank failed."""
+    failures = [(rank, o) for rank, o in outcomes.items() if o["status"] in (Status.FAILED, Status.OOM)]
+    if not failures:
+        return None
+    rank, failure = min(failures, key=lambda ro: ro[1].get("failed_at") or float("inf"))
+    return {**failure, "failed_rank": rank}
+
+
+def cluster_rank() -> tuple[int, int] | None:
+    """(global rank, world size) of this process where SLURM started the job's ranks, several of them
+    (hydra/launcher=slurm: one task per device on each node); None otherwise."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    world = int(os.environ.get("SLURM_NTASKS", "1"))
+    return (int(os.environ.get("SLURM_PROCID", "0")), world) if world > 1 else None
+
+
+def slurm_job_id() -> str | None:
+    """The SLURM job this process belongs to, as squeue, scancel and submitit's log folders name it
+    (`<array job>_<task>` for a job of a sweep's array); None outside SLURM."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def rank_outcomes(run_dir: Path, job: str | None) -> dict[int, dict]:
+    """The outcomes the ranks of SLURM job `job` wrote into the job's folder (an earlier attempt's
+    files, from a resumed sweep, are not this job's)."""
+    outcomes = {}
+    for path in (Path(run_dir) / RANKS_DIR).glob("rank*.json"):
+        try:
+            outcome = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if outcome.get("slurm_job_id") == job:
+            outcomes[int(path.stem[4:])] = outcome
+    return outcomes
+
+
+def settle_cluster_rank(result: dict | None, run_dir: Path, rank: int) -> dict | None:
+    """A rank of a job whose ranks SLURM started, after its run: a rank that did not finish leaves its
+    outcome in the job's ranks/ folder (no rank but 0 writes results.json); rank 0 returns what the job's
+    result is: its own, or the failure that ended the job where any rank failed (the first to fail; an
+    interruption of rank 0 is then the cluster stopping the others: srun --kill-on-bad-exit)."""
+    if result is None:  # a rank other than 0 that finished
+        return None
+    if result["status"] != Status.OK:
+        ranks_dir = Path(run_dir) / RANKS_DIR
+        ranks_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(ranks_dir / f"rank{rank}.json", result)
+    if rank != 0:
+        return None
+    return first_failure(rank_outcomes(run_dir, result.get("slurm_job_id"))) or result
 
 
 def threads_per_rank(processes: int) -> int:

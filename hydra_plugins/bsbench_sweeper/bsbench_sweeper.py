@@ -20,7 +20,28 @@ def _round(job: list[str]) -> int:
     return int([o for o in job if o.startswith("repeat=")][-1].split("=", 1)[1])
 
 
+def _missing_slurm_extra(config) -> bool:
+    """hydra/launcher=slurm chosen without hydra-submitit-launcher (and submitit) installed."""
+    import importlib.util
+
+    if not str(config.hydra.launcher.get("_target_", "")).startswith("hydra_plugins.bsbench_launcher."):
+        return False
+    try:
+        return any(importlib.util.find_spec(name) is None
+                   for name in ("submitit", "hydra_plugins.hydra_submitit_launcher.submitit_launcher"))
+    except ImportError:
+        return True
+
+
 class BsbenchSweeper(BasicSweeper):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        if _missing_slurm_extra(config):
+            from bsbench.core.errors import UserError, fail
+
+            fail(UserError('hydra/launcher=slurm needs the slurm extra: pip install "bsbench[slurm]" '
+                           "(hydra-submitit-launcher), then run the sweep again."))
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def split_arguments(self, overrides: list[Override], max_batch_size: int | None) -> list[list[list[str]]]:
         from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 

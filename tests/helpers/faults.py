@@ -35,13 +35,14 @@ class OOMAbove(L.Callback):
 
 
 class FailOnRank(L.Callback):
-    """Raises in the first training step on one DDP rank only, leaving the others in a collective."""
+    """Raises in the first training step on one DDP rank only, leaving the others in a collective; with
+    `batch_size`, only in the job with that many images per batch."""
 
-    def __init__(self, rank: int):
-        self.rank = rank
+    def __init__(self, rank: int, batch_size: int | None = None):
+        self.rank, self.batch_size = rank, batch_size
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_rank == self.rank:
+        if trainer.global_rank == self.rank and self.batch_size in (None, _batch_size(batch)):
             raise ValueError(f"simulated failure on rank {self.rank}")
 
 
@@ -82,3 +83,25 @@ class KillRank(L.Callback):
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class WaitFor(L.Callback):
+    """Waits in the first training step of the job with `batch_size` images per batch until the file
+    `path` exists: a run that hangs until the test lets it go. While it waits, `path`.waiting holds
+    its SLURM job id (empty outside SLURM)."""
+
+    def __init__(self, batch_size: int, path: str):
+        self.batch_size, self.path = batch_size, path
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import os
+        import time
+        from pathlib import Path
+
+        if _batch_size(batch) != self.batch_size or batch_idx or Path(self.path).exists():
+            return
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        if trainer.global_rank == 0:
+            Path(f"{self.path}.waiting").write_text(f"{array}_{task}" if array else "")
+        while not Path(self.path).exists():
+            time.sleep(0.1)

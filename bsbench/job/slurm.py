@@ -1,0 +1,263 @@
+"""A sweep's jobs as SLURM jobs (hydra/launcher=slurm): submitted through submitit as one job array,
+each run by Hydra's submitit launcher on the nodes, and followed from the submitting process until
+every one has ended, whatever ended it:
+
+- a job that finishes has written its own result (its rank 0 does; bsbench.job.job); the submitting
+  process prints its line as it ends, like a local sweep;
+- a job SLURM ended before it could write one (cancelled, out of time, its node lost, a rank killed)
+  gets one from here: the first failure its ranks wrote, else `interrupted` (cancelled, preempted, out
+  of time) or `failed`, with the state SLURM ended it in. A job's interruption is told with the state
+  too (`scancel`, the time limit), and `resume=` runs it again;
+- Ctrl-C (or SIGTERM) in the submitting process cancels the sweep's jobs, waits for them to record
+  their interruption, and exits 130 as a local sweep does.
+
+Job states come from `sacct`, or from `squeue` on clusters without accounting (where sacct fails),
+polled at a pace that slows as the sweep goes on; a job whose ranks all returned needs no poll."""
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from bsbench.core.config import typed
+from bsbench.core.fields import Status
+from bsbench.core.identity import job_id
+from bsbench.core.results import per_batch_size, read_results, unfinished, write_json_atomic
+from bsbench.job.console import LOG_ONLY, progress
+
+log = logging.getLogger("bsbench")
+
+# States in which a SLURM job may still run; any other (COMPLETED, CANCELLED, TIMEOUT, FAILED,
+# NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE) is the end of it.
+ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD", "POWER_UP_NODE"}
+# Ended by the cluster or a person, not by a fault of the run: the job is `interrupted`, resume= runs it.
+STOPPED = {"CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE"}
+SAYS = {"CANCELLED": "was cancelled (scancel)", "TIMEOUT": "reached its time limit (hydra.launcher.timeout_min)",
+        "PREEMPTED": "was preempted", "DEADLINE": "reached its deadline"}
+# submitit's own parameters of any executor; every other key of hydra.launcher is a SLURM one (slurm_<key>)
+GENERIC = {"name", "timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_node", "tasks_per_node",
+           "stderr_to_stdout"}
+CANCEL_WAIT_S = 90  # after Ctrl-C: how long the cancelled jobs get to record their interruption
+
+
+@dataclass
+class Submitted:
+    job: Any  # a submitit SlurmJob
+    overrides: list[str]
+    position: int  # Hydra's job number
+
+    @property
+    def id(self) -> str:
+        return str(self.job.job_id)
+
+
+def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+    """Submit the jobs and follow them to their end; the JobReturns Hydra's sweeper expects."""
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+    runner = SlurmLauncher(**launcher.params)  # what runs on the nodes: Hydra's job, as its own launcher runs it
+    runner.setup(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=launcher.config)
+    positions = range(initial_job_idx, initial_job_idx + len(job_overrides))
+    arguments = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
+                 for o, n in zip(job_overrides, positions)]
+    jobs = executor(launcher.params).map_array(runner, *zip(*arguments))
+    submitted = [Submitted(job, list(o), n) for job, o, n in zip(jobs, job_overrides, positions)]
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    arrays = sorted({s.id.split("_")[0] for s in submitted})
+    log.info("submitted %d jobs to SLURM (job %s; squeue -j %s); their logs: %s", len(jobs), ", ".join(arrays),
+             ",".join(arrays), sweep_dir / ".submitit")
+    for s in submitted:
+        log.info("SLURM job %s: %s", s.id, " ".join(s.overrides), extra={LOG_ONLY: True})
+    tasks = int(launcher.params.get("nodes") or 1) * int(launcher.params.get("tasks_per_node") or 1)
+    started, pending = time.time(), {s.id: s for s in submitted}
+    try:
+        with _sigterm_as_interrupt():
+            for s, state in follow(submitted, tasks):
+                results = settle(launcher, pending.pop(s.id), state)
+                _tell(results, progress(len(submitted) - len(pending), len(submitted), started))
+    except KeyboardInterrupt:
+        cancel(launcher, list(pending.values()), tasks, sweep_dir)
+    return [JobReturn(overrides=s.overrides, status=JobStatus.COMPLETED, _return_value=None) for s in submitted]
+
+
+def executor(params: dict):
+    """submitit's SLURM executor with hydra.launcher's parameters, as Hydra's submitit launcher makes it,
+    and srun told to end a job's other ranks when one exits with an error (else they wait in a collective
+    until its timeout, half an hour)."""
+    import submitit
+
+    params = dict(params)
+    folder, timeouts = params.pop("submitit_folder"), params.pop("max_num_timeout", 0)
+    params["srun_args"] = [*(params.get("srun_args") or []), "--kill-on-bad-exit=1"]
+    made = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=timeouts)
+    made.update_parameters(**{key if key in GENERIC else f"slurm_{key}": value for key, value in params.items()})
+    return made
+
+
+def follow(submitted: list[Submitted], tasks: int, until: float = float("inf")) -> Iterator[tuple[Submitted, str]]:
+    """Each job with the state it ended in, as it ends: when all its tasks returned (submitit's result
+    files), or when SLURM says it ended (or no longer knows a job it listed: purged after it ended);
+    until every job ended, or time.monotonic() passed `until`."""
+    left = {s.id: s for s in submitted}
+    seen: set[str] = set()
+    started, polled = time.monotonic(), float("-inf")
+    while left and time.monotonic() < until:
+        for s in [s for s in left.values() if _returned(s.job, tasks)]:
+            yield left.pop(s.id), "COMPLETED"
+        now = time.monotonic()
+        if left and now - polled >= _poll_interval(now - started):
+            polled = now
+            states = states_of(list(left))
+            for s in list(left.values()):
+                state = None if states is None else states.get(s.id, "" if s.id in seen else None)
+                if state:
+                    seen.add(s.id)
+                if state == "" or (state and state not in ACTIVE):
+                    yield left.pop(s.id), state or "UNKNOWN"
+        if left:
+            time.sleep(1)
+
+
+def _returned(job, tasks: int) -> bool:
+    return all(job.task(t).paths.result_pickle.exists() for t in range(tasks))
+
+
+def _poll_interval(elapsed_s: float) -> float:
+    """Seconds between two asks of SLURM: 2 at first, up to 60 in a long sweep (a scheduler serves many)."""
+    return min(60.0, max(2.0, elapsed_s / 20))
+
+
+_squeue_only = False  # sacct failed once: a cluster without accounting
+
+
+def states_of(ids: list[str]) -> dict[str, str] | None:
+    """SLURM's state of each job it knows of the given ones (`7_1`: `RUNNING`); None where SLURM could not
+    be asked (the controller busy: ask again later)."""
+    global _squeue_only
+    arrays = ",".join(sorted({i.split("_")[0] for i in ids}))
+    if not _squeue_only:
+        asked = _ask(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", arrays])
+        if asked is not None and asked.returncode == 0:
+            return _parse(asked.stdout)
+        _squeue_only = True  # sacct's complaint, once per poll, would tell a user nothing they can act on
+    # squeue: every task of an array on its own line, ended ones too (for MinJobAge, 5 minutes by default)
+    asked = _ask(["squeue", "-h", "-r", "--states=all", "-o", "%i|%T", "-j", arrays])
+    if asked is None:
+        return None
+    if asked.returncode != 0:
+        return {} if "Invalid job id" in asked.stderr else None  # purged: ended long enough ago
+    return _parse(asked.stdout)
+
+
+def _ask(command: list[str]) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _parse(text: str) -> dict[str, str]:
+    states = {}
+    for line in text.splitlines():
+        if "|" in line:
+            job, state = line.split("|", 1)
+            states[job.strip()] = (state.split() or ["UNKNOWN"])[0].rstrip("+")  # "CANCELLED by 0"
+    return states
+
+
+def settle(launcher, s: Submitted, state: str, why: str | None = None) -> list[dict]:
+    """The job's results once it ended. Where it finished: those its rank 0 wrote. Where it did not: the
+    first failure any of its ranks wrote (all of them have written by now, which rank 0 could not wait
+    for), else rank 0's own result told with SLURM's state, else one made here from that state."""
+    from bsbench.job.ranks import first_failure, rank_outcomes
+    from bsbench.job.run import with_utilization
+
+    loaded = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, s.overrides)
+    run_dir = Path(str(loaded.hydra.sweep.dir)) / str(loaded.hydra.sweep.subdir)
+    with open_dict(loaded):
+        loaded.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig.instance().set_config(loaded)  # the job's config resolves as it did in the job
+    cfg = typed(loaded)
+    written = [r for r in read_results(run_dir) if r.get("slurm_job_id") == s.id]
+    if written and (state == "COMPLETED" or all(r["status"] == Status.OK for r in written)):
+        return written
+    said = f"SLURM job {s.id} {why or SAYS.get(state, f'ended {state}')}"
+    record = {"run_dir": str(run_dir), "overrides": [o for o in s.overrides if not o.startswith(("hydra.", "resume="))],
+              "sweep_position": s.position, "job_id": job_id(cfg), "slurm_job_id": s.id, "slurm_state": state}
+    failure = first_failure(rank_outcomes(run_dir, s.id))
+    if failure is not None:
+        told = [with_utilization(cfg, one) for one in per_batch_size({**failure, **record})]
+    elif written:
+        told = [{**r, "slurm_state": state} for r in written]
+        for r in told:
+            if r["status"] == Status.INTERRUPTED and (state in STOPPED or why):
+                r["error"] = said
+    else:
+        status = Status.INTERRUPTED if state in STOPPED or why else Status.FAILED
+        made = {**unfinished(cfg, status), "error_type": "SlurmJobEnded",
+                "error": f"{said} before its rank 0 wrote a result; its log: {_log_of(s)}"}
+        told = [with_utilization(cfg, one) for one in per_batch_size({**made, **record})]
+    for r in told:
+        Path(r["run_dir"]).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(r["run_dir"]) / "results.json", r)
+    return told
+
+
+def _log_of(s: Submitted) -> str:
+    return str(s.job.paths.stderr).replace("%t", "0")
+
+
+def _tell(results: list[dict], where: tuple[str, str]) -> None:
+    from bsbench.job.job import one_line
+
+    for r in results:  # a compare job's: one per compared batch size
+        log.info("%s", one_line(r, where))
+
+
+def cancel(launcher, submitted: list[Submitted], tasks: int, sweep_dir: Path) -> None:
+    """Ctrl-C: cancel every job of the sweep, give them a moment to record their interruption (a second
+    Ctrl-C does not wait), make a result for each job that recorded none, report, exit 130."""
+    from bsbench.report.write import write_report
+
+    ids = [s.id for s in submitted]
+    if ids:
+        print(f"\nbsbench: interrupted; cancelling the sweep's SLURM jobs (scancel {' '.join(ids)})",
+              file=sys.stderr, flush=True)
+        _ask(["scancel", *ids])
+    why = "was cancelled: its sweep was interrupted"
+    left = {s.id: s for s in submitted}
+    try:
+        for s, state in follow(submitted, tasks, until=time.monotonic() + CANCEL_WAIT_S):
+            settle(launcher, left.pop(s.id), state, why=why)
+    except KeyboardInterrupt:
+        pass
+    for s in left.values():  # still ending: what it records itself replaces this
+        settle(launcher, s, "CANCELLED", why=why)
+    write_report([sweep_dir])
+    print(f"bsbench: interrupted; finished results are kept in {sweep_dir}; resume with resume={sweep_dir}",
+          file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM to the submitting process (a closed session's kill) cancels the sweep as Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,144 @@
+"""hydra/launcher=slurm on a real SLURM cluster: two nodes on this machine (tests/slurm/start; CI starts
+it before the tests), every job a 2-node DDP run on the CPU (gloo), through the public command line."""
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from conftest import HELPERS, wait_for
+
+# 2-node DDP jobs, one rank per node, on the CPU
+SLURM = ["-m", "hydra/launcher=slurm", "accelerator=cpu", "strategy=ddp", "devices=1", "trainer.num_nodes=2",
+         "experiment=smoke"]
+
+
+def _waiting(tmp_path: Path, batch_size: int) -> tuple[list[str], Path]:
+    """Overrides under which the job of `batch_size` waits in its first step until the returned file exists."""
+    go = tmp_path / "go"
+    return ["+callbacks.fault._target_=faults.WaitFor", f"+callbacks.fault.batch_size={batch_size}",
+            f"+callbacks.fault.path={go}"], go
+
+
+def _slurm_state(job: str) -> str:
+    proc = subprocess.run(["squeue", "-h", "--states=all", "-o", "%T", "-j", job], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def test_a_sweep_of_two_node_ddp_jobs_runs_on_the_cluster(slurm_cli):
+    proc = slurm_cli(*SLURM, "batch_size=30,31", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert sorted(runs) == [30, 31]
+    for r in runs.values():
+        assert r["status"] == "ok" and r["train_samples_per_s"] > 0
+        assert r["world_size"] == 2 and r["num_nodes"] == 2 and r["global_batch_size"] == 2 * r["batch_size"]
+    assert runs[30]["slurm_job_id"] != runs[31]["slurm_job_id"]
+    # each job's two tasks (one per node) left their logs where the README says
+    sweep = slurm_cli.sweep_dir()
+    for r in runs.values():
+        logs = sweep / ".submitit" / r["slurm_job_id"]
+        assert all((logs / f"{r['slurm_job_id']}_{task}_log.out").is_file() for task in (0, 1))
+    # one line per job as it ends, then the report; no scheduler chatter (sacct has no accounting here)
+    assert [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("job ")] == ["job 1 of 2",
+                                                                                                   "job 2 of 2"]
+    assert "world_size=2" in proc.stdout and "| 30 | 1 |" in (sweep / "summary.md").read_text()
+    assert "sacct" not in proc.stdout + proc.stderr and "(submitit)" not in proc.stdout + proc.stderr
+
+
+def test_a_job_failing_on_one_node_is_recorded_failed_with_its_rank(slurm_cli):
+    proc = slurm_cli(*SLURM, "batch_size=30,31", "+callbacks.fault._target_=faults.FailOnRank",
+                     "+callbacks.fault.rank=1", "+callbacks.fault.batch_size=31", timeout=300)
+    assert proc.returncode == 1  # a failed run, told after every job ended
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert runs[30]["status"] == "ok"  # the sweep went on
+    failed = runs[31]
+    assert failed["status"] == "failed" and failed["failed_rank"] == 1
+    assert failed["error_type"] == "ValueError" and failed["error"] == "simulated failure on rank 1"
+    assert "failed (ValueError: simulated failure on rank 1)" in proc.stdout
+
+
+def test_a_cancelled_job_says_so_and_resume_finishes_the_sweep(slurm_cli, tmp_path):
+    waiting, go = _waiting(tmp_path, 31)
+    command = [*SLURM, "batch_size=30,31", *waiting]
+    sweep = slurm_cli.start(*command)
+    wait_for(lambda: Path(f"{go}.waiting").exists())
+    job = Path(f"{go}.waiting").read_text()
+    subprocess.run(["scancel", job], check=True)
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, err[-3000:]
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert runs[30]["status"] == "ok"
+    cancelled = runs[31]
+    assert cancelled["status"] == "interrupted" and cancelled["slurm_state"] == "CANCELLED"
+    assert cancelled["slurm_job_id"] == job and cancelled["error"] == f"SLURM job {job} was cancelled (scancel)"
+    directory = slurm_cli.sweep_dir()
+    assert f"resume={directory.relative_to(slurm_cli.cwd)} runs them again" in err
+
+    go.write_text("")
+    proc = slurm_cli(*command, f"resume={directory}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert all(r["status"] == "ok" for r in runs.values())
+    assert runs[31]["slurm_job_id"] != job  # run again, as a new SLURM job, into the same folder
+    assert "1 of 2 jobs already done there, 1 to run" in proc.stdout
+
+
+def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(slurm_cli, tmp_path):
+    # SLURM warns (SIGUSR2) signal_delay_s before the limit, give or take its scheduling tick (about 30 s here)
+    waiting, go = _waiting(tmp_path, 31)
+    proc = slurm_cli(*SLURM, "batch_size=30,31", *waiting, "hydra.launcher.timeout_min=2",
+                     "hydra.launcher.signal_delay_s=60", timeout=400)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert runs[30]["status"] == "ok"
+    stopped = runs[31]
+    assert stopped["status"] == "interrupted" and "time limit" in stopped["error"]
+    assert "hydra.launcher.timeout_min" in stopped["error"]
+
+
+def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
+    waiting, go = _waiting(tmp_path, 31)
+    sweep = slurm_cli.start(*SLURM, "batch_size=30,31", *waiting)
+    wait_for(lambda: Path(f"{go}.waiting").exists())
+    job = Path(f"{go}.waiting").read_text()
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 130, err[-3000:]
+    (cancelling,) = [line for line in err.splitlines() if "cancelling the sweep's SLURM jobs (scancel " in line]
+    assert job in cancelling.split("scancel ")[1].rstrip(")").split()
+    assert _slurm_state(job) == "CANCELLED"
+    (stopped,) = [r for r in slurm_cli.results() if r["batch_size"] == 31]
+    assert stopped["status"] == "interrupted" and stopped["slurm_job_id"] == job
+    assert stopped["error"] == f"SLURM job {job} was cancelled: its sweep was interrupted"
+    assert (slurm_cli.sweep_dir() / "summary.md").is_file()
+
+
+def test_the_slurm_launcher_without_its_extra_is_named_in_one_line(cli, tmp_path):
+    # submitit and hydra-submitit-launcher made unimportable, as in an install without bsbench[slurm]
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'submitit' or name.startswith(('submitit.', 'hydra_plugins.hydra_submitit_launcher')):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n")
+    env = {**cli.env(), "PYTHONPATH": os.pathsep.join([str(blocker), str(HELPERS)])}
+    proc = subprocess.run(cli.command("-m", "hydra/launcher=slurm", "accelerator=cpu", "experiment=smoke",
+                                      "batch_size=30,31"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ('bsbench: error: hydra/launcher=slurm needs the slurm extra: pip '
+                                                     'install "bsbench[slurm]" (hydra-submitit-launcher), then run the '
+                                                     'sweep again.')
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_job_states_are_read_from_sacct_and_squeue():
+    from bsbench.job.slurm import _parse
+
+    # sacct names who cancelled a job after its state; squeue gives one line per array task
+    assert _parse("7_0|COMPLETED\n7_1|CANCELLED by 0\n") == {"7_0": "COMPLETED", "7_1": "CANCELLED"}
+    assert _parse("12|RUNNING\n") == {"12": "RUNNING"}
