@@ -138,7 +138,10 @@ def slurm_conf() -> Path:
 @pytest.fixture
 def slurm_cli(cli, slurm_conf, monkeypatch) -> CLI:
     """`python -m bsbench` with the test cluster as its SLURM; one thread per rank (the two nodes share
-    this machine's cores)."""
+    this machine's cores). Where this process may, a daemon of the cluster that died since the last test
+    is started again first (tests/slurm/start is idempotent, and reuses what runs)."""
+    if os.geteuid() == 0:
+        subprocess.run([str(SLURM_START)], capture_output=True, text=True, timeout=120)
     monkeypatch.setenv("SLURM_CONF", str(slurm_conf))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return cli

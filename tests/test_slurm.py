@@ -114,6 +114,29 @@ def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
     assert (slurm_cli.sweep_dir() / "summary.md").is_file()
 
 
+def test_a_sweep_whose_jobs_still_run_is_not_resumed_a_second_time(slurm_cli, tmp_path):
+    waiting, go = _waiting(tmp_path, 31)
+    command = [*SLURM, "batch_size=31", *waiting]
+    sweep = slurm_cli.start(*command)
+    wait_for(lambda: Path(f"{go}.waiting").exists())
+    job = Path(f"{go}.waiting").read_text()
+    os.killpg(sweep.pid, signal.SIGKILL)  # the submitting process dies (a closed session); its job runs on
+    sweep.wait(timeout=60)
+    directory = slurm_cli.sweep_dir()
+    proc = slurm_cli(*command, f"resume={directory}", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"bsbench: error: resume={directory}: SLURM jobs {job} of this sweep still run; wait for them to end "
+        f"(squeue -j {job.split('_')[0]}) or cancel them (scancel {job}), then resume.")
+    subprocess.run(["scancel", job], check=True)
+    wait_for(lambda: _slurm_state(job) in ("CANCELLED", "FAILED", ""))
+    go.write_text("")
+    proc = slurm_cli(*command, f"resume={directory}", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = slurm_cli.results()
+    assert r["status"] == "ok" and r["slurm_job_id"] != job
+
+
 def test_the_slurm_launcher_without_its_extra_is_named_in_one_line(cli, tmp_path):
     # submitit and hydra-submitit-launcher made unimportable, as in an install without bsbench[slurm]
     blocker = tmp_path / "blocker"

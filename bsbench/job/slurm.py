@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 from omegaconf import open_dict
 
 from bsbench.core.config import typed
@@ -49,6 +50,15 @@ GENERIC = {"name", "timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_
 CANCEL_WAIT_S = 90  # after Ctrl-C: how long the cancelled jobs get to record their interruption
 
 
+class Runner(SlurmLauncher):
+    """What runs on the nodes: Hydra's job, as hydra-submitit-launcher runs it, never requeued. submitit
+    requeues a job at SLURM's warning signal where its callable can checkpoint; a bsbench run has nothing
+    to go on from (once the job runs, bsbench records the warning as an interruption instead)."""
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 @dataclass
 class Submitted:
     job: Any  # a submitit SlurmJob
@@ -64,19 +74,21 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     """Submit the jobs and follow them to their end; the JobReturns Hydra's sweeper expects."""
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
-    runner = SlurmLauncher(**launcher.params)  # what runs on the nodes: Hydra's job, as its own launcher runs it
+    # submitit's folder under the directory bsbench's sweeper claimed (resume=, or <time>-2 beside a sweep
+    # started in the same second), not the one Hydra had resolved when it made the launcher
+    params = {**launcher.params, "submitit_folder": str(launcher.config.hydra.launcher.submitit_folder)}
+    runner = Runner(**params)
     runner.setup(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=launcher.config)
     positions = range(initial_job_idx, initial_job_idx + len(job_overrides))
     arguments = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
                  for o, n in zip(job_overrides, positions)]
-    jobs = executor(launcher.params).map_array(runner, *zip(*arguments))
+    jobs = executor(params).map_array(runner, *zip(*arguments))
     submitted = [Submitted(job, list(o), n) for job, o, n in zip(jobs, job_overrides, positions)]
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     arrays = sorted({s.id.split("_")[0] for s in submitted})
     log.info("submitted %d jobs to SLURM (job %s; squeue -j %s); their logs: %s", len(jobs), ", ".join(arrays),
-             ",".join(arrays), sweep_dir / ".submitit")
+             ",".join(arrays), Path(params["submitit_folder"]).parent)
     for s in submitted:
         log.info("SLURM job %s: %s", s.id, " ".join(s.overrides), extra={LOG_ONLY: True})
     tasks = int(launcher.params.get("nodes") or 1) * int(launcher.params.get("tasks_per_node") or 1)
@@ -89,6 +101,20 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     except KeyboardInterrupt:
         cancel(launcher, list(pending.values()), tasks, sweep_dir)
     return [JobReturn(overrides=s.overrides, status=JobStatus.COMPLETED, _return_value=None) for s in submitted]
+
+
+def refuse_if_running(config) -> None:
+    """A resumed sweep whose earlier launch left SLURM jobs running (its submitting process was killed,
+    or its session closed) would run them a second time into the same folders: refused, naming them."""
+    from bsbench.core.errors import UserError
+
+    folder = Path(str(config.hydra.launcher.submitit_folder)).parent
+    ids = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    running = sorted(job for job, state in (states_of(ids) or {}).items() if state in ACTIVE) if ids else []
+    if running:
+        raise UserError(f"resume={config.resume}: SLURM jobs {' '.join(running)} of this sweep still run; wait for "
+                        f"them to end (squeue -j {','.join(sorted({j.split('_')[0] for j in running}))}) or cancel "
+                        f"them (scancel {' '.join(running)}), then resume.")
 
 
 def executor(params: dict):

@@ -20,11 +20,16 @@ def _round(job: list[str]) -> int:
     return int([o for o in job if o.startswith("repeat=")][-1].split("=", 1)[1])
 
 
+def _slurm(config) -> bool:
+    """hydra/launcher=slurm: bsbench's SLURM launcher (hydra_plugins/bsbench_launcher)."""
+    return str(config.hydra.launcher.get("_target_", "")).startswith("hydra_plugins.bsbench_launcher.")
+
+
 def _missing_slurm_extra(config) -> bool:
     """hydra/launcher=slurm chosen without hydra-submitit-launcher (and submitit) installed."""
     import importlib.util
 
-    if not str(config.hydra.launcher.get("_target_", "")).startswith("hydra_plugins.bsbench_launcher."):
+    if not _slurm(config):
         return False
     try:
         return any(importlib.util.find_spec(name) is None
@@ -55,6 +60,10 @@ class BsbenchSweeper(BasicSweeper):
             planned = plan(self.config, lambda o: self.hydra_context.config_loader.load_sweep_config(self.config, o),
                            here=isinstance(self.launcher, BasicLauncher),  # others run jobs on other machines
                            jobs=ordered)
+            if self.config.resume and _slurm(self.config):
+                from bsbench.job.slurm import refuse_if_running
+
+                refuse_if_running(self.config)
         except UserError as err:
             fail(err)
         self._stopper, self._round_ends, self._checked = None, [], set()

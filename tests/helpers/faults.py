@@ -102,6 +102,6 @@ class WaitFor(L.Callback):
             return
         array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         if trainer.global_rank == 0:
-            Path(f"{self.path}.waiting").write_text(f"{array}_{task}" if array else "")
+            Path(f"{self.path}.waiting").write_text(f"{array}_{task}" if array else os.environ.get("SLURM_JOB_ID", ""))
         while not Path(self.path).exists():
             time.sleep(0.1)
