@@ -82,6 +82,20 @@ def test_two_sweeps_started_together_get_a_directory_each(cli, tmp_path):
     assert batch_sizes == [[30], [40]]  # no sweep's job in the other's directory
 
 
+def test_two_runs_started_together_get_a_directory_each(cli, tmp_path):
+    # the same second's outputs/<date>/<time>, or the same hydra.run.dir: neither run writes into the other's
+    shared = tmp_path / "outputs" / "same-second"
+    procs = [cli.start(f"batch_size={b}", *FAST, f"hydra.run.dir={shared}") for b in (30, 40)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+    runs = sorted(shared.parent.iterdir())
+    assert [p.name for p in runs] == ["same-second", "same-second-2"]
+    assert sorted(json.loads((run / "results.json").read_text())["batch_size"] for run in runs) == [30, 40]
+    again = cli("batch_size=50", *FAST, f"hydra.run.dir={shared}")  # later, into a directory that holds a run
+    assert again.returncode == 0 and f"result in {shared}-3" in again.stdout + again.stderr
+
+
 def test_a_sweep_in_use_cannot_be_resumed_and_a_killed_one_can(cli):
     proc = cli.start("-m", "epochs=1,100", *SMOKE)
     wait_for(lambda: len(list(cli.outputs.rglob("results.json"))) == 1)

@@ -44,6 +44,12 @@ class Preflight(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         preflight(config, sweep=False)
+        from bsbench.job.sweep import claim_run
+
+        try:
+            claim_run(config)  # Hydra makes the run's directory after this: the one claimed
+        except UserError as err:
+            fail(err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         preflight(config, sweep=True)

@@ -114,17 +114,31 @@ def _resumed(path: Path) -> Path:
     return path
 
 
-def _new(base: Path) -> Path:
+def _new(base: Path, mark: str = SWEEP_MARK, key: str = "hydra.sweep.dir") -> Path:
+    """`base`, or the first free `base-2`, `base-3`, ...: locked for this process, holding no other
+    sweep or run (its `mark`, or any result)."""
     for n in range(1, 1000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
         candidate.mkdir(parents=True, exist_ok=True)
         if not _lock(candidate):
             continue
-        if (candidate / SWEEP_MARK).exists() or next(candidate.rglob(RESULT_FILE), None) is not None:
-            os.close(_held.pop())  # another sweep's, finished
+        if (candidate / mark).exists() or next(candidate.rglob(RESULT_FILE), None) is not None:
+            os.close(_held.pop())  # another one's, finished
             continue
         return candidate
-    raise UserError(f"hydra.sweep.dir={base} and 998 siblings hold other sweeps; use another hydra.sweep.dir.")
+    raise UserError(f"{key}={base} and 998 siblings hold other runs; use another {key}.")
+
+
+def claim_run(config: DictConfig) -> None:
+    """A single run's directory, like a sweep's: two runs started in the same second (or given the same
+    hydra.run.dir) get `<time>` and `<time>-2`, so that neither writes into the other's results. Not
+    where the run is one of several ranks that a cluster started (each would claim its own)."""
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "WORLD_SIZE" in os.environ:
+        return
+    base = Path(config.hydra.run.dir)
+    directory = _new(base if base.name else base.absolute(), mark=".hydra", key="hydra.run.dir")
+    with read_write(config.hydra.run), open_dict(config.hydra.run):
+        config.hydra.run.dir = str(directory)
 
 
 def _lock(directory: Path) -> bool:
