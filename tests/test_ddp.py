@@ -72,6 +72,7 @@ def test_a_sweep_runs_through_submitits_local_executor(cli, monkeypatch):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(r["batch_size"] for r in cli.results()) == [30, 31]
     assert (cli.sweep_dir() / ".submitit").is_dir()
+    assert "runs the sweep's jobs at the same time on this machine" in proc.stdout + proc.stderr
     assert (cli.sweep_dir() / "summary.md").is_file()
 
 

@@ -43,6 +43,7 @@ def test_a_sweep_of_two_node_ddp_jobs_runs_on_the_cluster(slurm_cli):
     assert [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("job ")] == ["job 1 of 2",
                                                                                                    "job 2 of 2"]
     assert "world_size=2" in proc.stdout and "| 30 | 1 |" in (sweep / "summary.md").read_text()
+    assert f"[SLURM job {runs[30]['slurm_job_id']}]" in proc.stdout
     assert "sacct" not in proc.stdout + proc.stderr and "(submitit)" not in proc.stdout + proc.stderr
 
 

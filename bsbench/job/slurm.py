@@ -248,7 +248,7 @@ def _tell(results: list[dict], where: tuple[str, str]) -> None:
     from bsbench.job.job import one_line
 
     for r in results:  # a compare job's: one per compared batch size
-        log.info("%s", one_line(r, where))
+        log.info("%s [SLURM job %s]", one_line(r, where), r.get("slurm_job_id"))
 
 
 def cancel(launcher, submitted: list[Submitted], tasks: int, sweep_dir: Path) -> None:

@@ -60,6 +60,13 @@ class BsbenchSweeper(BasicSweeper):
             planned = plan(self.config, lambda o: self.hydra_context.config_loader.load_sweep_config(self.config, o),
                            here=isinstance(self.launcher, BasicLauncher),  # others run jobs on other machines
                            jobs=ordered)
+            if type(self.launcher).__module__.startswith("hydra_plugins.hydra_submitit_launcher") and \
+                    type(self.launcher).__name__ == "LocalLauncher":
+                import logging
+
+                logging.getLogger("bsbench").warning(
+                    "hydra/launcher=submitit_local runs the sweep's jobs at the same time on this machine: their "
+                    "timings share its cores and devices; run without it for figures to compare")
             if self.config.resume and _slurm(self.config):
                 from bsbench.job.slurm import refuse_if_running
 
