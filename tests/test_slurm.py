@@ -20,6 +20,13 @@ def _waiting(tmp_path: Path, batch_size: int) -> tuple[list[str], Path]:
             f"+callbacks.fault.path={go}"], go
 
 
+def _started_waiting(cli, command: list[str], go: Path):
+    """The sweep started in the background, once its waiting job is in its first step: (process, SLURM job id)."""
+    sweep = cli.start(*command)
+    wait_for(lambda: Path(f"{go}.waiting").exists())
+    return sweep, Path(f"{go}.waiting").read_text()
+
+
 def _slurm_state(job: str) -> str:
     proc = subprocess.run(["squeue", "-h", "--states=all", "-o", "%T", "-j", job], capture_output=True, text=True)
     return proc.stdout.strip()
@@ -62,9 +69,7 @@ def test_a_job_failing_on_one_node_is_recorded_failed_with_its_rank(slurm_cli):
 def test_a_cancelled_job_says_so_and_resume_finishes_the_sweep(slurm_cli, tmp_path):
     waiting, go = _waiting(tmp_path, 31)
     command = [*SLURM, "batch_size=30,31", *waiting]
-    sweep = slurm_cli.start(*command)
-    wait_for(lambda: Path(f"{go}.waiting").exists())
-    job = Path(f"{go}.waiting").read_text()
+    sweep, job = _started_waiting(slurm_cli, command, go)
     subprocess.run(["scancel", job], check=True)
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 1, err[-3000:]
@@ -100,9 +105,7 @@ def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(slurm_cli, t
 
 def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
     waiting, go = _waiting(tmp_path, 31)
-    sweep = slurm_cli.start(*SLURM, "batch_size=30,31", *waiting)
-    wait_for(lambda: Path(f"{go}.waiting").exists())
-    job = Path(f"{go}.waiting").read_text()
+    sweep, job = _started_waiting(slurm_cli, [*SLURM, "batch_size=30,31", *waiting], go)
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 130, err[-3000:]
@@ -118,9 +121,7 @@ def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
 def test_a_sweep_whose_jobs_still_run_is_not_resumed_a_second_time(slurm_cli, tmp_path):
     waiting, go = _waiting(tmp_path, 31)
     command = [*SLURM, "batch_size=31", *waiting]
-    sweep = slurm_cli.start(*command)
-    wait_for(lambda: Path(f"{go}.waiting").exists())
-    job = Path(f"{go}.waiting").read_text()
+    sweep, job = _started_waiting(slurm_cli, command, go)
     os.killpg(sweep.pid, signal.SIGKILL)  # the submitting process dies (a closed session); its job runs on
     sweep.wait(timeout=60)
     directory = slurm_cli.sweep_dir()
@@ -136,6 +137,15 @@ def test_a_sweep_whose_jobs_still_run_is_not_resumed_a_second_time(slurm_cli, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     (r,) = slurm_cli.results()
     assert r["status"] == "ok" and r["slurm_job_id"] != job
+
+
+def test_a_partition_slurm_does_not_know_ends_the_sweep_in_one_line(slurm_cli):
+    proc = slurm_cli(*SLURM, "batch_size=30,31", "hydra.launcher.partition=gpux", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "bsbench: error: SLURM refused the sweep's jobs (sbatch: error: invalid partition specified: gpux); "
+        "check the hydra.launcher settings (partition, account, qos, timeout_min, ...).")
+    assert not slurm_cli.results()
 
 
 def test_the_slurm_launcher_without_its_extra_is_named_in_one_line(cli, tmp_path):

@@ -83,7 +83,7 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     positions = range(initial_job_idx, initial_job_idx + len(job_overrides))
     arguments = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
                  for o, n in zip(job_overrides, positions)]
-    jobs = executor(params).map_array(runner, *zip(*arguments))
+    jobs = submit(params, runner, arguments)
     submitted = [Submitted(job, list(o), n) for job, o, n in zip(jobs, job_overrides, positions)]
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     arrays = sorted({s.id.split("_")[0] for s in submitted})
@@ -115,6 +115,24 @@ def refuse_if_running(config) -> None:
         raise UserError(f"resume={config.resume}: SLURM jobs {' '.join(running)} of this sweep still run; wait for "
                         f"them to end (squeue -j {','.join(sorted({j.split('_')[0] for j in running}))}) or cancel "
                         f"them (scancel {' '.join(running)}), then resume.")
+
+
+def submit(params: dict, runner: Runner, arguments: list[tuple]) -> list:
+    """The jobs, submitted as one array; sbatch's refusal (a partition or account that does not exist, a
+    time limit over the partition's) or no sbatch at all ends the sweep in one line."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    from bsbench.core.errors import UserError
+
+    try:
+        return executor(params).map_array(runner, *zip(*arguments))
+    except FileNotFoundError as exc:
+        raise UserError(f"hydra/launcher=slurm needs SLURM's sbatch here ({exc.filename or 'sbatch'} was not found); "
+                        "run the sweep on a machine of the cluster, e.g. its login node.") from None
+    except (FailedJobError, FailedSubmissionError) as exc:
+        said = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"SLURM refused the sweep's jobs ({said.strip()}); check the hydra.launcher settings "
+                        "(partition, account, qos, timeout_min, ...).") from None
 
 
 def executor(params: dict):

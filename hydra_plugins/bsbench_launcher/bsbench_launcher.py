@@ -27,6 +27,10 @@ class BsbenchSlurmLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from bsbench.core.errors import UserError, fail
         from bsbench.job.slurm import launch
 
-        return launch(self, job_overrides, initial_job_idx)
+        try:
+            return launch(self, job_overrides, initial_job_idx)
+        except UserError as err:
+            fail(err)
