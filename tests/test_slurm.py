@@ -33,22 +33,25 @@ def _slurm_state(job: str) -> str:
 
 
 def test_a_sweep_of_two_node_ddp_jobs_runs_on_the_cluster(slurm_cli):
-    proc = slurm_cli(*SLURM, "batch_size=30,31", timeout=300)
+    # the node count swept too: each job is allocated its own (one SLURM array per allocation)
+    command = [o for o in SLURM if not o.startswith("trainer.num_nodes=")]
+    proc = slurm_cli(*command, "trainer.num_nodes=2,1", "batch_size=30,31", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = {r["batch_size"]: r for r in slurm_cli.results()}
-    assert sorted(runs) == [30, 31]
-    for r in runs.values():
+    runs = {(r["batch_size"], r["num_nodes"]): r for r in slurm_cli.results()}
+    assert sorted(runs) == [(30, 1), (30, 2), (31, 1), (31, 2)]
+    for (batch_size, nodes), r in runs.items():
         assert r["status"] == "ok" and r["train_samples_per_s"] > 0
-        assert r["world_size"] == 2 and r["num_nodes"] == 2 and r["global_batch_size"] == 2 * r["batch_size"]
-    assert runs[30]["slurm_job_id"] != runs[31]["slurm_job_id"]
-    # each job's two tasks (one per node) left their logs where the README says
+        assert r["world_size"] == nodes and r["global_batch_size"] == nodes * batch_size
+    assert len({r["slurm_job_id"] for r in runs.values()}) == 4
+    # each job's tasks (one per node) left their logs where the README says
     sweep = slurm_cli.sweep_dir()
-    for r in runs.values():
+    for (_, nodes), r in runs.items():
         logs = sweep / ".submitit" / r["slurm_job_id"]
-        assert all((logs / f"{r['slurm_job_id']}_{task}_log.out").is_file() for task in (0, 1))
+        assert all((logs / f"{r['slurm_job_id']}_{task}_log.out").is_file() for task in range(nodes))
     # one line per job as it ends, then the report; no scheduler chatter (sacct has no accounting here)
-    assert [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("job ")] == ["job 1 of 2",
-                                                                                                   "job 2 of 2"]
+    assert [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("job ")] == [
+        f"job {k} of 4" for k in range(1, 5)]
+    runs = {b: r for (b, nodes), r in runs.items() if nodes == 2}
     assert "world_size=2" in proc.stdout and "| 30 | 1 |" in (sweep / "summary.md").read_text()
     assert f"[SLURM job {runs[30]['slurm_job_id']}]" in proc.stdout
     assert "sacct" not in proc.stdout + proc.stderr and "(submitit)" not in proc.stdout + proc.stderr
@@ -146,6 +149,9 @@ def test_a_partition_slurm_does_not_know_ends_the_sweep_in_one_line(slurm_cli):
         "bsbench: error: SLURM refused the sweep's jobs (sbatch: error: invalid partition specified: gpux); "
         "check the hydra.launcher settings (partition, account, qos, timeout_min, ...).")
     assert not slurm_cli.results()
+    typo = slurm_cli(*SLURM, "batch_size=30", "hydra.launcher.timeout_min=abc", timeout=120)
+    assert typo.returncode == 2 and typo.stderr.strip().splitlines()[-1].startswith(
+        'bsbench: error: a hydra.launcher setting is not one submitit takes (Parameter "timeout_min" expected type')
 
 
 def test_the_slurm_launcher_without_its_extra_is_named_in_one_line(cli, tmp_path):

@@ -14,6 +14,7 @@ every one has ended, whatever ended it:
 Job states come from `sacct`, or from `squeue` on clusters without accounting (where sacct fails),
 polled at a pace that slows as the sweep goes on; a job whose ranks all returned needs no poll."""
 
+import json
 import logging
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from bsbench.core.config import typed
 from bsbench.core.fields import Status
@@ -64,6 +65,7 @@ class Submitted:
     job: Any  # a submitit SlurmJob
     overrides: list[str]
     position: int  # Hydra's job number
+    tasks: int  # nodes x tasks per node: one per rank
 
     @property
     def id(self) -> str:
@@ -75,32 +77,49 @@ def launch(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: in
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus
 
-    # submitit's folder under the directory bsbench's sweeper claimed (resume=, or <time>-2 beside a sweep
-    # started in the same second), not the one Hydra had resolved when it made the launcher
-    params = {**launcher.params, "submitit_folder": str(launcher.config.hydra.launcher.submitit_folder)}
-    runner = Runner(**params)
-    runner.setup(hydra_context=launcher.hydra_context, task_function=launcher.task_function, config=launcher.config)
-    positions = range(initial_job_idx, initial_job_idx + len(job_overrides))
-    arguments = [(list(o), "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state())
-                 for o, n in zip(job_overrides, positions)]
-    jobs = submit(params, runner, arguments)
-    submitted = [Submitted(job, list(o), n) for job, o, n in zip(jobs, job_overrides, positions)]
+    # one array per set of SLURM parameters: a job's nodes, tasks and GPUs follow its own trainer.num_nodes,
+    # devices and accelerator (a sweep over them needs other allocations), and its logs its claimed directory
+    groups: dict[str, tuple[dict, list[tuple]]] = {}
+    for overrides, n in zip(job_overrides, range(initial_job_idx, initial_job_idx + len(job_overrides))):
+        params = _params(launcher, list(overrides))
+        groups.setdefault(json.dumps(params, sort_keys=True, default=str), (params, []))[1].append((list(overrides), n))
+    submitted = []
+    for params, members in groups.values():
+        runner = Runner(**params)
+        runner.setup(hydra_context=launcher.hydra_context, task_function=launcher.task_function,
+                     config=launcher.config)
+        arguments = [(o, "hydra.sweep.dir", n, f"job_id_for_{n}", Singleton.get_state()) for o, n in members]
+        tasks = int(params.get("nodes") or 1) * int(params.get("tasks_per_node") or 1)
+        jobs = submit(params, runner, arguments)
+        submitted += [Submitted(job, o, n, tasks) for job, (o, n) in zip(jobs, members)]
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     arrays = sorted({s.id.split("_")[0] for s in submitted})
-    log.info("submitted %d jobs to SLURM (job %s; squeue -j %s); their logs: %s", len(jobs), ", ".join(arrays),
-             ",".join(arrays), Path(params["submitit_folder"]).parent)
+    log.info("submitted %d jobs to SLURM (job %s; squeue -j %s); their logs: %s", len(submitted), ", ".join(arrays),
+             ",".join(arrays), Path(str(launcher.config.hydra.launcher.submitit_folder)).parent)
     for s in submitted:
         log.info("SLURM job %s: %s", s.id, " ".join(s.overrides), extra={LOG_ONLY: True})
-    tasks = int(launcher.params.get("nodes") or 1) * int(launcher.params.get("tasks_per_node") or 1)
     started, pending = time.time(), {s.id: s for s in submitted}
     try:
         with _sigterm_as_interrupt():
-            for s, state in follow(submitted, tasks):
+            for s, state in follow(submitted):
                 results = settle(launcher, pending.pop(s.id), state)
                 _tell(results, progress(len(submitted) - len(pending), len(submitted), started))
     except KeyboardInterrupt:
-        cancel(launcher, list(pending.values()), tasks, sweep_dir)
+        cancel(launcher, list(pending.values()), sweep_dir)
     return [JobReturn(overrides=s.overrides, status=JobStatus.COMPLETED, _return_value=None) for s in submitted]
+
+
+_composed_params: dict[tuple, dict] = {}
+
+
+def _params(launcher, overrides: list[str]) -> dict:
+    """hydra.launcher as the job with these overrides resolves it (composed once per configuration: its
+    repeats differ only in `repeat=` and their folder)."""
+    key = tuple(o for o in overrides if not o.startswith(("repeat=", "hydra.sweep.subdir=")))
+    if key not in _composed_params:
+        own = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, overrides).hydra.launcher
+        _composed_params[key] = {k: v for k, v in OmegaConf.to_container(own, resolve=True).items() if k != "_target_"}
+    return _composed_params[key]
 
 
 def refuse_if_running(config) -> None:
@@ -125,7 +144,14 @@ def submit(params: dict, runner: Runner, arguments: list[tuple]) -> list:
     from bsbench.core.errors import UserError
 
     try:
-        return executor(params).map_array(runner, *zip(*arguments))
+        made = executor(params)
+    except (AssertionError, NameError, ValueError, TypeError) as exc:  # submitit checks each name and type
+        said = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UserError(f"a hydra.launcher setting is not one submitit takes ({said.strip()}); use e.g. "
+                        "hydra.launcher.timeout_min=120 (`python -m bsbench --cfg hydra hydra/launcher=slurm` "
+                        "lists them).") from None
+    try:
+        return made.map_array(runner, *zip(*arguments))
     except FileNotFoundError as exc:
         raise UserError(f"hydra/launcher=slurm needs SLURM's sbatch here ({exc.filename or 'sbatch'} was not found); "
                         "run the sweep on a machine of the cluster, e.g. its login node.") from None
@@ -149,7 +175,7 @@ def executor(params: dict):
     return made
 
 
-def follow(submitted: list[Submitted], tasks: int, until: float = float("inf")) -> Iterator[tuple[Submitted, str]]:
+def follow(submitted: list[Submitted], until: float = float("inf")) -> Iterator[tuple[Submitted, str]]:
     """Each job with the state it ended in, as it ends: when all its tasks returned (submitit's result
     files), or when SLURM says it ended (or no longer knows a job it listed: purged after it ended);
     until every job ended, or time.monotonic() passed `until`."""
@@ -157,7 +183,7 @@ def follow(submitted: list[Submitted], tasks: int, until: float = float("inf")) 
     seen: set[str] = set()
     started, polled = time.monotonic(), float("-inf")
     while left and time.monotonic() < until:
-        for s in [s for s in left.values() if _returned(s.job, tasks)]:
+        for s in [s for s in left.values() if _returned(s.job, s.tasks)]:
             yield left.pop(s.id), "COMPLETED"
         now = time.monotonic()
         if left and now - polled >= _poll_interval(now - started):
@@ -269,7 +295,7 @@ def _tell(results: list[dict], where: tuple[str, str]) -> None:
         log.info("%s [SLURM job %s]", one_line(r, where), r.get("slurm_job_id"))
 
 
-def cancel(launcher, submitted: list[Submitted], tasks: int, sweep_dir: Path) -> None:
+def cancel(launcher, submitted: list[Submitted], sweep_dir: Path) -> None:
     """Ctrl-C: cancel every job of the sweep, give them a moment to record their interruption (a second
     Ctrl-C does not wait), make a result for each job that recorded none, report, exit 130."""
     from bsbench.report.write import write_report
@@ -282,7 +308,7 @@ def cancel(launcher, submitted: list[Submitted], tasks: int, sweep_dir: Path) ->
     why = "was cancelled: its sweep was interrupted"
     left = {s.id: s for s in submitted}
     try:
-        for s, state in follow(submitted, tasks, until=time.monotonic() + CANCEL_WAIT_S):
+        for s, state in follow(submitted, until=time.monotonic() + CANCEL_WAIT_S):
             settle(launcher, left.pop(s.id), state, why=why)
     except KeyboardInterrupt:
         pass
