@@ -32,7 +32,8 @@ def test_every_other_trainer_argument_is_a_trainer_key_with_a_type():
 
 def test_every_key_of_every_mode_and_preset_has_a_type():
     declared = set(OmegaConf.to_container(OmegaConf.structured(Config)))
-    for choice in [f"mode={m}" for m in MODES] + [f"experiment={e}" for e in ("smoke", "b3_small", "b3_large", "b3_ddp")]:
+    presets = ("smoke", "b3_small", "b3_large", "b3_ddp", "b3_models")
+    for choice in [f"mode={m}" for m in MODES] + [f"experiment={e}" for e in presets]:
         cfg = composed(choice)
         assert set(cfg) - {"hydra"} <= declared, choice
         typed(cfg)  # no value of a wrong type, no undeclared nested key
@@ -144,6 +145,12 @@ def test_running_from_the_project_root_uses_its_conf_directory():
         (["mode=throughput", "trainer.max_steps=5", "timing.warmup_steps=5"], "trainer.max_steps=5"),
         (["mode=find_max", "devices=2"], "mode=find_max"),
         (["mode=find_max", "trainer.max_steps=-1"], "trainer.max_steps=-1"),
+        (["mode=inference", "devices=2"], "mode=inference times forward passes on one device"),
+        (["mode=inference", "inference.batches=0"], "inference.batches=0"),
+        (["mode=profile", "devices=2"], "mode=profile profiles training steps on one device"),
+        (["mode=profile", "trainer.max_steps=10"], "trainer.max_steps=10 ends training before the last profile"),
+        (["mode=profile", "profile.active=0"], "profile.active=0"),
+        (["model.arch=vit_b_16", "data.image_size=40"], "data.image_size=40"),  # not a multiple of its 16 px patches
         (["data.resize_on=gpu"], "data.resize_on=gpu"),
         (["matmul_precision=low"], "matmul_precision=low"),
         (["mfu.peak_tflops=0"], "mfu.peak_tflops=0"),
@@ -161,7 +168,7 @@ def test_settings_that_cannot_work_are_named_in_one_sentence(overrides, named):
 
 def test_a_group_option_that_does_not_exist_is_named_with_those_that_do():
     with pytest.raises(UserError, match=r"^mode=fastest is not a bsbench mode option; use one of: compare, find_max, "
-                                        r"throughput, train\.$"):
+                                        r"inference, profile, throughput, train\.$"):
         check_group_choices(["-m", "mode=train,fastest"])
     check_group_choices(["mode=throughput", "data=synthetic", "+callbacks.a._target_=x", "hydra/launcher=slurm"])
 

@@ -51,11 +51,12 @@ def test_help_is_bsbench_s_own(cli):
     assert proc.returncode == 0 and "powered by Hydra" not in proc.stdout
     text = proc.stdout
     for words in ("do batch sizes have to be powers of two", "Modes (mode=...)", "throughput", "compare", "find_max",
-                  "bsbench-report", "outputs/multirun/<date>/<time>/", "resume=", "verbose=true"):
+                  "inference", "profile", "bsbench-report", "outputs/multirun/<date>/<time>/", "resume=",
+                  "verbose=true"):
         assert words in text, words
     examples = text.split("Examples:")[1].split("Config groups")[0]
-    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 6
-    assert "mode: compare, find_max, throughput, train" in text  # Hydra fills in the config groups
+    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 8
+    assert "mode: compare, find_max, inference, profile, throughput, train" in text  # Hydra fills in the config groups
 
 
 @pytest.mark.parametrize("overrides, missing, named", [
@@ -121,17 +122,17 @@ def test_wandb_logs_offline_into_the_run_directory(cli):
 
 def test_plots_say_what_they_show_and_start_at_zero():
     def row(batch_size, values, **extra):
-        return {"batch_size": batch_size, "setting": "", "train_samples_per_s_values": values, "model": "m",
+        return {"batch_size": batch_size, "setting": "", "samples_per_s_values": values, "model": "m",
                 "image_size": 64, "device_name": "NVIDIA H100 80GB HBM3", "precision_used": "bf16-mixed",
                 "mode": "throughput", **extra}
 
-    single = figure([row(31, [30.0]), row(32, [35.0])], "train_samples_per_s_values", "training throughput (samples/s)")
+    single = figure([row(31, [30.0]), row(32, [35.0])], "samples_per_s_values", "training throughput (samples/s)")
     ax = single.axes[0]
     assert ax.get_ylim()[0] == 0
     assert ax.get_title() == "training throughput: m, 64 px, NVIDIA H100 80GB HBM3, bf16-mixed, mode=throughput"
     notes = " ".join(t.get_text() for t in ax.texts)
     assert "no interval" in notes and "error bars" not in notes
-    repeated = figure([row(31, [30.0, 31.0, 29.0]), row(32, [35.0, 34.0])], "train_samples_per_s_values", "samples/s")
+    repeated = figure([row(31, [30.0, 31.0, 29.0]), row(32, [35.0, 34.0])], "samples_per_s_values", "samples/s")
     ax = repeated.axes[0]
     assert "error bars: 95% interval" in " ".join(t.get_text() for t in ax.texts)
     points = [line for line in ax.lines if line.get_linestyle() == "None" and len(line.get_xdata()) == 5]

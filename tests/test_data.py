@@ -132,3 +132,12 @@ def test_the_dataset_is_decoded_once_for_all_jobs_of_a_sweep(tmp_path):
     second.setup("fit")
     assert load_arrays.cache_info().misses == 1 and load_arrays.cache_info().hits == 1
     assert np.shares_memory(first.train_set.dataset.images.numpy(), second.train_set.dataset.images.numpy())
+
+
+def test_inference_batches_are_full_whatever_the_test_sets_size():
+    dm = module(num_test_images=10, batch_size=4, predict_batches=3)
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    assert [len(labels) for _, labels in batches] == [4, 4, 4]  # the 10 test images, cycled: 4, 4, 2 + 2 again
+    images = torch.cat([x for x, _ in batches])
+    assert torch.equal(images[10:], images[:2])

@@ -17,7 +17,7 @@ SMOKE_SWEEP_JOBS = 16 * 6  # batch_size=range(24,40) repeats=6
 def test_gpu_check_cut_by_its_budget_reports_what_finished_and_exits_0(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out), "TMPDIR": str(tmp_path),
-           "BSBENCH_CHECK_BUDGET_S": "110", "PYTHONWARNINGS": "ignore"}
+           "BSBENCH_CHECK_BUDGET_S": "80", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(["bash", str(SCRIPT), "--smoke"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -43,12 +43,12 @@ def test_report_files_and_their_statistics(tmp_path):
         assert (tmp_path / name).is_file(), name
     rows = {int(r["batch_size"]): r for r in csv.DictReader(open(tmp_path / "summary.csv", newline=""))}
     assert rows[31]["runs"] == "3"
-    assert sorted(float(v) for v in rows[31]["train_samples_per_s_values"].split(";")) == [100.0, 105.0, 110.0]
+    assert sorted(float(v) for v in rows[31]["samples_per_s_values"].split(";")) == [100.0, 105.0, 110.0]
     # rates: the geometric mean, and the t interval on the log scale, t(0.975, 2) = 4.3027
     logs = [math.log(v) for v in (100, 105, 110)]
-    assert float(rows[31]["train_samples_per_s_mean"]) == pytest.approx((100 * 105 * 110) ** (1 / 3))
-    assert float(rows[31]["train_samples_per_s_sd"]) == pytest.approx(5.0)
-    assert float(rows[31]["train_samples_per_s_ci_low"]) == pytest.approx(
+    assert float(rows[31]["samples_per_s_mean"]) == pytest.approx((100 * 105 * 110) ** (1 / 3))
+    assert float(rows[31]["samples_per_s_sd"]) == pytest.approx(5.0)
+    assert float(rows[31]["samples_per_s_ci_low"]) == pytest.approx(
         math.exp(statistics.fmean(logs) - 4.3027 * statistics.stdev(logs) / math.sqrt(3)), rel=1e-4)
     # per-sample train time in microseconds: (1000/rate) s / 1000 samples
     assert float(rows[32]["train_time_per_sample_us_mean"]) == pytest.approx(
@@ -67,7 +67,7 @@ def test_plots_are_pngs_of_the_sweep(tmp_path):
             assert image.size == (900, 500)
             assert len(set(image.convert("L").getdata())) > 10  # drawn, not blank
             assert image.info["Title"].startswith("bsbench:")
-    ax = figure(configurations(json.loads(json.dumps(_results(tmp_path)))), "train_samples_per_s_values", "samples/s").axes[0]
+    ax = figure(configurations(json.loads(json.dumps(_results(tmp_path)))), "samples_per_s_values", "samples/s").axes[0]
     line = ax.lines[0]
     geometric = [(100 * 110) ** 0.5, (120 * 122) ** 0.5, (90 * 92) ** 0.5]
     assert list(line.get_xdata()) == [31, 32, 40] and list(line.get_ydata()) == pytest.approx(geometric)

@@ -57,3 +57,26 @@ def test_single_runs_say_so_and_the_verdict_says_how_little_it_can_tell():
     text = verdict_markdown(configurations(runs({31: [1000.0], 32: [1010.0]})))
     assert "no interval (run the sweep with repeats=3 or more)" in text
     assert "| 32 | 2^5, 8×4 | 31 | 1 vs 1 | +1.0% |" in text
+
+
+def test_several_architectures_get_a_verdict_each_and_a_table_of_all():
+    rng = random.Random(5)
+    results = []
+    for model, gain in (("resnet50", 1.05), ("vit_b_16", 1.0)):
+        for r in runs({127: noisy(1000, 4, rng), 128: noisy(1000 * gain, 4, rng)}, arch=model):
+            results.append({**r, "model": model, "run_dir": f"{model}/{r['run_dir']}"})
+    text = verdict_markdown(configurations(results))
+    resnet, vit = text.split("## resnet50")[1].split("## vit_b_16")
+    assert "| 128 | 2^7, 8×16 | 127 |" in resnet and "faster" in resnet.split("## ")[0]
+    assert "no detectable difference at this precision" in vit.split("## All architectures")[0]
+    assert "| resnet50 | 1 | 1 | 0 | 0 |" in text and "| vit_b_16 | 1 | 0 | 0 | 1 |" in text
+
+
+def test_inference_runs_are_compared_on_their_forward_passes():
+    results = [{**r, "mode": "inference", "train_samples_per_s": None, "inference_samples_per_s": rate,
+                "config": {**r["config"], "mode": "inference"}}
+               for r in runs({31: [1000.0, 1010.0, 990.0], 32: [1500.0, 1510.0, 1490.0]})
+               for rate in [r["train_samples_per_s"]]]
+    (c,) = comparisons(configurations(results))
+    assert c["ratio"] > 0.45 and "faster" in c["reading"]
+    assert "samples/s of forward passes, `mode=inference`" in verdict_markdown(configurations(results))

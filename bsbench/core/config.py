@@ -113,6 +113,19 @@ class Compare:
 
 
 @dataclass
+class Inference:
+    batches: int = 50
+
+
+@dataclass
+class Profile:
+    warmup: int = 2
+    active: int = 5
+    repeat: int = 1
+    top: int = 15
+
+
+@dataclass
 class Mfu:
     peak_tflops: Optional[float] = None
 
@@ -142,6 +155,8 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     telemetry: Telemetry = field(default_factory=Telemetry)
     find_max: FindMax = field(default_factory=FindMax)
+    inference: Inference = field(default_factory=Inference)
+    profile: Profile = field(default_factory=Profile)
     mfu: Mfu = field(default_factory=Mfu)
     callbacks: Dict[str, Any] = field(default_factory=dict)
     resume: Optional[str] = None

@@ -43,7 +43,7 @@ RESULT_FIELDS = (
     Fields(("failed_at",), "a run that did not finish: when it failed (Unix time), which tells the first failing rank"),
     Fields(("failed_rank",), "with several ranks: the rank whose failure ended the job, or that a signal killed "
            "(`error_type` `RankKilled`, `error` naming the signal)"),
-    Fields(("mode",), "`train`, `throughput`, `compare` or `find_max`"),
+    Fields(("mode",), "`train`, `throughput`, `compare`, `find_max`, `inference` or `profile`"),
     Fields(("repeat", "sweep_position"), "which repeat of its configuration, and its place in the order of the launch "
            "that ran it (a resumed sweep numbers the jobs it runs from 0)"),
     Fields(("batch_size", "global_batch_size"), "per device, and times the number of processes"),
@@ -70,7 +70,12 @@ RESULT_FIELDS = (
     Fields(("step_time_mean_ms", "step_time_median_ms", "step_time_sd_ms"),
            "the timed training steps one by one (CUDA events on a GPU)"),
     Fields(("inference_time_s", "inference_samples_per_s", "test_samples"),
-           "inference over the test set (`mode=train`)"),
+           "`mode=train`: inference over the test set, wall-clock, and its rate; `mode=inference`: the whole "
+           "`predict` call (warm-up included) and the rate of the timed forward passes (their images over the sum "
+           "of their latencies)"),
+    Fields(("inference_batches", "latency_median_ms", "latency_p95_ms"),
+           "`mode=inference`: the timed forward passes (after `warmup_steps` untimed ones), and the median and 95th "
+           "percentile of their latency, one batch each, the device synchronized before and after it"),
     Fields(("peak_memory_mib",), "peak device memory allocated by tensors during `fit` (CUDA); null where the "
            "accelerator does not report it"),
     Fields(("val_acc", "test_acc"), "last validation accuracy, test accuracy"),
@@ -92,6 +97,18 @@ RESULT_FIELDS = (
     Fields(("compare_stop",), "`mode=compare`: what ended the rounds: `stop` (`target_ci`, `budget_min` or `cap`), "
            "`rounds` run, `cap` (`compare.rounds`), `target_ci`, `budget_min`, `elapsed_s` and the widest relative "
            "95% half-width of the comparisons, `widest_half_width`"),
+    Fields(("profile_traces", "profile_count", "profile_steps", "profile_kind"),
+           "`mode=profile`: the trace files in the job's folder (`profile/bs<N>_p<k>.pt.trace.json`, one per profile: "
+           "Perfetto and TensorBoard open them), how many, the traced training steps in each, and what was timed: "
+           "`kernel` (GPU kernels by device time) or `operator` (`aten::` operators by self CPU time, on a CPU)"),
+    Fields(("profile_ops", "profile_top"),
+           "`mode=profile`: every kernel or operator in the traces, largest first, with its time per sample in each "
+           "profile (`us_per_sample`, µs per image, 0 where a profile did not run it), `calls_per_step`, its `share` "
+           "of the step's wall-clock and whether it is a matrix multiplication or convolution (`matmul`); "
+           "`profile_top`: the first `profile.top` of them with their mean time per sample"),
+    Fields(("profile_step_us_per_sample", "profile_matmul_share"),
+           "`mode=profile`: the traced steps' wall-clock per sample in each profile (µs), and the share of it spent "
+           "in matrix multiplications and convolutions"),
     Fields(("max_batch_size", "find_max_stop", "find_max_trials"),
            "`mode=find_max`: the largest batch size that ran, what ended the search (`memory`, `max_val`, `dataset` "
            "or `max_trials`), and every batch size tried with its outcome"),
@@ -125,6 +142,8 @@ FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
 # Config keys that never make two runs different configurations in a report: the batch size and the
 # repeat are the axes it compares along, the seed and the logger change no speed, and the others are
 # sweep control or the run's own directory.
+# Config sections that only their own mode reads: part of that mode's jobs and settings only.
+MODE_SECTIONS = ("inference", "profile")
 NOT_SETTING = (*SWEEP_CONTROL, "batch_size", "repeat", "seed", "logger", "trainer.default_root_dir")
 
 
@@ -153,8 +172,10 @@ def without(flat: dict, keys) -> dict:
 
 
 def setting_of(config: dict) -> dict:
-    """The setting of a resolved config: every key but the batch size, the repeat and bookkeeping."""
-    return without(flatten(config), NOT_SETTING)
+    """The setting of a resolved config: every key but the batch size, the repeat, bookkeeping and the
+    sections of modes other than its own."""
+    other_modes = [section for section in MODE_SECTIONS if config.get("mode") != section]
+    return without(flatten(config), (*NOT_SETTING, *other_modes))
 
 
 def setting(result: dict) -> dict:

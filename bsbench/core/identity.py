@@ -10,7 +10,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-from bsbench.core.fields import SWEEP_CONTROL, flatten, without
+from bsbench.core.fields import MODE_SECTIONS, SWEEP_CONTROL, flatten, without
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -22,6 +22,9 @@ def identity(cfg: DictConfig) -> dict:
         OmegaConf.update(plain, key, None, merge=False)
     # mode=compare measures compare.batch_sizes: its batch_size is not what it runs
     unused = ("batch_size",) if cfg.get("mode") == "compare" else ()
+    # a mode's own section is part of that mode's jobs only (a throughput job is the same job whatever
+    # profile.active says, and job ids from before these sections existed stay what they were)
+    unused += tuple(section for section in MODE_SECTIONS if cfg.get("mode") != section)
     return without(flatten(OmegaConf.to_container(plain, resolve=True)),
                    (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
 

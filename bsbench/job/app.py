@@ -18,6 +18,9 @@ OmegaConf.register_new_resolver("bsbench_workers", lambda resize_on: 0 if resize
 # hydra/launcher=slurm's GPUs per node: one per device, none where the job runs on CPUs
 OmegaConf.register_new_resolver("bsbench_gpus", lambda accelerator, devices: None if accelerator == "cpu" else devices,
                                 replace=True)
+# mode=profile's training steps: the warm-up, then each profile's untraced and traced steps
+OmegaConf.register_new_resolver("bsbench_profile_steps", lambda skip, warmup, active, repeat: skip + (warmup + active)
+                                * repeat, replace=True)
 # DIR under the launch directory, or DIR itself where absolute (logger=mlflow's store under output_root).
 OmegaConf.register_new_resolver("bsbench_under", lambda cwd, path: str(Path(cwd) / path), replace=True)
 

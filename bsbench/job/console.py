@@ -27,6 +27,7 @@ NOT_ACTIONABLE = (
 BY_DESIGN = (
     "does not have many workers",  # data.resize_on=device: the loader only indexes memory
     "The number of training batches",  # short smoke and throughput runs log less often than every 50 steps
+    "Profiler clears events at the end of each cycle",  # mode=profile saves each profile as it ends
 )
 # Categories that address a library's authors: an API to change, a file left open.
 LIBRARY_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning)

@@ -94,7 +94,7 @@ def run_job(cfg: DictConfig) -> None:
         # whole job's result, so no compared batch size is lost
         _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir, whole)
     progress = sweep_progress(position) if multirun else None
-    line = (_compare_line if cfg.mode == "compare" else one_line)(result, progress)
+    line = (_compare_line if cfg.mode == "compare" else one_line)(whole, progress)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")
     if cfg.mode == "compare" and not multirun and result["status"] == Status.OK:
         from bsbench.report.write import write_report  # a compare run is a sweep's worth: its report
@@ -143,13 +143,19 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
     sys.exit(1)
 
 
+def _model(r: dict) -> str:
+    """The architecture, on the line of a job whose command chose it (a sweep over architectures)."""
+    chosen = any(o.split("=", 1)[0].lstrip("+~") in ("model", "model.arch") for o in r.get("overrides") or [])
+    return f" model={r['model']}" if chosen else ""
+
+
 def _compare_line(r: dict, progress: tuple[str, str] | None) -> str:
     """A compare job's line: each batch size's rate, each comparison with its interval, what ended it."""
     from bsbench.report.stats import half_width, paired
     from bsbench.report.verdict import neighbour_pairs
 
     sizes = r["config"]["compare"]["batch_sizes"]
-    setup = f"compare {', '.join(map(str, sizes))} precision={r.get('precision_used') or r['precision']}"
+    setup = f"compare {', '.join(map(str, sizes))}{_model(r)} precision={r.get('precision_used') or r['precision']}"
     if (r.get("world_size") or 1) > 1:
         setup += f" world_size={r['world_size']}"
     if r["status"] != Status.OK:
@@ -171,7 +177,7 @@ def _compare_line(r: dict, progress: tuple[str, str] | None) -> str:
 
 def one_line(r: dict, progress: tuple[str, str] | None) -> str:
     """A job's line on the terminal: where the sweep is, what the job was, its headline figures."""
-    setup = f"batch_size={r['batch_size']} precision={r.get('precision_used') or r['precision']}"
+    setup = f"batch_size={r['batch_size']}{_model(r)} precision={r.get('precision_used') or r['precision']}"
     if (r.get("world_size") or 1) > 1:
         setup += f" world_size={r['world_size']}"
     if r.get("repeat"):
@@ -182,12 +188,19 @@ def one_line(r: dict, progress: tuple[str, str] | None) -> str:
     elif r["status"] != Status.OK:
         figures = str(r["status"]) + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
     else:
-        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in (
+        inference = r["mode"] == "inference"
+        figures_ = (("inference_samples_per_s", ".0f", " samples/s"), ("latency_median_ms", ".4g", " ms per batch"),
+                    ("latency_p95_ms", ".4g", " ms p95")) if inference else (
             ("train_samples_per_s", ".0f", " samples/s"), ("train_time_s", ".1f", " s train"),
-            ("inference_time_s", ".1f", " s inference"), ("test_acc", ".3f", " test acc"),
-        ) if r.get(key) is not None]
-        if r.get("mfu") is not None:
-            shown.append(f"MFU {100 * r['mfu']:.1f}%")
+            ("inference_time_s", ".1f", " s inference"), ("test_acc", ".3f", " test acc"))
+        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in figures_ if r.get(key) is not None]
+        mfu = r.get("inference_mfu" if inference else "mfu")
+        if mfu is not None:
+            shown.append(f"MFU {100 * mfu:.1f}%")
+        if r.get("profile_top"):  # mode=profile: where the step's time went
+            top = ", ".join(f"{op['name'][:60]} {op['share']:.0%}" for op in r["profile_top"][:3])
+            count = r["profile_count"]
+            shown = [f"{count} profile{'s' if count > 1 else ''}; most of the step: {top}"]
         figures = ", ".join(shown) or "no figures"
     line = f"{setup}: {figures}"
     return f"{progress[0]}: {line} ({progress[1]})" if progress else line

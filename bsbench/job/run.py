@@ -5,6 +5,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -40,12 +41,17 @@ def run(cfg: DictConfig) -> dict | None:
         return run_compare(cfg, started_at, _fit)
     built = build(cfg)
     trainer = built.trainer
-    lightning_call(trainer, trainer.fit, built.model, datamodule=built.datamodule)
-    built.timing.collect(trainer)
-    measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
-                "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
+    if cfg.mode == "inference":
+        measured = _infer(built)
+    else:
+        lightning_call(trainer, trainer.fit, built.model, datamodule=built.datamodule)
+        built.timing.collect(trainer)
+        measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
+                    "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
     if cfg.mode == "train":
         measured.update(_test(built))
+    if built.profiler is not None and trainer.is_global_zero:
+        measured.update(built.profiler.metrics(Path(trainer.default_root_dir), cfg.profile.top))
     if not trainer.is_global_zero:
         return None
     return with_utilization(cfg, {
@@ -113,6 +119,14 @@ def _test(built: Built) -> dict:
         "inference_world_size": trainer.world_size,
         "test_acc": tested[0].get("test_acc") if tested else None,
     }
+
+
+def _infer(built: Built) -> dict:
+    """mode=inference: the timed forward passes (bsbench.training.timing.TimingCallback)."""
+    trainer = built.trainer
+    lightning_call(trainer, trainer.predict, built.model, datamodule=built.datamodule, return_predictions=False)
+    built.timing.collect(trainer)
+    return {**built.timing.inference_metrics(), "inference_world_size": trainer.world_size}
 
 
 def _find_max(cfg: DictConfig, started_at: str) -> dict:

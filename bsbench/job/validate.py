@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from bsbench.core.errors import UserError
 from bsbench.core.order import ORDERS
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON
+from bsbench.training.model import network
 
 
 def _flatten(t) -> tuple:
@@ -31,7 +32,9 @@ def _flatten(t) -> tuple:
 PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
 STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 GPU_ACCELERATORS = ("gpu", "cuda")
-MODES = ("train", "throughput", "compare", "find_max")  # conf/mode/
+MODES = ("train", "throughput", "compare", "find_max", "inference", "profile")  # conf/mode/
+# modes that run on one device, and what they do there
+ONE_DEVICE = {"find_max": "searches", "inference": "times forward passes", "profile": "profiles training steps"}
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 SHM = "/dev/shm"
 PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
@@ -92,7 +95,8 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     if resize is not None and not resize >= cfg.data.image_size > 0:
         raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
                         f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
-    for batch_size in (cfg.compare.batch_sizes if cfg.mode == "compare" else [cfg.batch_size]):
+    # mode=inference cycles the test set into its batches: any batch size has them
+    for batch_size in {"compare": cfg.compare.batch_sizes, "inference": []}.get(cfg.mode, [cfg.batch_size]):
         _check_split(cfg, batch_size, f"compare.batch_sizes holds {batch_size}, which" if cfg.mode == "compare"
                      else f"batch_size={batch_size}")
     _check_model(cfg.model.arch, cfg.data.image_size)
@@ -126,11 +130,24 @@ def _check_mode(cfg: DictConfig) -> None:
                         f"(mode=throughput times the steps after the warm-up); use e.g. trainer.max_steps={warmup + 50}.")
     if cfg.mode == "compare":
         _check_compare(cfg)
-    if cfg.mode == "find_max":
+    if cfg.mode in ONE_DEVICE:
         devices = cfg.devices if isinstance(cfg.devices, int) else None
         if devices != 1 or cfg.trainer.num_nodes != 1:
-            raise UserError(f"mode=find_max searches on one device, not devices={cfg.devices} on "
+            raise UserError(f"mode={cfg.mode} {ONE_DEVICE[cfg.mode]} on one device, not devices={cfg.devices} on "
                             f"{cfg.trainer.num_nodes} node(s); use devices=1 trainer.num_nodes=1.")
+    if cfg.mode == "inference":
+        _at_least(cfg.inference.batches, 1, "inference.batches", 50)
+    if cfg.mode == "profile":
+        _at_least(cfg.profile.warmup, 0, "profile.warmup", 2)
+        _at_least(cfg.profile.active, 1, "profile.active", 5)
+        _at_least(cfg.profile.repeat, 1, "profile.repeat", 3)
+        _at_least(cfg.profile.top, 1, "profile.top", 15)
+        needed = cfg.timing.warmup_steps + (cfg.profile.warmup + cfg.profile.active) * cfg.profile.repeat
+        if max_steps != -1 and max_steps < needed:
+            raise UserError(f"trainer.max_steps={max_steps} ends training before the last profile (timing.warmup_steps "
+                            f"+ (profile.warmup + profile.active) * profile.repeat = {needed} steps); use "
+                            f"trainer.max_steps={needed}, or leave it to mode=profile.")
+    if cfg.mode == "find_max":
         _at_least(cfg.find_max.max_val, 1, "find_max.max_val", 8192)
         _at_least(cfg.find_max.max_trials, 1, "find_max.max_trials", 25)
         if max_steps < 1:
@@ -216,7 +233,7 @@ def _forward_problem(arch: str, image_size: int) -> str | None:
     """Try the network on a meta-device batch: shapes are checked, nothing is allocated or computed."""
     try:
         with torch.device("meta"):
-            torchvision.models.get_model(arch, weights=None, num_classes=10).eval()(
+            network(arch, 10, image_size).eval()(
                 torch.empty(2, 3, image_size, image_size)
             )
     except (RuntimeError, ValueError, AssertionError) as exc:

@@ -1,6 +1,7 @@
-"""PNG plots of a sweep: throughput, time per epoch and MFU against batch size, one line per setting
-through the geometric means, every run beside them, 95% intervals as error bars where a batch size
-ran at least twice, the powers of two and multiples of 8 marked, and the y-axis from zero."""
+"""PNG plots of a sweep: throughput, time per epoch, MFU and (mode=inference) latency against batch
+size, one line per setting through the geometric means, every run beside them, 95% intervals as error
+bars where a batch size ran at least twice, the powers of two and multiples of 8 marked, and the
+y-axis from zero."""
 
 from pathlib import Path
 
@@ -13,10 +14,17 @@ from bsbench.report.stats import describe
 from bsbench.report.verdict import is_power_of_two
 
 PLOTS = {
-    "samples_per_s.png": ("train_samples_per_s_values", "training throughput (samples/s)"),
+    "samples_per_s.png": ("samples_per_s_values", "{measures} throughput (samples/s)"),
     "epoch_time.png": ("epoch_time_s_values", "time per epoch, validation included (s)"),
-    "mfu.png": ("mfu_percent_values", "model FLOPs utilization (% of the devices' dense peak)"),
+    "mfu.png": ("mfu_percent_values", "{measures} model FLOPs utilization (% of the devices' dense peak)"),
+    "latency.png": ("latency_median_ms_values", "inference latency per batch, median (ms)"),
 }
+
+
+def _label(template: str, field: str, rows: list[dict]) -> str:
+    """A plot's y label, naming what its rows measure (training, inference) where they all measure one thing."""
+    measured = {row.get("measures") or "training" for row in rows if row.get(field)}
+    return template.format(measures=measured.pop() if len(measured) == 1 else "").strip()
 
 
 def _error(values: list[float]) -> tuple[float, float, float]:
@@ -44,7 +52,7 @@ def figure(rows: list[dict], field: str, ylabel: str):
     ax = fig.subplots()
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        if row[field]:
+        if row.get(field):
             groups.setdefault(row["setting"], []).append(row)
     plotted = [row for group in groups.values() for row in group]
     sizes = sorted({row["batch_size"] for row in plotted})
@@ -91,9 +99,10 @@ def figure(rows: list[dict], field: str, ylabel: str):
 
 def write_plots(rows: list[dict], directory: Path) -> list[Path]:
     written = []
-    for name, (field, ylabel) in PLOTS.items():
-        if not any(row[field] for row in rows):
+    for name, (field, template) in PLOTS.items():
+        if not any(row.get(field) for row in rows):
             continue
+        ylabel = _label(template, field, rows)
         fig = figure(rows, field, ylabel)
         fig.savefig(directory / name, metadata={"Title": f"bsbench: {ylabel}"})
         written.append(directory / name)

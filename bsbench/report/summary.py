@@ -11,17 +11,27 @@ from bsbench.report.stats import describe
 
 # Per-configuration statistics: (result field or derived name, heading). All are positive quantities:
 # geometric means and intervals on the log scale (bsbench.report.stats.describe).
+# samples_per_s, tflops and mfu are the rate a run's mode measures: training's, or mode=inference's
+# forward passes (RATE_FIELDS).
 METRICS = {
     "train_time_s": "train time (s)",
     "train_time_per_sample_us": "train time per sample (µs)",
-    "train_samples_per_s": "samples/s",
+    "samples_per_s": "samples/s",
     "inference_time_s": "inference time (s)",
-    "train_tflops": "achieved TFLOP/s",
+    "tflops": "achieved TFLOP/s",
     "mfu": "MFU",
+    "latency_median_ms": "latency per batch, median (ms)",
+    "latency_p95_ms": "latency per batch, p95 (ms)",
+}
+TRAINING = {"samples_per_s": "train_samples_per_s", "tflops": "train_tflops", "mfu": "mfu"}
+RATE_FIELDS = {
+    "training": TRAINING,
+    "profiled training": TRAINING,  # mode=profile: the traced steps, the profiler's overhead in them
+    "inference": {"samples_per_s": "inference_samples_per_s", "tflops": "inference_tflops", "mfu": "inference_mfu"},
 }
 # summary.csv's first columns; the statistics of METRICS follow.
-SUMMARY_LEADING = ["setting", "batch_size", "runs", "model", "data", "image_size", "precision_used", "world_size",
-                   "epochs", "device_name"]
+SUMMARY_LEADING = ["setting", "batch_size", "runs", "measures", "model", "data", "image_size", "precision_used",
+                   "world_size", "epochs", "device_name"]
 
 
 def group_key(result: dict) -> str:
@@ -47,6 +57,19 @@ def _rounds(r: dict) -> bool:
         isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in rounds)
 
 
+def measures(r: dict) -> str:
+    """What a run's samples/s is the rate of: `inference` (mode=inference's forward passes), `profiled
+    training` (mode=profile's traced steps) or `training`."""
+    return {"inference": "inference", "profile": "profiled training"}.get(r.get("mode"), "training")
+
+
+def value(r: dict, metric: str):
+    """A run's value of a METRICS entry."""
+    if metric == "train_time_per_sample_us":
+        return per_sample_us(r)
+    return r.get(RATE_FIELDS[measures(r)].get(metric, metric))
+
+
 def per_sample_us(r: dict) -> float | None:
     samples = r.get("train_samples")
     return r["train_time_s"] / samples * 1e6 if samples and r.get("train_time_s") else None
@@ -54,8 +77,9 @@ def per_sample_us(r: dict) -> float | None:
 
 def configurations(results: list[dict]) -> list[dict]:
     """One row per (setting, batch size) over the ok runs: their count and statistics, and the per-run
-    values that the verdict and the plots work from (train_samples_per_s_values; epoch_time_s_values,
-    each run's mean epoch time, from mode=train runs only)."""
+    values that the verdict and the plots work from (samples_per_s_values, the rate of what the mode
+    measures, `measures`: training, or mode=inference's forward passes; epoch_time_s_values, each run's
+    mean epoch time, from mode=train runs only)."""
     labels = label_groups(results)
     groups: dict[tuple, list[dict]] = {}
     for r in results:
@@ -67,18 +91,20 @@ def configurations(results: list[dict]) -> list[dict]:
         row = {"setting": labels[key], "batch_size": batch_size, "runs": len(runs), "_group": key}  # not a column
         for field in ("model", "data", "image_size", "precision_used", "world_size", "epochs", "device_name", "mode"):
             row[field] = first.get(field)
+        row["measures"] = measures(first)  # one per group: the mode is part of the setting
         # mode=compare: each run's rate per round, by the compare run that measured it (the verdict pairs them)
         row["round_values"] = {r["compare_id"]: r["round_samples_per_s"] for r in runs if _rounds(r)}
         for metric in METRICS:
-            values = [per_sample_us(r) if metric == "train_time_per_sample_us" else r.get(metric) for r in runs]
-            if metric == "train_samples_per_s" and row["round_values"] and len(row["round_values"]) == len(runs):
+            values = [value(r, metric) for r in runs]
+            if metric == "samples_per_s" and row["round_values"] and len(row["round_values"]) == len(runs):
                 values = [v for rounds in row["round_values"].values() for v in rounds]  # the interval over rounds
             stats = describe([v for v in values if v is not None], log=True)
             row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
-        row["train_samples_per_s_values"] = [r.get("train_samples_per_s") for r in runs if r.get("train_samples_per_s")]
-        row["mfu_percent_values"] = [100 * r["mfu"] for r in runs if r.get("mfu")]
+        row["samples_per_s_values"] = [v for r in runs if (v := value(r, "samples_per_s"))]
+        row["mfu_percent_values"] = [100 * v for r in runs if (v := value(r, "mfu"))]
+        row["latency_median_ms_values"] = [v for r in runs if (v := r.get("latency_median_ms"))]
         row["epoch_time_s_values"] = [sum(r["epoch_times_s"]) / len(r["epoch_times_s"]) for r in runs
                                       if r.get("epoch_times_s") and r.get("mode") == "train"]  # whole epochs only
         rows.append(row)
@@ -129,7 +155,7 @@ TABLE_HEADER = ["batch size", "runs", "train time", "inf. time", "epochs", "devi
 
 def _flops(row: dict) -> str:
     """Achieved TFLOP/s, with MFU where the device's peak is known."""
-    tflops, mfu = row["train_tflops_mean"], row["mfu_mean"]
+    tflops, mfu = row["tflops_mean"], row["mfu_mean"]
     if tflops is None:
         return ""
     return f"{tflops:.3g}" + (f" ({100 * mfu:.1f}%)" if mfu is not None else "")
@@ -140,17 +166,32 @@ def _runs(row: dict) -> str:
     return f"{row['runs']} ({rounds} rounds)" if rounds else str(row["runs"])
 
 
+def _latency(row: dict) -> str:
+    median, p95 = row["latency_median_ms_mean"], row["latency_p95_ms_mean"]
+    return "" if median is None else f"{median:.3g} / {p95:.3g}"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    lines = [TABLE_HEADER, ["---"] * len(TABLE_HEADER)]
+    """The summary table; mode=inference's rows add their latency column, and samples/s is each row's
+    own mode's rate (a `samples/s of` column says which where the table holds both)."""
+    latency = any(row["latency_median_ms_mean"] is not None for row in rows)
+    both = len({row["measures"] for row in rows}) > 1
+    header = list(TABLE_HEADER)
+    if latency:
+        header.insert(header.index("TFLOP/s (MFU)"), "latency p50 / p95 (ms)")
+    if both:
+        header.insert(header.index("samples/s (95% CI)"), "samples/s of")
+    lines = [header, ["---"] * len(header)]
     for row in rows:
-        rate = row["train_samples_per_s_mean"]
+        rate = row["samples_per_s_mean"]
         rate_text = f"{rate:.0f}" if rate else ""
-        if row["train_samples_per_s_ci_low"] is not None:
-            rate_text += f" ({row['train_samples_per_s_ci_low']:.0f}–{row['train_samples_per_s_ci_high']:.0f})"
+        if row["samples_per_s_ci_low"] is not None:
+            rate_text += f" ({row['samples_per_s_ci_low']:.0f}–{row['samples_per_s_ci_high']:.0f})"
         acc = row["test_acc_mean"]
         lines.append([
             str(row["batch_size"]), _runs(row), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
-            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""), rate_text, _flops(row),
+            str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""),
+            *([row["measures"]] if both else []), rate_text, *([_latency(row)] if latency else []), _flops(row),
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
@@ -196,7 +237,8 @@ def summary_markdown(directories: list[Path], results: list[dict], rows: list[di
         "means ± standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
         "(warm-up steps excluded), its geometric mean with a 95% confidence interval (on the log scale, as the "
         "verdict compares rates) where a configuration ran at least twice (a `mode=compare` run: over its "
-        "rounds). TFLOP/s is the achieved rate of the model's counted FLOPs, with MFU, its fraction of the "
-        "devices' dense peak, where bsbench knows the peak.\n\n"
+        "rounds); in `mode=inference` it is the rate of the timed forward passes, with the median and 95th "
+        "percentile of their latency per batch. TFLOP/s is the achieved rate of the model's counted FLOPs, "
+        "with MFU, its fraction of the devices' dense peak, where bsbench knows the peak.\n\n"
         + markdown_table(rows) + ("\n" + notes if notes else "")
     )

@@ -8,6 +8,10 @@ from statistics import median
 from bsbench.core.stopping import sentence
 from bsbench.report.stats import compare, paired
 
+# what a comparison's samples/s is the rate of, by what its rows measure (bsbench.report.summary.measures)
+WHAT_IS_TIMED = {"training": "training steps", "inference": "forward passes, `mode=inference`",
+                 "profiled training": "traced training steps, `mode=profile`, the profiler's overhead included"}
+
 
 def is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
@@ -52,7 +56,7 @@ def compare_rows(row: dict, other: dict) -> dict:
             mine += ours[cid][:n]
             theirs += others[cid][:n]
         return {**paired(mine, theirs), "runs": f"{len(mine)} rounds, paired", "paired": True}
-    mine, theirs = row["train_samples_per_s_values"], other["train_samples_per_s_values"]
+    mine, theirs = row["samples_per_s_values"], other["samples_per_s_values"]
     return {**compare(mine, theirs), "runs": f"{len(mine)} vs {len(theirs)}", "paired": False}
 
 
@@ -61,14 +65,14 @@ def comparisons(rows: list[dict]) -> list[dict]:
     found = []
     groups: dict[str, dict[int, dict]] = {}
     for row in rows:
-        if row["train_samples_per_s_values"]:
+        if row["samples_per_s_values"]:
             groups.setdefault(row["_group"], {})[row["batch_size"]] = row
     for by_size in groups.values():
         for b, n in neighbour_pairs(by_size):
             row = by_size[b]
             c = compare_rows(row, by_size[n])
-            found.append({"setting": row["setting"], "batch_size": b, "kind": kind(b), "against": n, **c,
-                          "reading": reading(c)})
+            found.append({"setting": row["setting"], "model": row.get("model"), "measures": row.get("measures"),
+                          "batch_size": b, "kind": kind(b), "against": n, **c, "reading": reading(c)})
     return found
 
 
@@ -86,24 +90,54 @@ def verdict_markdown(rows: list[dict], stops: list[dict] = ()) -> str:
     if not found:
         return "\n".join(lines + ["The sweep holds no power of two or multiple of 8 with a neighbour to compare it with "
                                   "(sweep a range around one, e.g. `batch_size=range(500,516)`).", *told, ""])
+    rates = " and ".join(sorted({WHAT_IS_TIMED[c["measures"] or "training"] for c in found}))
     lines += ["Each power of two and multiple of 8 in the sweep against its nearest smaller and larger batch size of "
-              "the same setting, on steady-state training throughput (samples/s). The difference is how much faster "
+              f"the same setting, on steady-state throughput (samples/s of {rates}). The difference is how much faster "
               "the first is, with a 95% confidence interval: paired t on the log ratios of the rounds where both were "
               "measured in one process (`mode=compare`), Welch's t on log throughput of separate runs otherwise.", ""]
-    header = ["batch size", "", "against", "runs", "difference in samples/s", "95% interval", "reading", "setting"]
-    lines += ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for c in found:
-        interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
-        lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs']} | "
-                     f"{_pct(c['ratio'])} | {interval} | {c['reading']} | {c['setting']} |")
+    models = list(dict.fromkeys(c["model"] for c in found))
+    for model in models:  # several architectures (experiment=b3_models): a verdict for each
+        ours = [c for c in found if c["model"] == model]
+        if len(models) > 1:
+            lines += [f"## {model}", ""]
+        lines += _table(ours)
+    if len(models) > 1:
+        lines += ["## All architectures", "",
+                  "| architecture | comparisons | faster | slower | no detectable difference |",
+                  "| --- | --- | --- | --- | --- |"]
+        for model in models:
+            faster, slower, neither = _tally([c for c in found if c["model"] == model])
+            lines.append(f"| {model} | {faster + slower + neither} | {faster} | {slower} | {neither} |")
+        lines += ["", _counts(found)]
     detectable = [c["detectable"] for c in found if c["detectable"] is not None]
-    faster = sum(c["ci_low"] is not None and c["ci_low"] > 0 for c in found)
-    slower = sum(c["ci_high"] is not None and c["ci_high"] < 0 for c in found)
-    lines += ["", f"Of {len(found)} comparisons, {faster} found the power of two or multiple of 8 faster, {slower} slower, "
-              f"and {len(found) - faster - slower} no detectable difference (or too few runs to tell)."]
     if detectable:
         lines.append(f"This sweep could have detected differences of about {median(detectable):.1%} or more "
                      "(median over the comparisons; 95% confidence, 80% power). More repeats (or rounds) detect smaller "
                      "ones.")
     lines += told
     return "\n".join(lines) + "\n"
+
+
+
+def _tally(found: list[dict]) -> tuple[int, int, int]:
+    """How many comparisons found the power of two or multiple of 8 faster, slower, neither."""
+    faster = sum(c["ci_low"] is not None and c["ci_low"] > 0 for c in found)
+    slower = sum(c["ci_high"] is not None and c["ci_high"] < 0 for c in found)
+    return faster, slower, len(found) - faster - slower
+
+
+def _counts(found: list[dict]) -> str:
+    faster, slower, neither = _tally(found)
+    return (f"Of {len(found)} comparisons, {faster} found the power of two or multiple of 8 faster, {slower} slower, "
+            f"and {neither} no detectable difference (or too few runs to tell).")
+
+
+def _table(found: list[dict]) -> list[str]:
+    """The comparisons' table and what they add up to."""
+    header = ["batch size", "", "against", "runs", "difference in samples/s", "95% interval", "reading", "setting"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for c in found:
+        interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
+        lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs']} | "
+                     f"{_pct(c['ratio'])} | {interval} | {c['reading']} | {c['setting']} |")
+    return lines + ["", _counts(found), ""]

@@ -1,10 +1,12 @@
 """The report's files, derived from results.json files and nothing else: runs.csv, summary.csv,
-summary.md, verdict.md and the PNG plots. Run by itself at the end of every multirun."""
+summary.md, verdict.md (with mode=profile's "What differs" section) and the PNG plots. Run by itself
+at the end of every multirun."""
 
 from pathlib import Path
 
 from bsbench.core.results import read_results
 from bsbench.core.stopping import read_stop, usable
+from bsbench.report.differences import differences_markdown
 from bsbench.report.plots import write_plots
 from bsbench.report.summary import (SUMMARY_LEADING, configurations, group_key, label_groups, summary_markdown,
                                     write_csv)
@@ -41,6 +43,9 @@ def write_report(directories: list[Path], out: Path | None = None) -> tuple[str,
     write_csv(rows, out / "summary.csv", SUMMARY_LEADING)
     summary = summary_markdown(directories, results, rows, unreadable)
     verdict = verdict_markdown(rows, stops(directories, results))
+    explained = differences_markdown(results)  # mode=profile's: why, where profiles exist
+    if explained:
+        verdict += "\n" + explained
     (out / "summary.md").write_text(summary)
     (out / "verdict.md").write_text(verdict)
     plots = write_plots(rows, out)

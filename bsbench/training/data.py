@@ -89,6 +89,25 @@ class TensorImages(Dataset):
         return self.images[index].permute(0, 3, 1, 2), self.targets[index]
 
 
+class Cycled(Dataset):
+    """`length` items of `dataset`, starting over where it ends (mode=inference's full batches)."""
+
+    def __init__(self, dataset: Dataset, length: int):
+        self.dataset, self.length = dataset, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):
+        return self.dataset[index % len(self.dataset)]
+
+    def __getitems__(self, indices: list[int]):
+        wrapped = [i % len(self.dataset) for i in indices]
+        if hasattr(self.dataset, "__getitems__"):
+            return self.dataset.__getitems__(wrapped)
+        return [self.dataset[i] for i in wrapped]
+
+
 def batch_as_is(batch):
     """collate_fn for TensorImages: __getitems__ already returns the batch."""
     return batch
@@ -175,6 +194,7 @@ class ImageDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         num_train_images: int = 50000,
         num_test_images: int = 10000,
+        predict_batches: int = 0,
     ):
         super().__init__()
         self.name = name
@@ -194,6 +214,7 @@ class ImageDataModule(L.LightningDataModule):
         )
         self.num_train_images = num_train_images
         self.num_test_images = num_test_images
+        self.predict_batches = predict_batches  # mode=inference: full batches of test images, cycled
 
     def prepare_data(self) -> None:
         # Runs on one process per node: the only place that may download.
@@ -222,7 +243,7 @@ class ImageDataModule(L.LightningDataModule):
         if not torch.cuda.is_available():
             # page-locked memory speeds up copies to a GPU only; without one, torch warns at every loader
             loader_kwargs["pin_memory"] = False
-        return DataLoader(dataset, self.batch_size, **kwargs, **collate, **loader_kwargs)
+        return DataLoader(dataset, batch_size=self.batch_size, **kwargs, **collate, **loader_kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True, drop_last=True)
@@ -232,6 +253,11 @@ class ImageDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        """`predict_batches` full batches of test images in order, starting over where the test set
+        ends: every timed batch has the batch size, whatever the test set's size."""
+        return self._loader(Cycled(self.test_set, self.predict_batches * self.batch_size))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.resize_on != "device":

@@ -67,7 +67,7 @@ def count(arch: str, num_classes: int, image_size: int, eval_forward: bool) -> d
     that cannot be counted gives nulls and the reason (`flops_error`), never a failed run."""
     try:
         with torch.device("meta"):
-            net = network(arch, num_classes)
+            net = network(arch, num_classes, image_size)
         return {**count_model(net, image_size, eval_forward), "flops_error": None}
     except Exception as exc:  # the count is a label on the run, not the run: report why it is missing
         return {"train_flops_per_sample": None, "inference_flops_per_sample": None,

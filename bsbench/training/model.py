@@ -7,9 +7,21 @@ import torchvision
 from torchmetrics.classification import MulticlassAccuracy
 
 
-def network(arch: str, num_classes: int) -> torch.nn.Module:
-    """The torchvision classifier, untrained (the FLOP count builds the same one on the meta device)."""
-    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+def size_keywords(arch: str, image_size: int) -> dict:
+    """What a family's builder must be told of the input size: a vision transformer's position
+    embeddings (and MaxViT's attention windows) are made for one size, 224 px unless told."""
+    if arch.startswith("vit_"):
+        return {"image_size": image_size}
+    if arch.startswith("maxvit_"):
+        return {"input_size": (image_size, image_size)}
+    return {}
+
+
+def network(arch: str, num_classes: int, image_size: int = 224) -> torch.nn.Module:
+    """The torchvision classifier for image_size px inputs, untrained (the FLOP count and the config
+    check build the same one on the meta device)."""
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
+                                        **size_keywords(arch, image_size))
 
 
 class ImageClassifier(L.LightningModule):
@@ -17,6 +29,7 @@ class ImageClassifier(L.LightningModule):
         self,
         arch: str = "mobilenet_v3_large",
         num_classes: int = 10,
+        image_size: int = 224,
         lr: float = 5e-4,
         fused_adam: bool = False,
         train_acc_eval_forward: bool = False,
@@ -25,7 +38,7 @@ class ImageClassifier(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.net = network(arch, num_classes)
+        self.net = network(arch, num_classes, image_size)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
         # micro average = the fraction of images classified correctly, as the reference reports it
@@ -62,6 +75,10 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         self.test_acc(self(x).argmax(1), y)
         self.log("test_acc", self.test_acc)
+
+    def predict_step(self, batch, batch_idx):
+        """mode=inference: the forward pass alone (Lightning runs it in eval mode, without gradients)."""
+        return self(batch[0])
 
     def configure_optimizers(self):
         # fused: one kernel for the whole update and, under 16-mixed, GradScaler hands the inf check to

@@ -79,7 +79,7 @@ def summarize(samples: dict[str, list[float]] | None) -> dict:
 
 
 class TelemetryCallback(L.Callback):
-    """Samples this rank's GPU from the start of fit to its end."""
+    """Samples this rank's GPU from the start of fit (mode=inference: predict) to its end."""
 
     def __init__(self, interval_s: float = 1.0, required: bool = False):
         self.interval_s = interval_s
@@ -99,6 +99,9 @@ class TelemetryCallback(L.Callback):
     def on_fit_end(self, trainer, pl_module):
         if self.sampler is not None:
             self.sampler.stop()
+
+    on_predict_start = on_fit_start
+    on_predict_end = on_fit_end
 
     def on_exception(self, trainer, pl_module, exception):
         self.on_fit_end(trainer, pl_module)

@@ -23,7 +23,8 @@ def synchronize(device: torch.device) -> None:
 STATE_KEY = "bsbench_timing"
 STEP_TIMES_KEY = "bsbench_step_times"
 STATE = ("train_time_s", "epoch_times_s", "first_step_time_s", "inference_time_s", "test_samples", "steps_seen",
-         "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes")
+         "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes", "batch_latencies_s",
+         "batch_samples")
 
 
 class TimingCallback(L.Callback):
@@ -51,6 +52,8 @@ class TimingCallback(L.Callback):
         self.timed_seconds = 0.0
         self.peak_memory_bytes: int | None = None
         self._interval_start: float | None = None
+        self.batch_latencies_s: list[float] = []  # mode=inference: each timed forward pass
+        self.batch_samples = 0
 
     def _now(self, trainer: L.Trainer) -> float:
         # With several ranks, every clock read waits for all of them: rank 0's interval then covers
@@ -62,17 +65,26 @@ class TimingCallback(L.Callback):
 
     # --- fit ---
     def on_fit_start(self, trainer, pl_module):
+        self._fit_start = self._start_memory_and_clock(trainer)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.train_time_s = self._end_memory_and_clock(trainer) - self._fit_start
+        self._publish(trainer)
+
+    def _start_memory_and_clock(self, trainer) -> float:
+        """fit's or predict's start: CUDA's peak memory counter reset, and the clock read."""
         device = trainer.strategy.root_device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        self._fit_start = self._now(trainer)
+        return self._now(trainer)
 
-    def on_fit_end(self, trainer, pl_module):
-        self.train_time_s = self._now(trainer) - self._fit_start
+    def _end_memory_and_clock(self, trainer) -> float:
+        """fit's or predict's end: the clock read, and the peak memory kept."""
+        now = self._now(trainer)
         device = trainer.strategy.root_device
         if device.type == "cuda":
             self.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
-        self._publish(trainer)
+        return now
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_start = self._now(trainer)
@@ -122,6 +134,25 @@ class TimingCallback(L.Callback):
         self.inference_time_s = self._now(trainer) - self._test_start
         self._publish(trainer)
 
+    # --- mode=inference: forward passes alone, each timed between two synchronized clock reads ---
+    def on_predict_start(self, trainer, pl_module):
+        self.batch_latencies_s, self.batch_samples = [], 0
+        self._test_start = self._start_memory_and_clock(trainer)
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        interrupt.check()
+        self._batch_start = self._now(trainer)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        latency = self._now(trainer) - self._batch_start
+        if batch_idx >= self.warmup_steps:
+            self.batch_latencies_s.append(latency)
+            self.batch_samples += extract_batch_size(batch)
+
+    def on_predict_end(self, trainer, pl_module):
+        self.inference_time_s = self._end_memory_and_clock(trainer) - self._test_start
+        self._publish(trainer)
+
     def on_exception(self, trainer, pl_module, exception):
         # Lightning calls this before tearing the strategy down. With several ranks, the teardown of
         # the failing rank breaks the others' collectives: this mark tells the cause from the echoes.
@@ -153,6 +184,28 @@ class TimingCallback(L.Callback):
             "test_samples": self.test_samples if self.inference_time_s is not None else None,
             "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
         }
+
+    def inference_metrics(self) -> dict:
+        """mode=inference's figures: samples/s over the timed forward passes, their latency."""
+        ms = sorted(t * 1000 for t in self.batch_latencies_s)
+        seconds = sum(self.batch_latencies_s)
+        return {
+            "inference_time_s": self.inference_time_s,
+            "inference_samples_per_s": self.batch_samples / seconds if self.batch_samples and seconds else None,
+            "inference_batches": len(ms),
+            "warmup_steps": self.warmup_steps,
+            "latency_median_ms": statistics.median(ms) if ms else None,
+            "latency_p95_ms": percentile(ms, 95) if ms else None,
+            "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
+        }
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """The q-th percentile of sorted values, interpolated between the two nearest ranks (numpy's default)."""
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class StepTimer(L.Callback):

@@ -1,6 +1,8 @@
 """Lightning callbacks that fail a run the way real failures do, added from the command line with
 +callbacks.fault._target_=faults.<Name> (the tests put this folder on PYTHONPATH)."""
 
+import time
+
 import lightning as L
 import torch
 
@@ -105,3 +107,28 @@ class WaitFor(L.Callback):
             Path(f"{self.path}.waiting").write_text(f"{array}_{task}" if array else os.environ.get("SLURM_JOB_ID", ""))
         while not Path(self.path).exists():
             time.sleep(0.1)
+
+
+class ExtraOp(L.Callback):
+    """Plants a difference for mode=profile to find: an operator that training never runs (aten::sort of
+    200,000 numbers, some milliseconds) in every training step of the job with `batch_size` images per
+    batch only."""
+
+    def __init__(self, batch_size: int):
+        self.batch_size = batch_size
+        self.numbers = torch.randn(200_000)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if _batch_size(batch) == self.batch_size:
+            torch.sort(self.numbers)
+
+
+class SlowForward(L.Callback):
+    """mode=inference: `first_s` seconds more in the first forward pass (a warm-up), `each_s` in every
+    other, inside the interval the timing measures."""
+
+    def __init__(self, first_s: float, each_s: float):
+        self.first_s, self.each_s = first_s, each_s
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        time.sleep(self.first_s if batch_idx == 0 else self.each_s)
