@@ -84,3 +84,15 @@ def test_a_difference_is_listed_only_beyond_the_spread_of_repeated_runs():
                                                        "gemm_c": "only there"}
     assert found[0]["name"] == "gemm_a"  # the largest difference first
     assert round(mine.matmul_share(), 2) == 0.71
+
+
+def test_a_result_with_a_corrupt_profile_is_named_and_left_out(tmp_path):
+    from bsbench.report.write import write_report
+
+    good = {**profiled(32, {"gemm": 50.0}), "mode": "profile", "config": {"mode": "profile"}}
+    for name, result in (("ok", good), ("bad", {**good, "profile_ops": [{"name": "gemm", "us_per_sample": "fast"}]})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(result))
+    text, results = write_report([tmp_path])
+    assert [Path(r["run_dir"]).name for r in results] == ["ok"]
+    assert "not read:" in text and "profile_ops is not a list of operators" in text

@@ -101,7 +101,26 @@ def per_batch_size(result: dict) -> list[dict]:
 
 
 # Fields the report computes with: a result whose values here are of another type is not read.
-NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc", "train_tflops", "mfu")
+NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc", "train_tflops", "mfu",
+           "inference_samples_per_s", "inference_tflops", "inference_mfu", "latency_median_ms", "latency_p95_ms")
+
+
+def _numbers(values) -> bool:
+    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def _profile_problem(result: dict) -> str | None:
+    """mode=profile's fields, which the report's "What differs" section computes with."""
+    steps, ops = result.get("profile_step_us_per_sample"), result.get("profile_ops")
+    if steps is None and ops is None:
+        return None
+    if not (_numbers(steps) and steps and all(v > 0 for v in steps)):
+        return "profile_step_us_per_sample is not a list of positive numbers"
+    if not isinstance(ops, list) or not all(
+            isinstance(op, dict) and isinstance(op.get("name"), str) and _numbers(op.get("us_per_sample"))
+            and len(op["us_per_sample"]) == len(steps) for op in ops):
+        return "profile_ops is not a list of operators, each with its time in every profile"
+    return None
 
 
 def problem(result) -> str | None:
@@ -120,7 +139,7 @@ def problem(result) -> str | None:
         return "epoch_times_s is not a list"
     if not isinstance(result.get("config") or {}, dict):
         return "config is not a JSON object"
-    return None
+    return _profile_problem(result)
 
 
 def read_results(directory: Path, unreadable: list[tuple[str, str]] | None = None) -> list[dict]:
