@@ -173,7 +173,7 @@ def _latency(row: dict) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The summary table; mode=inference's rows add their latency column, and samples/s is each row's
-    own mode's rate (a `samples/s of` column says which where the table holds both)."""
+    own mode's rate (a `samples/s of` column says which where the table holds several)."""
     latency = any(row["latency_median_ms_mean"] is not None for row in rows)
     both = len({row["measures"] for row in rows}) > 1
     header = list(TABLE_HEADER)
