@@ -150,6 +150,7 @@ def test_running_from_the_project_root_uses_its_conf_directory():
         (["mode=profile", "devices=2"], "mode=profile profiles training steps on one device"),
         (["mode=profile", "trainer.max_steps=10"], "trainer.max_steps=10 ends training before the last profile"),
         (["mode=profile", "profile.active=0"], "profile.active=0"),
+        (["mode=profile", "trainer.default_root_dir=null"], "trainer.default_root_dir, which is null"),
         (["model.arch=vit_b_16", "data.image_size=40"], "data.image_size=40"),  # not a multiple of its 16 px patches
         (["data.resize_on=gpu"], "data.resize_on=gpu"),
         (["matmul_precision=low"], "matmul_precision=low"),

@@ -98,8 +98,9 @@ RESULT_FIELDS = (
            "`rounds` run, `cap` (`compare.rounds`), `target_ci`, `budget_min`, `elapsed_s` and the widest relative "
            "95% half-width of the comparisons, `widest_half_width`"),
     Fields(("profile_traces", "profile_count", "profile_steps", "profile_kind"),
-           "`mode=profile`: the trace files in the job's folder (`profile/bs<N>_p<k>.pt.trace.json`, one per profile: "
-           "Perfetto and TensorBoard open them), how many, the traced training steps in each, and what was timed: "
+           "`mode=profile`: the trace files (`profile/bs<N>_p<k>.pt.trace.json`, one per profile, Perfetto and "
+           "TensorBoard open them; relative to `trainer.default_root_dir`, the job's folder unless set apart), how "
+           "many, the traced training steps in each, and what was timed: "
            "`kernel` (GPU kernels by device time) or `operator` (`aten::` operators by self CPU time, on a CPU)"),
     Fields(("profile_ops", "profile_top"),
            "`mode=profile`: every kernel or operator in the traces, largest first, with its time per sample in each "

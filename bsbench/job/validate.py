@@ -15,7 +15,7 @@ import torchvision
 from hydra.utils import get_class
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.strategies import StrategyRegistry
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core.errors import UserError
 from bsbench.core.order import ORDERS
@@ -142,6 +142,10 @@ def _check_mode(cfg: DictConfig) -> None:
         _at_least(cfg.profile.active, 1, "profile.active", 5)
         _at_least(cfg.profile.repeat, 1, "profile.repeat", 3)
         _at_least(cfg.profile.top, 1, "profile.top", 15)
+        # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
+        if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
+            raise UserError("mode=profile writes its traces under trainer.default_root_dir, which is null; use its "
+                            "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
         needed = cfg.timing.warmup_steps + (cfg.profile.warmup + cfg.profile.active) * cfg.profile.repeat
         if max_steps != -1 and max_steps < needed:
             raise UserError(f"trainer.max_steps={max_steps} ends training before the last profile (timing.warmup_steps "
@@ -224,7 +228,7 @@ def _check_model(arch: str, image_size: int) -> None:
         raise UserError(f"data.image_size={image_size} is not a positive integer; use e.g. data.image_size=224.")
     problem = _forward_problem(arch, image_size)
     if problem:
-        raise UserError(f"data.image_size={image_size} is too small for model.arch={arch} ({problem}); "
+        raise UserError(f"data.image_size={image_size} does not fit model.arch={arch} ({problem}); "
                         "use e.g. data.image_size=224.")
 
 

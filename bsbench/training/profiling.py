@@ -118,8 +118,14 @@ class ProfileCallback(L.Callback):
             raise RuntimeError(f"the profiler wrote {len(self.traces)} of profile.repeat={self.repeat} traces; "
                                "trainer.max_steps ended training before the last profile")
         return summarize([read_trace(path) for path in self.traces], self.batch_size, top) | {
-            "profile_traces": [str(path.relative_to(run_dir)) for path in self.traces],
+            "profile_traces": [_under(path, run_dir) for path in self.traces],
         }
+
+
+def _under(path: Path, directory: Path) -> str:
+    """The trace's path relative to the Trainer's directory, where it was written: the result travels
+    with its folder."""
+    return str(path.resolve().relative_to(Path(directory).resolve()))
 
 
 def self_times(events: list[dict]) -> dict[str, float]:
