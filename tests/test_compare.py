@@ -11,7 +11,7 @@ import pytest
 from bsbench.core import stopping
 from bsbench.core.order import round_order
 from bsbench.core.errors import UserError
-from bsbench.core.results import per_batch_size
+from bsbench.core.results import results_of
 from bsbench.job.hooks import check
 from bsbench.report.stats import compare, half_width, paired
 from bsbench.report.summary import configurations
@@ -23,7 +23,7 @@ COMPARE = [*SMOKE, "mode=compare", "compare.batch_sizes=[15,16,17]", "compare.st
            "timing.warmup_steps=1"]
 
 
-def test_a_compare_run_writes_one_result_per_batch_size_and_a_paired_verdict(cli):
+def test_a_compare_run_writes_one_result_results_of_and_a_paired_verdict(cli):
     # a target any two rounds reach, trusted only once every batch size ran in every place of the order:
     # 2 x 3 = 6 rounds
     proc = cli(*COMPARE, "compare.rounds=20", "target_ci=0.99")
@@ -166,13 +166,13 @@ def test_pairing_sees_through_drift_that_hides_a_difference_from_separate_runs()
     assert welch["ci_low"] < 0 < welch["ci_high"]
 
 
-def test_a_compare_job_that_did_not_finish_leaves_a_result_per_batch_size():
+def test_a_compare_job_that_did_not_finish_leaves_a_result_per_arm():
     result = {"status": "interrupted", "mode": "compare", "batch_size": 256, "run_dir": "/r/job",
               "config": {"batch_size": 256, "compare": {"batch_sizes": [511, 512, 513]}}}
-    split = per_batch_size(result)
+    split = results_of(result)
     assert [(r["batch_size"], r["status"], r["run_dir"], r["config"]["batch_size"]) for r in split] == [
         (b, "interrupted", f"/r/job/bs{b}", b) for b in (511, 512, 513)]
-    assert per_batch_size({"mode": "throughput", "batch_size": 8}) == [{"mode": "throughput", "batch_size": 8}]
+    assert results_of({"mode": "throughput", "batch_size": 8}) == [{"mode": "throughput", "batch_size": 8}]
 
 
 def test_stopping_decides_target_first_then_cap_then_budget():
@@ -213,3 +213,68 @@ def test_a_full_disk_loses_no_compared_batch_size(cli):
     (kept,) = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert [(arm["batch_size"], len(arm["round_samples_per_s"])) for arm in kept["arms"]] == [(15, 2), (16, 2), (17, 2)]
     assert "No space left on device" in proc.stderr.splitlines()[-1]
+
+
+def test_settings_crossed_with_batch_sizes_get_a_folder_a_config_and_a_verdict_each(cli):
+    proc = cli(*COMPARE, "compare.batch_sizes=[15,16]", "compare.settings=[{channels_last:false},{channels_last:true}]",
+               "compare.rounds=3", "target_ci=null")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {r["run_dir"].rsplit("/", 1)[-1]: r for r in cli.results()}
+    assert sorted(results) == ["bs15_channels_last-false", "bs15_channels_last-true", "bs16_channels_last-false",
+                               "bs16_channels_last-true"]
+    for name, r in results.items():
+        channels_last = name.endswith("true")
+        assert r["channels_last"] is channels_last and r["config"]["channels_last"] is channels_last
+        assert r["compare_setting"] == {"batch_size": r["batch_size"], "channels_last": channels_last}
+        assert len(r["round_samples_per_s"]) == 3 and len({x["compare_id"] for x in results.values()}) == 1
+    verdict = next(cli.outputs.rglob("verdict.md")).read_text()
+    # each setting against the first at the same batch size, with its interval, in words and as a row
+    assert re.search(r"- batch_size=16 channels_last=true: .*\(.*% to .*%\) than batch_size=16 channels_last=false\.",
+                     verdict)
+    assert "| batch_size=15 channels_last=true | batch_size=15 channels_last=false | 3 rounds, paired |" in verdict
+    # and the power of two against its neighbour within each setting
+    assert "| 16 | 2^4, 8×2 | 15 | 3 rounds, paired |" in verdict
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("compare batch_size=15"))
+    assert "batch_size=15 channels_last=true vs batch_size=15 channels_last=false" in line
+
+
+def test_a_precision_and_a_matmul_precision_compared_in_one_process_leak_into_nothing(tmp_path):
+    import torch
+
+    from bsbench.job.run import attempt
+    from bsbench.report.verdict import setting_comparisons
+    from conftest import job_config
+
+    before = torch.get_float32_matmul_precision()
+    cfg = job_config(tmp_path, "mode=compare", "compare.settings=[{precision:32-true},"
+                     "{precision:bf16-mixed,matmul_precision:medium},{precision:32-true,model.fused_adam:true}]",
+                     "batch_size=8", "compare.rounds=3", "compare.steps=1", "compare.warmup_steps=0",
+                     "timing.warmup_steps=1", "target_ci=null")
+    result = attempt(cfg)
+    assert torch.get_float32_matmul_precision() == before
+    arms = results_of({**result, "run_dir": str(tmp_path)})
+    assert [(a["precision"], a["precision_used"], a["float32_matmul_precision"], a["fused_adam"]) for a in arms] == [
+        ("32-true", "32-true", before, False), ("bf16-mixed", "bf16-mixed", "medium", False),
+        ("32-true", "32-true", before, True)]
+    assert [a["config"]["model"]["fused_adam"] for a in arms] == [False, False, True]
+    found = setting_comparisons(arms)
+    assert [(c["setting"], c["against"]) for c in found] == [
+        ("precision=bf16-mixed matmul_precision=medium", "precision=32-true"),
+        ("precision=32-true model.fused_adam=true", "precision=32-true")]
+    assert all(c["ci_low"] is not None and c["pairs"] == 3 for c in found)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ("[{channels_last:false},{warmup:3}]", "compare.settings[1] holds warmup, which compare cannot vary; use keys "
+     "from: batch_size, precision, channels_last, matmul_precision, model.fused_adam, compile."),
+    ("[{cudnn_benchmark:false},{cudnn_benchmark:true}]", "compare.settings cannot vary cudnn_benchmark: cuDNN's plan "
+     "cache is process-wide"),
+    ("[{channels_last:false},{channels_last:maybe}]", "compare.settings: channels_last=maybe is not true or false"),
+    ("[{precision:32-true},{precision:bf17}]", "the setting batch_size=32 precision=bf17: precision=bf17 is not a "
+     "Lightning precision"),
+    ("[{channels_last:true},{channels_last:true}]", "needs two or more different settings"),
+    ("[{batch_size:300},{batch_size:32}]", "the setting batch_size=300: batch_size=300 is larger than the 256 training"),
+])
+def test_a_setting_compare_cannot_run_is_named_in_one_line(settings, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        check(composed(*SMOKE, "mode=compare", f"compare.settings={settings}"), sweep=False)

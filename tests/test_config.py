@@ -16,7 +16,7 @@ from bsbench.core.config import Config, Trainer, typed
 from bsbench.core.errors import UserError
 from bsbench.job.app import check_group_choices
 from bsbench.job.hooks import check
-from bsbench.job.validate import MODES
+from bsbench.modes import MODES
 from conftest import SMOKE, composed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +169,7 @@ def test_settings_that_cannot_work_are_named_in_one_sentence(overrides, named):
 
 def test_a_group_option_that_does_not_exist_is_named_with_those_that_do():
     with pytest.raises(UserError, match=r"^mode=fastest is not a bsbench mode option; use one of: compare, find_max, "
-                                        r"inference, profile, throughput, train\.$"):
+                                        r"inference, profile, throughput, train, tune\.$"):
         check_group_choices(["-m", "mode=train,fastest"])
     check_group_choices(["mode=throughput", "data=synthetic", "+callbacks.a._target_=x", "hydra/launcher=slurm"])
 

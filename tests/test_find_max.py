@@ -2,7 +2,7 @@
 
 import pytest
 
-from bsbench.job.find_max import search
+from bsbench.modes.find_max import search
 
 
 def edge(limit, tried):

@@ -107,9 +107,18 @@ class FindMax:
 @dataclass
 class Compare:
     batch_sizes: List[int] = field(default_factory=list)
+    settings: List[Dict[str, Any]] = field(default_factory=list)
     rounds: int = 200
     warmup_steps: int = 2
     steps: int = 5
+
+
+@dataclass
+class Tune:
+    max_batch_size: Optional[int] = None
+    compile: bool = False
+    objective: str = "time"
+    grid_points: int = 5
 
 
 @dataclass
@@ -156,6 +165,7 @@ class Config:
     telemetry: Telemetry = field(default_factory=Telemetry)
     find_max: FindMax = field(default_factory=FindMax)
     inference: Inference = field(default_factory=Inference)
+    tune: Tune = field(default_factory=Tune)
     profile: Profile = field(default_factory=Profile)
     mfu: Mfu = field(default_factory=Mfu)
     callbacks: Dict[str, Any] = field(default_factory=dict)
@@ -182,7 +192,8 @@ def typed(cfg: DictConfig) -> DictConfig:
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-_LIST_EXAMPLES = {"compare.batch_sizes": "[511,512,513]"}  # the list settings
+_LIST_EXAMPLES = {"compare.batch_sizes": "[511,512,513]",  # the list settings
+                  "compare.settings": "[{channels_last:false},{channels_last:true}]"}
 
 
 def _type_error(key: str, value) -> str:

@@ -43,7 +43,7 @@ RESULT_FIELDS = (
     Fields(("failed_at",), "a run that did not finish: when it failed (Unix time), which tells the first failing rank"),
     Fields(("failed_rank",), "with several ranks: the rank whose failure ended the job, or that a signal killed "
            "(`error_type` `RankKilled`, `error` naming the signal)"),
-    Fields(("mode",), "`train`, `throughput`, `compare`, `find_max`, `inference` or `profile`"),
+    Fields(("mode",), "`train`, `throughput`, `compare`, `find_max`, `inference`, `profile` or `tune`"),
     Fields(("repeat", "sweep_position"), "which repeat of its configuration, and its place in the order of the launch "
            "that ran it (a resumed sweep numbers the jobs it runs from 0)"),
     Fields(("batch_size", "global_batch_size"), "per device, and times the number of processes"),
@@ -94,6 +94,10 @@ RESULT_FIELDS = (
            "`mode=compare`: the measurement this result is one batch size of (every compared batch size has a result "
            "in its own `bs<N>/` folder, all with this id), the batch sizes compared, and this batch size's "
            "steady-state samples/s in each round (the verdict pairs them with its neighbours' of the same round)"),
+    Fields(("compare_setting", "compare_settings", "compile_recompile_limit"),
+           "`mode=compare` and `mode=tune`: the keys that make this result's arm (`batch_size` among them; its config "
+           "holds them too), every arm of the measurement, and, where an arm compiled, the recompile limit torch ran "
+           "with (raised to 8 graphs per compiled arm; hitting it fails the run rather than timing uncompiled steps)"),
     Fields(("compare_stop",), "`mode=compare`: what ended the rounds: `stop` (`target_ci`, `budget_min` or `cap`), "
            "`rounds` run, `cap` (`compare.rounds`), `target_ci`, `budget_min`, `elapsed_s` and the widest relative "
            "95% half-width of the comparisons, `widest_half_width`"),
@@ -111,8 +115,21 @@ RESULT_FIELDS = (
            "`mode=profile`: the traced steps' wall-clock per sample in each profile (µs), and the share of it spent "
            "in matrix multiplications and convolutions"),
     Fields(("max_batch_size", "find_max_stop", "find_max_trials"),
-           "`mode=find_max`: the largest batch size that ran, what ended the search (`memory`, `max_val`, `dataset` "
-           "or `max_trials`), and every batch size tried with its outcome"),
+           "`mode=find_max` (and `mode=tune`'s edge): the largest batch size that ran, what ended the search (`memory`, "
+           "`max_val`, `dataset`, `max_trials`, or mode=tune's `budget` or `tune.max_batch_size`), and every batch "
+           "size tried with its outcome"),
+    Fields(("energy_j", "joules_per_sample", "energy_reason", "round_joules_per_sample"),
+           "energy over the timed steps (or timed forward passes), every rank's GPU together, from NVML's total-energy "
+           "counter (Volta and newer; the whole board), and per image; null elsewhere, with `energy_reason` saying "
+           "why; `mode=compare` and `mode=tune`: joules per image in each round"),
+    Fields(("tune_stage", "tune_job_id", "tune_start", "report_row"),
+           "`mode=tune`: which stage measured this result (`edge`, `batch`, `near`, `knobs`, `confirm`), the tune it "
+           "belongs to, the starting configuration it was tuned from; `report_row` false: a result that measured "
+           "nothing itself (the edge search, the tune's summary), left out of the tables"),
+    Fields(("tune_edge", "tune_best", "tune_best_samples_per_s", "tune_best_ci", "tune_speedup", "tune_elapsed_s"),
+           "`mode=tune`'s summary (`results.json` in the tune's folder): the memory edge, the fastest setting found, "
+           "its samples/s with a 95% interval, its paired difference against the starting configuration (`ratio`, "
+           "`ci_low`, `ci_high`, or `reason` where not measured), and the time the tune took"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
@@ -144,7 +161,7 @@ FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
 # repeat are the axes it compares along, the seed and the logger change no speed, and the others are
 # sweep control or the run's own directory.
 # Config sections that only their own mode reads: part of that mode's jobs and settings only.
-MODE_SECTIONS = ("inference", "profile")
+MODE_SECTIONS = ("inference", "profile", "tune")  # bsbench.modes: each mode's `sections`
 NOT_SETTING = (*SWEEP_CONTROL, "batch_size", "repeat", "seed", "logger", "trainer.default_root_dir")
 
 
@@ -176,7 +193,8 @@ def setting_of(config: dict) -> dict:
     """The setting of a resolved config: every key but the batch size, the repeat, bookkeeping and the
     sections of modes other than its own."""
     other_modes = [section for section in MODE_SECTIONS if config.get("mode") != section]
-    return without(flatten(config), (*NOT_SETTING, *other_modes))
+    unset = ["compare.settings"] if not (config.get("compare") or {}).get("settings") else []
+    return without(flatten(config), (*NOT_SETTING, *other_modes, *unset))
 
 
 def setting(result: dict) -> dict:

@@ -11,6 +11,7 @@ import json
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core.fields import MODE_SECTIONS, SWEEP_CONTROL, flatten, without
+from bsbench.modes import mode_of
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -20,11 +21,13 @@ def identity(cfg: DictConfig) -> dict:
     plain = cfg.copy()
     for key in from_directory:
         OmegaConf.update(plain, key, None, merge=False)
-    # mode=compare measures compare.batch_sizes: its batch_size is not what it runs
-    unused = ("batch_size",) if cfg.get("mode") == "compare" else ()
+    mode = mode_of(cfg.get("mode"))
+    unused = mode.unused(cfg)  # mode=compare of compare.batch_sizes: its batch_size is not what it runs
     # a mode's own section is part of that mode's jobs only (a throughput job is the same job whatever
     # profile.active says, and job ids from before these sections existed stay what they were)
-    unused += tuple(section for section in MODE_SECTIONS if cfg.get("mode") != section)
+    unused += tuple(section for section in MODE_SECTIONS if section not in mode.sections)
+    if not cfg.compare.get("settings"):  # job ids from before compare.settings existed stay what they were
+        unused += ("compare.settings",)
     return without(flatten(OmegaConf.to_container(plain, resolve=True)),
                    (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
 
@@ -35,8 +38,6 @@ def job_id(cfg: DictConfig) -> str:
 
 
 def job_dir_name(cfg: DictConfig, job: str) -> str:
-    """A job's folder in its sweep: its batch size (a compare job's smallest and largest) and repeat to
-    read, its identity to be unique."""
-    sizes = list(cfg.compare.batch_sizes) if cfg.mode == "compare" and cfg.compare.batch_sizes else None
-    batch = f"cmp{min(sizes)}-{max(sizes)}" if sizes else f"bs{cfg.batch_size}"
-    return f"{batch}_r{cfg.repeat}_{job[:8]}"
+    """A job's folder in its sweep: its batch size (its mode says: a compare job's smallest and largest)
+    and repeat to read, its identity to be unique."""
+    return f"{mode_of(cfg.mode).folder(cfg)}_r{cfg.repeat}_{job[:8]}"

@@ -11,8 +11,17 @@ itself as interrupted while it still can, instead of being killed at the limit."
 
 import os
 import signal
+import sys
 
 _requested: int | None = None
+
+
+def _quiet_when_swallowed(unraisable) -> None:
+    """A stop that a finalizer swallowed is remembered and raised again by check(): Python's note about
+    it ("Exception ignored in ...", with a traceback) would only alarm whoever pressed Ctrl-C."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _requested is not None:
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _on_signal(signum, frame):
@@ -22,6 +31,7 @@ def _on_signal(signum, frame):
 
 
 def install() -> None:
+    sys.unraisablehook = _quiet_when_swallowed
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     if "SLURM_JOB_ID" in os.environ and hasattr(signal, "SIGUSR2"):

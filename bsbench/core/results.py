@@ -87,17 +87,13 @@ def write_json_atomic(path: Path, obj: dict) -> None:
         raise
 
 
-def per_batch_size(result: dict) -> list[dict]:
-    """The results a job writes: itself, or for a mode=compare job one result per compared batch size,
-    each in its own folder under the job's (`bs<N>/`), with its batch size in its config. A compare
-    job that did not finish gives every batch size its status."""
-    if result.get("mode") != "compare":
-        return [result]
-    config = result.get("config") or {}
-    arms = result.get("arms") or [{"batch_size": b} for b in config["compare"]["batch_sizes"]]
-    common = {key: value for key, value in result.items() if key != "arms"}
-    return [{**common, **arm, "config": {**config, "batch_size": arm["batch_size"]},
-             "run_dir": str(Path(result["run_dir"]) / f"bs{arm['batch_size']}")} for arm in arms]
+def results_of(result: dict) -> list[dict]:
+    """The results a job writes: itself, or, where its mode measures several arms (mode=compare: one per
+    batch size or setting), one result per arm in its own folder under the job's."""
+    from bsbench.modes import MODES
+
+    mode = MODES.get(result.get("mode"))
+    return mode.results(result) if mode is not None else [result]
 
 
 # Fields the report computes with: a result whose values here are of another type is not read.

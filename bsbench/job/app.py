@@ -21,6 +21,8 @@ OmegaConf.register_new_resolver("bsbench_gpus", lambda accelerator, devices: Non
 # mode=profile's training steps: the warm-up, then each profile's untraced and traced steps
 OmegaConf.register_new_resolver("bsbench_profile_steps", lambda skip, warmup, active, repeat: skip + (warmup + active)
                                 * repeat, replace=True)
+# mode=compare's default batch sizes, which give way to compare.settings (conf/mode/compare.yaml)
+OmegaConf.register_new_resolver("bsbench_unless", lambda given, default: [] if given else list(default), replace=True)
 # DIR under the launch directory, or DIR itself where absolute (logger=mlflow's store under output_root).
 OmegaConf.register_new_resolver("bsbench_under", lambda cwd, path: str(Path(cwd) / path), replace=True)
 

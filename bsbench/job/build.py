@@ -1,6 +1,6 @@
 """Build a run from its typed config: the datamodule, the module and the Trainer with bsbench's
-callbacks. The mode is config (conf/mode/): nothing here depends on it but mode=profile's profiler
-callback, so what a run's config says is what its Trainer got."""
+callbacks. The mode is config (conf/mode/) and the callbacks a mode adds (mode=profile's profiler):
+nothing here depends on which mode it is, so what a run's config says is what its Trainer got."""
 
 import os
 from dataclasses import dataclass
@@ -14,7 +14,6 @@ from omegaconf import DictConfig, OmegaConf
 from bsbench.training.data import ImageDataModule
 from bsbench.training.health import LossWatch
 from bsbench.training.model import ImageClassifier
-from bsbench.training.profiling import TRACE_DIR, ProfileCallback
 from bsbench.training.telemetry import TelemetryCallback
 from bsbench.training.timing import StepTimer, TimingCallback
 
@@ -28,7 +27,6 @@ class Built:
     step_timer: StepTimer
     telemetry: TelemetryCallback
     loss_watch: LossWatch
-    profiler: ProfileCallback | None = None
 
 
 def _logger(spec: DictConfig | None):
@@ -41,9 +39,9 @@ def _logger(spec: DictConfig | None):
     return instantiate(spec)
 
 
-def build(cfg: DictConfig, reuse: Built | None = None) -> Built:
-    """A run's parts; with `reuse`, a new Trainer (and callbacks) for that run's datamodule and model,
-    which go on where they were (mode=compare's rounds)."""
+def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
+    """A run's parts, with a mode's own `callbacks` after bsbench's; with `reuse`, a new Trainer (and
+    callbacks) for that run's datamodule and model, which go on where they were (mode=compare's rounds)."""
     datamodule = reuse.datamodule if reuse else ImageDataModule(
         batch_size=cfg.batch_size, predict_batches=cfg.timing.warmup_steps + cfg.inference.batches, **cfg.data)
     model = reuse.model if reuse else ImageClassifier(**cfg.model, image_size=cfg.data.image_size,
@@ -58,14 +56,8 @@ def build(cfg: DictConfig, reuse: Built | None = None) -> Built:
     step_timer = StepTimer(cfg.timing.warmup_steps)
     telemetry = TelemetryCallback(**cfg.telemetry)
     loss_watch = LossWatch()
-    extra = [instantiate(c) for c in cfg.callbacks.values()]
+    extra = [*callbacks, *(instantiate(c) for c in cfg.callbacks.values())]
     options = OmegaConf.to_container(cfg.trainer, resolve=True)
-    profiler = None
-    if cfg.mode == "profile":  # its traces go to the run's own folder
-        spec = cfg.profile
-        profiler = ProfileCallback(os.path.join(options["default_root_dir"] or ".", TRACE_DIR), cfg.batch_size,
-                                   cfg.timing.warmup_steps, spec.warmup, spec.active, spec.repeat, cfg.verbose)
-        extra.append(profiler)
     if options.get("plugins") is None and SLURMEnvironment.detect():
         # no requeue on SIGUSR1: a bsbench run has no checkpoint to go on from; a job SLURM stops is
         # recorded as interrupted, and resume= runs it again
@@ -80,4 +72,4 @@ def build(cfg: DictConfig, reuse: Built | None = None) -> Built:
         callbacks=[timing, step_timer, telemetry, loss_watch, *extra],
         **options,
     )
-    return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch, profiler)
+    return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)

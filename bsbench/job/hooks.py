@@ -23,8 +23,14 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
     (validate_sweep if sweep else validate)(cfg)
     check_output_root(cfg.output_root)
     if cfg.resume and not sweep:
-        raise UserError(f"resume={cfg.resume} finishes a sweep; run the sweep's own command, with -m.")
-    if cfg.resume:
+        from bsbench.modes import mode_of
+
+        if not mode_of(cfg.mode).resumes_single_run:
+            raise UserError(f"resume={cfg.resume} finishes a sweep; run the sweep's own command, with -m.")
+        from bsbench.job.sweep import check_resumable_run
+
+        check_resumable_run(cfg.resume, cfg.mode)
+    elif cfg.resume:
         from bsbench.job.sweep import check_resumable
 
         check_resumable(cfg.resume)

@@ -23,8 +23,9 @@ from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
-from bsbench.core.results import RESULT_FILE, per_batch_size, unfinished, write_json_atomic
+from bsbench.core.results import RESULT_FILE, results_of, unfinished, write_json_atomic
 from bsbench.job.console import LOG_ONLY, route_library_output, sweep_progress
+from bsbench.modes import mode_of
 
 log = logging.getLogger("bsbench")
 
@@ -69,15 +70,17 @@ def run_job(cfg: DictConfig) -> None:
             stopped = settle_cluster_rank(stopped, run_dir, ranked[0])
             if stopped is None:
                 sys.exit(130)
-        for one in per_batch_size(stopped):
+        for one in results_of(stopped):
             _record(with_utilization(cfg, one), sweep_dir)
         where = sweep_dir or run_dir
         if multirun and not record["slurm_job_id"]:  # on SLURM, the submitting process reports when all ended
             from bsbench.report.write import write_report
 
             write_report([where])
+        resumable = multirun or mode_of(cfg.mode).resumes_single_run
         print(f"\nbsbench: {stopped['status']}; finished results are kept in {where}"
-              + (f"; resume with resume={where}" if multirun else ""), file=sys.stderr, flush=True)
+              + (f"; resume with resume={where}" + ("" if multirun else " and the same command") if resumable else ""),
+              file=sys.stderr, flush=True)
         sys.exit(130)
     # SLURM's ranks: one that did not finish ends its task with an error, so that srun stops the others
     # (--kill-on-bad-exit) instead of leaving them in a collective; rank 0 records the job's outcome
@@ -89,14 +92,15 @@ def run_job(cfg: DictConfig) -> None:
             sys.exit(1)
         return
     whole = {**result, **record}
-    for one in per_batch_size(whole):  # mode=compare: one per batch size
+    for one in results_of(whole):  # mode=compare: one per arm
         # failed, out of memory, compared: every result has the FLOP fields; a failed write prints the
         # whole job's result, so no compared batch size is lost
         _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir, whole)
     progress = sweep_progress(position) if multirun else None
-    line = (_compare_line if cfg.mode == "compare" else one_line)(whole, progress)
+    mode = mode_of(cfg.mode)
+    line = mode.line(whole, progress)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")
-    if cfg.mode == "compare" and not multirun and result["status"] == Status.OK:
+    if mode.reports_single_run and not multirun and result["status"] == Status.OK:
         from bsbench.report.write import write_report  # a compare run is a sweep's worth: its report
 
         print("\n" + write_report([run_dir])[0], flush=True)
@@ -141,66 +145,3 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
     print(f"bsbench: error: could not write {where} ({exc.strerror or exc}); the sweep stops here;{kept}{reported}"
           f"{resume}", file=sys.stderr, flush=True)
     sys.exit(1)
-
-
-def _model(r: dict) -> str:
-    """The architecture, on the line of a job whose command chose it (a sweep over architectures)."""
-    chosen = any(o.split("=", 1)[0].lstrip("+~") in ("model", "model.arch") for o in r.get("overrides") or [])
-    return f" model={r['model']}" if chosen else ""
-
-
-def _compare_line(r: dict, progress: tuple[str, str] | None) -> str:
-    """A compare job's line: each batch size's rate, each comparison with its interval, what ended it."""
-    from bsbench.report.stats import half_width, paired
-    from bsbench.report.verdict import neighbour_pairs
-
-    sizes = r["config"]["compare"]["batch_sizes"]
-    setup = f"compare {', '.join(map(str, sizes))}{_model(r)} precision={r.get('precision_used') or r['precision']}"
-    if (r.get("world_size") or 1) > 1:
-        setup += f" world_size={r['world_size']}"
-    if r["status"] != Status.OK:
-        figures = str(r["status"]) + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
-    else:
-        arms = {arm["batch_size"]: arm for arm in r["arms"]}
-        shown = ", ".join(f"{b}: {arm['train_samples_per_s']:.0f}" for b, arm in arms.items()) + " samples/s"
-        for b, n in neighbour_pairs(arms):
-            c = paired(arms[b]["round_samples_per_s"], arms[n]["round_samples_per_s"])
-            width = half_width(c)
-            shown += f"; {b} vs {n} {c['ratio']:+.1%}" + (f" (±{width:.1%})" if width is not None else "")
-        stop = r["compare_stop"]
-        shown += f"; {stop['rounds']} rounds, " + {"target_ci": "on target", "budget_min": "budget spent",
-                                                    "cap": "all rounds"}[stop["stop"]]
-        figures = shown
-    line = f"{setup}: {figures}"
-    return f"{progress[0]}: {line} ({progress[1]})" if progress else line
-
-
-def one_line(r: dict, progress: tuple[str, str] | None) -> str:
-    """A job's line on the terminal: where the sweep is, what the job was, its headline figures."""
-    setup = f"batch_size={r['batch_size']}{_model(r)} precision={r.get('precision_used') or r['precision']}"
-    if (r.get("world_size") or 1) > 1:
-        setup += f" world_size={r['world_size']}"
-    if r.get("repeat"):
-        setup += f" repeat={r['repeat']}"
-    if r["mode"] == "find_max" and "find_max_stop" in r:
-        largest = r["max_batch_size"] or "none (1 did not fit)"
-        figures = f"largest batch size that ran: {largest} (the search ended at: {r['find_max_stop']})"
-    elif r["status"] != Status.OK:
-        figures = str(r["status"]) + (f" ({r['error_type']}: {r['error']})" if "error" in r else "")
-    else:
-        inference = r["mode"] == "inference"
-        figures_ = (("inference_samples_per_s", ".0f", " samples/s"), ("latency_median_ms", ".4g", " ms per batch"),
-                    ("latency_p95_ms", ".4g", " ms p95")) if inference else (
-            ("train_samples_per_s", ".0f", " samples/s"), ("train_time_s", ".1f", " s train"),
-            ("inference_time_s", ".1f", " s inference"), ("test_acc", ".3f", " test acc"))
-        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in figures_ if r.get(key) is not None]
-        mfu = r.get("inference_mfu" if inference else "mfu")
-        if mfu is not None:
-            shown.append(f"MFU {100 * mfu:.1f}%")
-        if r.get("profile_top"):  # mode=profile: where the step's time went
-            top = ", ".join(f"{op['name'][:60]} {op['share']:.0%}" for op in r["profile_top"][:3])
-            count = r["profile_count"]
-            shown = [f"{count} profile{'s' if count > 1 else ''}; most of the step: {top}"]
-        figures = ", ".join(shown) or "no figures"
-    line = f"{setup}: {figures}"
-    return f"{progress[0]}: {line} ({progress[1]})" if progress else line

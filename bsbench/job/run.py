@@ -5,7 +5,6 @@ import logging
 import os
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -20,8 +19,6 @@ from bsbench.core.results import now, setup_fields, unfinished
 from bsbench.core.utilization import utilization
 from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
-from bsbench.job.find_max import find_max
-from bsbench.training.data import ImageDataModule
 from bsbench.training.environment import describe
 from bsbench.training.flops import count as count_flops
 
@@ -29,35 +26,38 @@ log = logging.getLogger("bsbench")
 
 
 def run(cfg: DictConfig) -> dict | None:
-    """Run once in the configured mode; returns the result on the process that writes it (global
-    rank 0). Errors propagate: the caller decides what becomes of them."""
+    """Run once in the configured mode (bsbench.modes); returns the result on the process that writes
+    it (global rank 0). Errors propagate: the caller decides what becomes of them."""
+    from bsbench.modes import mode_of
+
     started_at = now()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.mode == "find_max":
-        return _find_max(cfg, started_at)
-    if cfg.mode == "compare":  # its result holds one per batch size (bsbench.core.results.per_batch_size)
-        from bsbench.job.compare import run_compare
+    return mode_of(cfg.mode).run(cfg, started_at)
 
-        return run_compare(cfg, started_at, _fit)
-    built = build(cfg)
+
+def train(cfg: DictConfig, started_at: str, callbacks=(), after_fit=None) -> dict | None:
+    """A training run: build, fit, and its result; `after_fit(built)` adds a mode's own figures
+    (mode=train's test, mode=profile's traces)."""
+    built = build(cfg, callbacks)
     trainer = built.trainer
-    if cfg.mode == "inference":
-        measured = _infer(built)
-    else:
-        lightning_call(trainer, trainer.fit, built.model, datamodule=built.datamodule)
-        built.timing.collect(trainer)
-        measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
-                    "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
-    if cfg.mode == "train":
-        measured.update(_test(built))
-    if built.profiler is not None and trainer.is_global_zero:
-        measured.update(built.profiler.metrics(Path(trainer.default_root_dir), cfg.profile.top))
+    fit(built)
+    built.timing.collect(trainer)
+    measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
+                "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
+    if after_fit is not None:
+        measured.update(after_fit(built))
+    return result(cfg, built, measured, started_at)
+
+
+def result(cfg: DictConfig, built: Built, measured: dict, started_at: str) -> dict | None:
+    """A finished run's result, on global rank 0 (None on the other ranks)."""
+    trainer = built.trainer
     if not trainer.is_global_zero:
         return None
     return with_utilization(cfg, {
         "status": Status.OK,
         **setup_fields(cfg),
-        **_ran(cfg, trainer),
+        **ran(cfg, trainer),
         **measured,
         **built.telemetry.metrics(),
         "started_at": started_at,
@@ -79,7 +79,7 @@ def job_flops(cfg: DictConfig) -> dict:
     return count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward)
 
 
-def _fit(built: Built) -> None:
+def fit(built: Built) -> None:
     lightning_call(built.trainer, built.trainer.fit, built.model, datamodule=built.datamodule)
 
 
@@ -100,56 +100,10 @@ def _metric(trainer, name: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def _ran(cfg: DictConfig, trainer: L.Trainer) -> dict:
+def ran(cfg: DictConfig, trainer: L.Trainer) -> dict:
+    """What the Trainer ran: the global batch, the precision as Lightning took it, the processes."""
     return {"global_batch_size": cfg.batch_size * trainer.world_size, "precision_used": str(trainer.precision),
             "world_size": trainer.world_size, "num_nodes": trainer.num_nodes}
-
-
-def _test(built: Built) -> dict:
-    """Inference on the test set, as the reference times it."""
-    trainer = built.trainer
-    tested = lightning_call(trainer, trainer.test, built.model, datamodule=built.datamodule, verbose=False)
-    built.timing.collect(trainer)
-    timing = built.timing.metrics()
-    return {
-        "inference_time_s": timing["inference_time_s"],
-        "inference_samples_per_s": timing["inference_samples_per_s"],
-        "test_samples": timing["test_samples"],
-        # Lightning tests with every rank, each on its shard of the test set (the reference used one device)
-        "inference_world_size": trainer.world_size,
-        "test_acc": tested[0].get("test_acc") if tested else None,
-    }
-
-
-def _infer(built: Built) -> dict:
-    """mode=inference: the timed forward passes (bsbench.training.timing.TimingCallback)."""
-    trainer = built.trainer
-    lightning_call(trainer, trainer.predict, built.model, datamodule=built.datamodule, return_predictions=False)
-    built.timing.collect(trainer)
-    return {**built.timing.inference_metrics(), "inference_world_size": trainer.world_size}
-
-
-def _find_max(cfg: DictConfig, started_at: str) -> dict:
-    ran: dict = {}  # what the trials ran on; never a trial's Trainer, which would keep its model in memory
-
-    def run_trial(trial: DictConfig) -> None:
-        built = build(trial)
-        ran.update(_ran(cfg, built.trainer), device=built.trainer.strategy.root_device)
-        lightning_call(built.trainer, built.trainer.fit, built.model, datamodule=built.datamodule)
-
-    data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
-    data.setup("fit")
-    found = find_max(cfg, run_trial, len(data.train_set), is_oom, garbage_collection_cuda)
-    device = ran.pop("device")
-    return with_utilization(cfg, {
-        "status": Status.OK if found["max_batch_size"] else Status.OOM,
-        **setup_fields(cfg),
-        **ran,
-        **found,
-        "started_at": started_at,
-        "finished_at": now(),
-        **describe(device),
-    })
 
 
 def attempt(cfg: DictConfig) -> dict | None:

@@ -32,7 +32,7 @@ from omegaconf import OmegaConf, open_dict
 from bsbench.core.config import typed
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
-from bsbench.core.results import per_batch_size, read_results, unfinished, write_json_atomic
+from bsbench.core.results import results_of, read_results, unfinished, write_json_atomic
 from bsbench.job.console import LOG_ONLY, progress
 
 log = logging.getLogger("bsbench")
@@ -267,7 +267,7 @@ def settle(launcher, s: Submitted, state: str, why: str | None = None) -> list[d
               "sweep_position": s.position, "job_id": job_id(cfg), "slurm_job_id": s.id, "slurm_state": state}
     failure = first_failure(rank_outcomes(run_dir, s.id))
     if failure is not None:
-        told = [with_utilization(cfg, one) for one in per_batch_size({**failure, **record})]
+        told = [with_utilization(cfg, one) for one in results_of({**failure, **record})]
     elif written:
         told = [{**r, "slurm_state": state} for r in written]
         for r in told:
@@ -277,7 +277,7 @@ def settle(launcher, s: Submitted, state: str, why: str | None = None) -> list[d
         status = Status.INTERRUPTED if state in STOPPED or why else Status.FAILED
         made = {**unfinished(cfg, status), "error_type": "SlurmJobEnded",
                 "error": f"{said} before its rank 0 wrote a result; its log: {_log_of(s)}"}
-        told = [with_utilization(cfg, one) for one in per_batch_size({**made, **record})]
+        told = [with_utilization(cfg, one) for one in results_of({**made, **record})]
     for r in told:
         Path(r["run_dir"]).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(r["run_dir"]) / "results.json", r)
@@ -289,10 +289,11 @@ def _log_of(s: Submitted) -> str:
 
 
 def _tell(results: list[dict], where: tuple[str, str]) -> None:
-    from bsbench.job.job import one_line
+    from bsbench.modes import MODES
 
-    for r in results:  # a compare job's: one per compared batch size
-        log.info("%s [SLURM job %s]", one_line(r, where), r.get("slurm_job_id"))
+    for r in results:  # a compare job's: one per compared arm
+        mode = MODES.get(r.get("mode"), MODES["train"])
+        log.info("%s [SLURM job %s]", mode.result_line(r, where), r.get("slurm_job_id"))
 
 
 def cancel(launcher, submitted: list[Submitted], sweep_dir: Path) -> None:

@@ -106,6 +106,22 @@ def check_resumable(resume: str) -> None:
                         "directory and resume the copy.")
 
 
+def check_resumable_run(resume: str, mode: str) -> None:
+    """resume= of a single run (mode=tune) must name a run of that mode this process could write into."""
+    path = Path(resume)
+    config = path / ".hydra" / "config.yaml"
+    try:
+        recorded = config.read_text()
+    except OSError:
+        raise UserError(f"resume={resume} holds no bsbench run (no {config.relative_to(path)}); use the folder the "
+                        f"run printed, e.g. resume=outputs/<date>/<time>.") from None
+    if f"\nmode: {mode}\n" not in f"\n{recorded}":
+        raise UserError(f"resume={resume} holds no mode={mode} run; use the folder the mode={mode} run printed.")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"resume={resume} is not writable; resume as a user who can write there, or copy the "
+                        "folder and resume the copy.")
+
+
 def _resumed(path: Path) -> Path:
     check_resumable(str(path))
     if not _lock(path):
@@ -135,8 +151,14 @@ def claim_run(config: DictConfig) -> None:
     where the run is one of several ranks that a cluster started (each would claim its own)."""
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "WORLD_SIZE" in os.environ:
         return
-    base = Path(config.hydra.run.dir)
-    directory = _new(base if base.name else base.absolute(), mark=".hydra", key="hydra.run.dir")
+    if config.get("resume"):  # a run that resumes (mode=tune): its own earlier directory, for this process alone
+        directory = Path(config.resume)
+        if not _lock(directory):
+            raise UserError(f"resume={directory} is in use by another bsbench process ({_holder(directory)}); wait "
+                            "for it to end or stop it, then resume.")
+    else:
+        base = Path(config.hydra.run.dir)
+        directory = _new(base if base.name else base.absolute(), mark=".hydra", key="hydra.run.dir")
     with read_write(config.hydra.run), open_dict(config.hydra.run):
         config.hydra.run.dir = str(directory)
 
@@ -198,7 +220,9 @@ class Stopper:
 
     @staticmethod
     def active(config: DictConfig) -> bool:
-        return (config.target_ci is not None or config.budget_min is not None) and config.mode != "compare"
+        from bsbench.modes import mode_of
+
+        return (config.target_ci is not None or config.budget_min is not None) and not mode_of(config.mode).own_rounds
 
     def after_round(self, round_: int, jobs_left: int) -> bool:
         """Whether the sweep stops after round `round_` (0-based); records why when it does."""

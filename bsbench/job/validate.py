@@ -19,6 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core.errors import UserError
 from bsbench.core.order import ORDERS
+from bsbench.modes import mode_of
+from bsbench.modes.checks import at_least
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON
 from bsbench.training.model import network
 
@@ -32,9 +34,6 @@ def _flatten(t) -> tuple:
 PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
 STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 GPU_ACCELERATORS = ("gpu", "cuda")
-MODES = ("train", "throughput", "compare", "find_max", "inference", "profile")  # conf/mode/
-# modes that run on one device, and what they do there
-ONE_DEVICE = {"find_max": "searches", "inference": "times forward passes", "profile": "profiles training steps"}
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 SHM = "/dev/shm"
 PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
@@ -48,8 +47,8 @@ def validate_sweep(cfg: DictConfig) -> None:
         raise UserError(f"order={cfg.order} is not a sweep order; use one of: {', '.join(ORDERS)}.")
     if cfg.cooldown_s < 0:
         raise UserError(f"cooldown_s={cfg.cooldown_s} is not a number of seconds; use e.g. cooldown_s=30.")
-    _check_stopping(cfg)
-    if (cfg.target_ci is not None or cfg.budget_min is not None) and cfg.mode != "compare":
+    check_stopping(cfg)
+    if (cfg.target_ci is not None or cfg.budget_min is not None) and not mode_of(cfg.mode).own_rounds:
         if cfg.order == "grid":
             raise UserError("target_ci and budget_min stop a sweep between rounds of repeats, which order=grid does not "
                             "have; use order=interleaved or order=shuffled.")
@@ -58,25 +57,41 @@ def validate_sweep(cfg: DictConfig) -> None:
                             "use e.g. repeats=20.")
 
 
-def _check_stopping(cfg: DictConfig) -> None:
+def check_stopping(cfg: DictConfig) -> None:
     if cfg.target_ci is not None and not 0 < cfg.target_ci < 1:
         raise UserError(f"target_ci={cfg.target_ci:g} is not a relative half-width between 0 and 1; use e.g. "
                         "target_ci=0.01 (±1%), or target_ci=null.")
     if cfg.budget_min is not None:
-        _at_least(cfg.budget_min, 0, "budget_min", 10, strictly=True)
+        at_least(cfg.budget_min, 0, "budget_min", 10, strictly=True)
 
 
 def validate(cfg: DictConfig, here: bool = True) -> None:
     """Raise UserError naming the first setting that cannot work. `here`: the job runs on this
     machine, so its GPUs and shared memory can be looked at (not so for a sweep sent to a cluster)."""
-    _at_least(cfg.batch_size, 1, "batch_size", 256)
-    _at_least(cfg.epochs, 1, "epochs", 10)
-    _at_least(cfg.model.lr, 0, "model.lr", 5e-4, strictly=True)
-    _at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
-    _at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
-    _at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
+    mode = mode_of(cfg.mode)
+    max_steps = cfg.trainer.max_steps
+    if max_steps != -1 and max_steps < 1:
+        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
+    if mode.one_device:
+        devices = cfg.devices if isinstance(cfg.devices, int) else None
+        if devices != 1 or cfg.trainer.num_nodes != 1:
+            raise UserError(f"mode={cfg.mode} {mode.one_device} on one device, not devices={cfg.devices} on "
+                            f"{cfg.trainer.num_nodes} node(s); use devices=1 trainer.num_nodes=1.")
+    mode.check(cfg, here)
+    validate_run(cfg, here, mode.full_batches(cfg))
+
+
+def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, str]] | None = None) -> None:
+    """The checks of what one run trains on, whatever its mode; `batches`: the batch sizes that must
+    each have a full batch, with how the user named them (default: batch_size)."""
+    at_least(cfg.batch_size, 1, "batch_size", 256)
+    at_least(cfg.epochs, 1, "epochs", 10)
+    at_least(cfg.model.lr, 0, "model.lr", 5e-4, strictly=True)
+    at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
+    at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
+    at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
     if cfg.mfu.peak_tflops is not None:
-        _at_least(cfg.mfu.peak_tflops, 0, "mfu.peak_tflops", 989.5, strictly=True)
+        at_least(cfg.mfu.peak_tflops, 0, "mfu.peak_tflops", 989.5, strictly=True)
     if cfg.model.num_classes < CIFAR10_CLASSES:
         raise UserError(f"model.num_classes={cfg.model.num_classes} is fewer than the dataset's {CIFAR10_CLASSES} "
                         f"classes; use model.num_classes={CIFAR10_CLASSES}.")
@@ -85,7 +100,6 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
                         f"use one of: {', '.join(MATMUL_PRECISIONS)}, or null.")
     if str(cfg.precision) not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not a Lightning precision; use one of: {', '.join(PRECISIONS)}.")
-    _check_mode(cfg)
     _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy), here)
     if cfg.data.name not in DATASETS:
         raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
@@ -95,10 +109,8 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     if resize is not None and not resize >= cfg.data.image_size > 0:
         raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
                         f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
-    # mode=inference cycles the test set into its batches: any batch size has them
-    for batch_size in {"compare": cfg.compare.batch_sizes, "inference": []}.get(cfg.mode, [cfg.batch_size]):
-        _check_split(cfg, batch_size, f"compare.batch_sizes holds {batch_size}, which" if cfg.mode == "compare"
-                     else f"batch_size={batch_size}")
+    for batch_size, subject in [(cfg.batch_size, f"batch_size={cfg.batch_size}")] if batches is None else batches:
+        _check_split(cfg, batch_size, subject)
     _check_model(cfg.model.arch, cfg.data.image_size)
     for name, spec in cfg.callbacks.items():
         _check_target(f"callbacks.{name}", spec, "a Lightning callback, e.g. lightning.pytorch.callbacks.LearningRateMonitor")
@@ -110,74 +122,6 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
                         "or use telemetry.required=false (null telemetry without it).")
     if here:
         _check_shared_memory(cfg)
-
-
-def _at_least(value, low, key: str, example, strictly: bool = False) -> None:
-    if value < low or (strictly and value == low):
-        wanted = f"greater than {low}" if strictly else ("a positive integer" if low == 1 else f"at least {low}")
-        shown = f"{value:g}" if isinstance(value, float) else value  # -1, as typed, not the schema's -1.0
-        raise UserError(f"{key}={shown} is not {wanted}; use e.g. {key}={example}.")
-
-
-def _check_mode(cfg: DictConfig) -> None:
-    if cfg.mode not in MODES:
-        raise UserError(f"mode={cfg.mode} is not a bsbench mode; use one of: {', '.join(MODES)}.")
-    max_steps, warmup = cfg.trainer.max_steps, cfg.timing.warmup_steps
-    if max_steps != -1 and max_steps < 1:
-        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
-    if cfg.mode == "throughput" and not max_steps > warmup:
-        raise UserError(f"trainer.max_steps={max_steps} leaves no timed step after timing.warmup_steps={warmup} "
-                        f"(mode=throughput times the steps after the warm-up); use e.g. trainer.max_steps={warmup + 50}.")
-    if cfg.mode == "compare":
-        _check_compare(cfg)
-    if cfg.mode in ONE_DEVICE:
-        devices = cfg.devices if isinstance(cfg.devices, int) else None
-        if devices != 1 or cfg.trainer.num_nodes != 1:
-            raise UserError(f"mode={cfg.mode} {ONE_DEVICE[cfg.mode]} on one device, not devices={cfg.devices} on "
-                            f"{cfg.trainer.num_nodes} node(s); use devices=1 trainer.num_nodes=1.")
-    if cfg.mode == "inference":
-        _at_least(cfg.inference.batches, 1, "inference.batches", 50)
-    if cfg.mode == "profile":
-        _at_least(cfg.profile.warmup, 0, "profile.warmup", 2)
-        _at_least(cfg.profile.active, 1, "profile.active", 5)
-        _at_least(cfg.profile.repeat, 1, "profile.repeat", 3)
-        _at_least(cfg.profile.top, 1, "profile.top", 15)
-        # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
-        if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
-            raise UserError("mode=profile writes its traces under trainer.default_root_dir, which is null; use its "
-                            "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
-        needed = cfg.timing.warmup_steps + (cfg.profile.warmup + cfg.profile.active) * cfg.profile.repeat
-        if max_steps != -1 and max_steps < needed:
-            raise UserError(f"trainer.max_steps={max_steps} ends training before the last profile (timing.warmup_steps "
-                            f"+ (profile.warmup + profile.active) * profile.repeat = {needed} steps); use "
-                            f"trainer.max_steps={needed}, or leave it to mode=profile.")
-    if cfg.mode == "find_max":
-        _at_least(cfg.find_max.max_val, 1, "find_max.max_val", 8192)
-        _at_least(cfg.find_max.max_trials, 1, "find_max.max_trials", 25)
-        if max_steps < 1:
-            raise UserError("trainer.max_steps=-1 would make every find_max trial train forever; use the training "
-                            "steps per trial, e.g. trainer.max_steps=3.")
-
-
-def _check_compare(cfg: DictConfig) -> None:
-    from bsbench.report.verdict import neighbour_pairs
-
-    spec = cfg.compare
-    sizes = list(spec.batch_sizes)
-    shown = f"compare.batch_sizes=[{','.join(map(str, sizes))}]"
-    if len(sizes) < 2 or len(set(sizes)) != len(sizes) or min(sizes) < 1:
-        raise UserError(f"{shown} needs two or more different positive batch sizes; use e.g. "
-                        "compare.batch_sizes=[511,512,513].")
-    if not neighbour_pairs(sizes):
-        raise UserError(f"{shown} holds no power of two or multiple of 8 to compare with its neighbours; add one, "
-                        "e.g. compare.batch_sizes=[511,512,513].")
-    _at_least(spec.rounds, 2, "compare.rounds", 60)
-    _at_least(spec.steps, 1, "compare.steps", 10)
-    _at_least(spec.warmup_steps, 0, "compare.warmup_steps", 3)
-    _check_stopping(cfg)
-    if str(cfg.strategy).startswith("ddp_spawn"):
-        raise UserError(f"mode=compare keeps every batch size's model in this process between rounds, which "
-                        f"strategy={cfg.strategy} cannot (it trains in child processes); use strategy=ddp.")
 
 
 def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_key
+from bsbench.modes import MODES
 from bsbench.report.stats import describe
 
 # Per-configuration statistics: (result field or derived name, heading). All are positive quantities:
@@ -60,7 +61,8 @@ def _rounds(r: dict) -> bool:
 def measures(r: dict) -> str:
     """What a run's samples/s is the rate of: `inference` (mode=inference's forward passes), `profiled
     training` (mode=profile's traced steps) or `training`."""
-    return {"inference": "inference", "profile": "profiled training"}.get(r.get("mode"), "training")
+    mode = MODES.get(r.get("mode")) if isinstance(r.get("mode"), str) else None
+    return mode.measures if mode is not None else "training"
 
 
 def value(r: dict, metric: str):
@@ -83,7 +85,8 @@ def configurations(results: list[dict]) -> list[dict]:
     labels = label_groups(results)
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        if r.get("status") == Status.OK:
+        # report_row false: a result that measured nothing itself (mode=tune's edge and its summary)
+        if r.get("status") == Status.OK and r.get("report_row") is not False:
             groups.setdefault((group_key(r), r["batch_size"]), []).append(r)
     rows = []
     for (key, batch_size), runs in groups.items():

@@ -80,13 +80,72 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{x:+.1%}"
 
 
-def verdict_markdown(rows: list[dict], stops: list[dict] = ()) -> str:
+def setting_comparisons(results: list[dict]) -> list[dict]:
+    """mode=compare over compare.settings: each setting against the run's first setting at the same
+    batch size, paired over their rounds."""
+    from bsbench.modes.compare import against_first, arm_names
+
+    runs: dict[str, list[dict]] = {}
+    for r in results:
+        spec = (r.get("config") or {}).get("compare") or {}
+        if (r.get("status") == "ok" and isinstance(r.get("compare_id"), str) and spec.get("settings")
+                and isinstance(r.get("compare_setting"), dict) and isinstance(r.get("compare_settings"), list)
+                and r["compare_setting"] in r["compare_settings"] and _rates(r.get("round_samples_per_s"))):
+            runs.setdefault(r["compare_id"], []).append(r)
+    found = []
+    for arms in runs.values():
+        arms.sort(key=lambda r: r["compare_settings"].index(r["compare_setting"]))
+        settings = [r["compare_setting"] for r in arms]
+        names = arm_names(settings)
+        for i, base in against_first(settings):
+            c = paired(arms[i]["round_samples_per_s"], arms[base]["round_samples_per_s"])
+            found.append({"setting": names[i], "against": names[base], "model": arms[i].get("model"),
+                          "runs": f"{c['pairs']} rounds, paired", **c, "reading": reading(c)})
+    return found
+
+
+def _rates(values) -> bool:
+    return isinstance(values, list) and bool(values) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
+
+
+def settings_markdown(found: list[dict]) -> list[str]:
+    """The settings' verdict: each one's throughput against the first's, in words and in a table."""
+    lines = ["# Which setting is faster here?", "",
+             "Each setting against the first one of its comparison at the same batch size, on steady-state training "
+             "throughput, paired round by round in one process (95% interval of the mean log ratio).", ""]
+    for c in found:
+        lines.append(f"- {c['setting']}: {_in_words(c)} than {c['against']}.")
+    lines += ["", "| setting | against | runs | difference in samples/s | 95% interval | reading |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for c in found:
+        interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
+        lines.append(f"| {c['setting']} | {c['against']} | {c['runs']} | {_pct(c['ratio'])} | {interval} | "
+                     f"{c['reading']} |")
+    return lines + [""]
+
+
+def _in_words(c: dict) -> str:
+    """'94.6% faster (+80.2% to +110.0%)', 'no detectable difference (-0.4% to +0.3%)'."""
+    if c["ci_low"] is None:
+        return f"{c['ratio']:+.1%} (one round: no interval)"
+    interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}"
+    if c["ci_low"] <= 0.0 <= c["ci_high"]:
+        return f"no detectable difference ({interval})"
+    return f"{abs(c['ratio']):.1%} {'faster' if c['ratio'] > 0 else 'slower'} ({interval})"
+
+
+def verdict_markdown(rows: list[dict], stops: list[dict] = (), results: list[dict] = ()) -> str:
     """The verdict; `stops`: what ended each measurement that adaptive stopping ran (a sweep's stop
-    record, each compare run's), told under the table."""
+    record, each compare run's), told under the table; `results`: the runs, for compared settings."""
     found = comparisons(rows)
-    lines = ["# Are powers of two (or multiples of 8) faster here?", ""]
+    by_setting = setting_comparisons(list(results))
+    lines = settings_markdown(by_setting) if by_setting else []
+    lines += ["# Are powers of two (or multiples of 8) faster here?", ""]
     told = [f"{stop.get('label', '')}{sentence(stop, 'rounds' if stop.get('compare_id') else 'rounds of the sweep')}"
             for stop in stops]
+    if not found and by_setting:
+        return "\n".join(lines[:-2] + told + [""])
     if not found:
         return "\n".join(lines + ["The sweep holds no power of two or multiple of 8 with a neighbour to compare it with "
                                   "(sweep a range around one, e.g. `batch_size=range(500,516)`).", *told, ""])

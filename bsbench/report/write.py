@@ -6,10 +6,12 @@ from pathlib import Path
 
 from bsbench.core.results import read_results
 from bsbench.core.stopping import read_stop, usable
+from bsbench.modes.compare import arm_names
 from bsbench.report.differences import differences_markdown
 from bsbench.report.plots import write_plots
 from bsbench.report.summary import (SUMMARY_LEADING, configurations, group_key, label_groups, summary_markdown,
                                     write_csv)
+from bsbench.report.tune import write_tune
 from bsbench.report.verdict import verdict_markdown
 
 
@@ -23,6 +25,14 @@ def stops(directories: list[Path], results: list[dict]) -> list[dict]:
         stop, cid = r.get("compare_stop"), r.get("compare_id")
         if usable(stop) and isinstance(cid, str) and cid not in seen:
             seen.add(cid)
+            if r.get("tune_stage"):
+                found.append({**stop, "compare_id": cid, "label": f"tune, its {r['tune_stage']} race: "})
+                continue
+            settings = r.get("compare_settings")
+            if isinstance(settings, list) and all(isinstance(s, dict) for s in settings) and settings and \
+                    (r.get("config") or {}).get("compare", {}).get("settings"):
+                found.append({**stop, "compare_id": cid, "label": f"compare {', '.join(arm_names(settings))}: "})
+                continue
             sizes = ", ".join(str(b) for b in r.get("compare_batch_sizes") or [])
             setting = labels[group_key(r)]
             found.append({**stop, "compare_id": cid, "label": f"compare {sizes}{f' ({setting})' if setting else ''}: "})
@@ -42,12 +52,14 @@ def write_report(directories: list[Path], out: Path | None = None) -> tuple[str,
     write_csv(results, out / "runs.csv")
     write_csv(rows, out / "summary.csv", SUMMARY_LEADING)
     summary = summary_markdown(directories, results, rows, unreadable)
-    verdict = verdict_markdown(rows, stops(directories, results))
+    verdict = verdict_markdown(rows, stops(directories, results), results)
     explained = differences_markdown(results)  # mode=profile's: why, where profiles exist
     if explained:
         verdict += "\n" + explained
     (out / "summary.md").write_text(summary)
     (out / "verdict.md").write_text(verdict)
     plots = write_plots(rows, out)
-    files = ["runs.csv", "summary.csv", "summary.md", "verdict.md", *(p.name for p in plots)]
-    return f"{summary}\n{verdict}\nbsbench: wrote {', '.join(files)} in {out}\n", results
+    tuned, tune_files = write_tune(results, out)  # mode=tune's: what trains fastest, what matters
+    files = ["runs.csv", "summary.csv", "summary.md", "verdict.md", *(p.name for p in [*plots, *tune_files])]
+    tuned = f"\n{tuned}" if tuned else ""
+    return f"{summary}\n{verdict}{tuned}\nbsbench: wrote {', '.join(files)} in {out}\n", results

@@ -8,6 +8,7 @@ import torch
 from lightning.pytorch.utilities.data import extract_batch_size
 
 from bsbench.core import interrupt
+from bsbench.training.energy import EnergyMeter, energy_fields
 
 
 def synchronize(device: torch.device) -> None:
@@ -24,7 +25,7 @@ STATE_KEY = "bsbench_timing"
 STEP_TIMES_KEY = "bsbench_step_times"
 STATE = ("train_time_s", "epoch_times_s", "first_step_time_s", "inference_time_s", "test_samples", "steps_seen",
          "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes", "batch_latencies_s",
-         "batch_samples")
+         "batch_samples", "timed_energy_mj", "energy_reason")
 
 
 class TimingCallback(L.Callback):
@@ -54,6 +55,11 @@ class TimingCallback(L.Callback):
         self._interval_start: float | None = None
         self.batch_latencies_s: list[float] = []  # mode=inference: each timed forward pass
         self.batch_samples = 0
+        # NVML's energy counter over the same timed intervals (bsbench.training.energy), all ranks' GPUs
+        self.timed_energy_mj: float | None = 0.0
+        self.energy_reason: str | None = None
+        self._meter: EnergyMeter | None = None
+        self._energy_start: float | None = None
 
     def _now(self, trainer: L.Trainer) -> float:
         # With several ranks, every clock read waits for all of them: rank 0's interval then covers
@@ -72,19 +78,44 @@ class TimingCallback(L.Callback):
         self._publish(trainer)
 
     def _start_memory_and_clock(self, trainer) -> float:
-        """fit's or predict's start: CUDA's peak memory counter reset, and the clock read."""
+        """fit's or predict's start: CUDA's peak memory counter reset, the energy counter found, and
+        the clock read."""
         device = trainer.strategy.root_device
+        if self._meter is None:
+            self._meter = EnergyMeter(device)
+            self.energy_reason = self._meter.reason
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         return self._now(trainer)
 
     def _end_memory_and_clock(self, trainer) -> float:
-        """fit's or predict's end: the clock read, and the peak memory kept."""
+        """fit's or predict's end: the clock read, the peak memory kept, every rank's energy summed."""
         now = self._now(trainer)
         device = trainer.strategy.root_device
         if device.type == "cuda":
             self.peak_memory_bytes = torch.cuda.max_memory_allocated(device)
+            if trainer.world_size > 1:  # every rank's GPU: a rank whose counter failed makes the sum unknown
+                mine = torch.tensor(float("nan") if self.timed_energy_mj is None else self.timed_energy_mj,
+                                    device=device, dtype=torch.float64)
+                total = float(trainer.strategy.reduce(mine, reduce_op="sum"))
+                self.timed_energy_mj = None if total != total else total
+                if self.timed_energy_mj is None and self.energy_reason is None:
+                    self.energy_reason = "another rank's energy counter failed"
         return now
+
+    def _energy_open(self) -> None:
+        self._energy_start = self._meter.read() if self._meter is not None else None
+
+    def _energy_close(self) -> None:
+        """The energy of the interval that just closed, added; a failed read leaves no total."""
+        end = self._meter.read() if self._meter is not None else None
+        if end is None or self._energy_start is None or self.timed_energy_mj is None:
+            self.timed_energy_mj = None
+            if self._meter is not None:
+                self.energy_reason = self.energy_reason or self._meter.reason
+        else:
+            self.timed_energy_mj += end - self._energy_start
+        self._energy_start = None
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._epoch_start = self._now(trainer)
@@ -100,6 +131,7 @@ class TimingCallback(L.Callback):
             self._first_step_start = self._now(trainer)
         if self._interval_start is None and self.steps_seen >= self.warmup_steps:
             self._interval_start = self._now(trainer)
+            self._energy_open()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         samples = extract_batch_size(batch) * trainer.world_size
@@ -120,6 +152,7 @@ class TimingCallback(L.Callback):
     def _close_interval(self, trainer) -> None:
         if self._interval_start is not None:
             self.timed_seconds += self._now(trainer) - self._interval_start
+            self._energy_close()
             self._interval_start = None
 
     # --- inference ---
@@ -142,10 +175,13 @@ class TimingCallback(L.Callback):
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         interrupt.check()
         self._batch_start = self._now(trainer)
+        if batch_idx >= self.warmup_steps:
+            self._energy_open()
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         latency = self._now(trainer) - self._batch_start
         if batch_idx >= self.warmup_steps:
+            self._energy_close()
             self.batch_latencies_s.append(latency)
             self.batch_samples += extract_batch_size(batch)
 
@@ -183,6 +219,7 @@ class TimingCallback(L.Callback):
             "inference_samples_per_s": rate(self.test_samples, self.inference_time_s),
             "test_samples": self.test_samples if self.inference_time_s is not None else None,
             "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
+            **energy_fields(self.timed_energy_mj if self.timed_steps else None, self.timed_samples, self.energy_reason),
         }
 
     def inference_metrics(self) -> dict:
@@ -197,6 +234,7 @@ class TimingCallback(L.Callback):
             "latency_median_ms": statistics.median(ms) if ms else None,
             "latency_p95_ms": percentile(ms, 95) if ms else None,
             "peak_memory_mib": self.peak_memory_bytes / 2**20 if self.peak_memory_bytes is not None else None,
+            **energy_fields(self.timed_energy_mj if ms else None, self.batch_samples, self.energy_reason),
         }
 
 

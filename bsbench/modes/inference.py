@@ -1,0 +1,41 @@
+"""mode=inference (conf/mode/inference.yaml): the batch sizes a deployment would serve. Eval-mode
+forward passes without gradients on the test images cycled into full batches, each timed on its own
+(bsbench.training.timing); samples/s over the timed passes and the latency per batch."""
+
+from bsbench.modes.base import Mode
+from bsbench.modes.checks import at_least
+
+
+class Inference(Mode):
+    name = "inference"
+    measures = "inference"
+    one_device = "times forward passes"
+    sections = ("inference",)
+    FIGURES = (("inference_samples_per_s", ".0f", " samples/s"), ("latency_median_ms", ".4g", " ms per batch"),
+               ("latency_p95_ms", ".4g", " ms p95"))
+
+    def check(self, cfg, here):
+        at_least(cfg.inference.batches, 1, "inference.batches", 50)
+
+    def full_batches(self, cfg):
+        return []  # the test set is cycled into its batches: any batch size has them
+
+    def run(self, cfg, started_at):
+        from bsbench.job.build import build
+        from bsbench.job.run import lightning_call, result
+
+        built = build(cfg)
+        trainer = built.trainer
+        lightning_call(trainer, trainer.predict, built.model, datamodule=built.datamodule, return_predictions=False)
+        built.timing.collect(trainer)
+        measured = {**built.timing.inference_metrics(), "inference_world_size": trainer.world_size}
+        return result(cfg, built, measured, started_at)
+
+    def figures(self, r):
+        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in self.FIGURES if r.get(key) is not None]
+        if r.get("inference_mfu") is not None:
+            shown.append(f"MFU {100 * r['inference_mfu']:.1f}%")
+        return ", ".join(shown) or "no figures"
+
+
+MODE = Inference()

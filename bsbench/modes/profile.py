@@ -1,0 +1,61 @@
+"""mode=profile (conf/mode/profile.yaml): where a training step's time goes. torch.profiler over
+steady-state steps (bsbench.training.profiling), one trace per profile in the job's folder; the
+report's "What differs" section (bsbench.report.differences) compares neighbouring batch sizes' runs."""
+
+from omegaconf import OmegaConf
+
+from bsbench.core.errors import UserError
+from bsbench.modes.base import Mode
+from bsbench.modes.checks import at_least
+
+
+class Profile(Mode):
+    name = "profile"
+    measures = "profiled training"
+    one_device = "profiles training steps"
+    sections = ("profile",)
+
+    def check(self, cfg, here):
+        spec = cfg.profile
+        at_least(spec.warmup, 0, "profile.warmup", 2)
+        at_least(spec.active, 1, "profile.active", 5)
+        at_least(spec.repeat, 1, "profile.repeat", 3)
+        at_least(spec.top, 1, "profile.top", 15)
+        # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
+        if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
+            raise UserError("mode=profile writes its traces under trainer.default_root_dir, which is null; use its "
+                            "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
+        needed = cfg.timing.warmup_steps + (spec.warmup + spec.active) * spec.repeat
+        max_steps = cfg.trainer.max_steps
+        if max_steps != -1 and max_steps < needed:
+            raise UserError(f"trainer.max_steps={max_steps} ends training before the last profile (timing.warmup_steps "
+                            f"+ (profile.warmup + profile.active) * profile.repeat = {needed} steps); use "
+                            f"trainer.max_steps={needed}, or leave it to mode=profile.")
+
+    def run(self, cfg, started_at):
+        import os
+        from pathlib import Path
+
+        from bsbench.job.run import train
+        from bsbench.training.profiling import TRACE_DIR, ProfileCallback
+
+        spec = cfg.profile
+        root = OmegaConf.to_container(cfg.trainer, resolve=True)["default_root_dir"] or "."
+        profiler = ProfileCallback(os.path.join(root, TRACE_DIR), cfg.batch_size, cfg.timing.warmup_steps,
+                                   spec.warmup, spec.active, spec.repeat, cfg.verbose)  # traces in the run's folder
+
+        def traced(built) -> dict:
+            trainer = built.trainer
+            return profiler.metrics(Path(trainer.default_root_dir), spec.top) if trainer.is_global_zero else {}
+
+        return train(cfg, started_at, [profiler], after_fit=traced)
+
+    def figures(self, r):
+        if not r.get("profile_top"):
+            return super().figures(r)
+        top = ", ".join(f"{op['name'][:60]} {op['share']:.0%}" for op in r["profile_top"][:3])
+        count = r["profile_count"]
+        return f"{count} profile{'s' if count > 1 else ''}; most of the step: {top}"
+
+
+MODE = Profile()

@@ -1,0 +1,255 @@
+"""mode=tune's part of the report, from its results alone (bsbench.modes.tune describes the stages):
+tune.md (the fastest setting found, what matters ranked with intervals, the batch sizes that cannot
+be told apart from the fastest, a snippet to paste) and tune.png (samples/s against batch size)."""
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from bsbench.modes import tune
+from bsbench.report.stats import describe, paired
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{x:+.1%}"
+
+
+def _interval(c: dict) -> str:
+    return f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c.get("ci_low") is not None else "no interval yet"
+
+
+def _words(c: dict) -> str:
+    if c.get("ratio") is None:
+        return c.get("reason") or "not measured"
+    if c.get("ci_low") is None:
+        return f"{c['ratio']:+.1%} (too few rounds for an interval)"
+    if c["ci_low"] <= 0 <= c["ci_high"]:
+        return "no detectable difference"
+    return f"{abs(c['ratio']):.1%} {'faster' if c['ratio'] > 0 else 'slower'}"
+
+
+def _text(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def tunes(results: list[dict]) -> dict[str, dict]:
+    """The tunes among the results, by tune: each stage's results and the tune's own summary."""
+    found: dict[str, dict] = {}
+    for r in results:
+        if r.get("mode") != "tune" or not isinstance(r.get("tune_job_id") or r.get("job_id"), str):
+            continue
+        key = r.get("tune_job_id") or r["job_id"]
+        one = found.setdefault(key, {"stages": {}, "summary": None})
+        if r.get("tune_stage") in tune.STAGES:
+            one["stages"].setdefault(r["tune_stage"], []).append(r)
+        elif r.get("status") == "ok" and isinstance(r.get("tune_best"), dict):
+            one["summary"] = r
+    return {k: v for k, v in found.items() if v["stages"]}
+
+
+def _objective(one: dict) -> str:
+    for results in one["stages"].values():
+        for r in results:
+            objective = ((r.get("config") or {}).get("tune") or {}).get("objective")
+            if objective in tune.OBJECTIVES:
+                return objective
+    return "time"
+
+
+def _measured(results: list[dict], objective: str) -> list[dict]:
+    return [r for r in results if r.get("status") == "ok" and tune.values(r, objective)]
+
+
+def _compare(a: dict, b: dict, objective: str) -> dict:
+    return paired(tune.values(a, objective), tune.values(b, objective))
+
+
+def analyse(one: dict) -> dict:
+    """What a tune found, from its stages' results (as far as it got)."""
+    objective = _objective(one)
+    stages = one["stages"]
+    out: dict = {"objective": objective, "rows": [], "summary": one["summary"]}
+    edge = stages.get("edge", [{}])[0]
+    out["edge"], out["edge_stop"] = edge.get("max_batch_size"), edge.get("find_max_stop")
+    race = _measured(stages.get("near") or stages.get("batch") or [], objective)
+    if not race:
+        return out
+    lead = race[tune.fastest([tune.values(r, objective) for r in race])]
+    sizes = [r["batch_size"] for r in race]
+    start = (one["summary"] or {}).get("tune_start") or race[0].get("tune_start") or {}
+    out["leader"], out["lead_result"] = lead["batch_size"], lead
+    same = tune.indistinguishable([tune.values(r, objective) for r in race], race.index(lead))
+    out["indistinguishable"] = sorted(race[i]["batch_size"] for i in same)
+    out["race_sizes"] = sorted(sizes)
+    powers = [b for b in sizes if tune.is_power_of_two(b)]
+    if powers:
+        nearest = min(powers, key=lambda b: (abs(b - lead["batch_size"]), b))
+        if nearest != lead["batch_size"]:
+            c = _compare(race[sizes.index(nearest)], lead, objective)
+            out["power_of_two"] = nearest
+            out["rows"].append({"what": f"power of two: {nearest}, the nearest, against the fastest {lead['batch_size']}",
+                                "kind": "power of two", **c})
+        else:
+            others = [r for r in race if not tune.is_power_of_two(r["batch_size"])]
+            out["power_of_two"] = nearest
+            if others:
+                best_other = others[tune.fastest([tune.values(r, objective) for r in others])]
+                c = _compare(best_other, lead, objective)
+                out["rows"].append({"what": f"power of two: the fastest, {nearest}, is one; the fastest other "
+                                            f"({best_other['batch_size']}) against it", "kind": "power of two", **c})
+    start_bs = start.get("batch_size")
+    if start_bs in sizes and start_bs != lead["batch_size"]:
+        c = _compare(lead, race[sizes.index(start_bs)], objective)
+        out["rows"].append({"what": f"batch size: {lead['batch_size']} against your {start_bs}", "kind": "batch size", **c})
+    knobs = stages.get("knobs") or []
+    base = next((r for r in knobs if tune.values(r, objective) and set(r["compare_setting"]) == {"batch_size"}), None)
+    for r in knobs:
+        if r is base or not isinstance(r.get("compare_setting"), dict):
+            continue
+        changed = {k: v for k, v in r["compare_setting"].items() if k != "batch_size"}
+        what = " ".join(f"{k}={_text(v)}" for k, v in changed.items())
+        if r.get("status") != "ok" or base is None or not tune.values(r, objective):
+            out["rows"].append({"what": f"{what} (at {r['batch_size']})", "kind": "knob", "ratio": None,
+                                "ci_low": None, "ci_high": None, "reason": f"{r.get('status')}: {r.get('error', '')}"})
+            continue
+        out["rows"].append({"what": f"{what} (at {r['batch_size']})", "kind": "knob", **_compare(r, base, objective)})
+    out["rows"].sort(key=lambda row: -abs(row["ratio"]) if row.get("ratio") is not None else 1)
+    return out
+
+
+def markdown(one: dict) -> str:
+    a = analyse(one)
+    summary = a["summary"]
+    unit = "samples/s" if a["objective"] == "time" else "images per joule"
+    lines = ["# What trains fastest here, and what matters" if a["objective"] == "time"
+             else "# What trains on the least energy here, and what matters", ""]
+    lines.append("Found by `mode=tune` in paired rounds in one process; intervals are 95% (see the README's "
+                 "\"What matters more than the power of two\").")
+    lines.append("")
+    if summary is None:
+        done = [s for s in tune.STAGES if s in one["stages"]]
+        lines += [f"This tune did not finish: stages done: {', '.join(done) or 'none'}; resume it with "
+                  "resume=<its folder> and the same command.", ""]
+    else:
+        best = summary["tune_best"]
+        chosen = " ".join(f"{k}={_text(v)}" for k, v in best.items())
+        low, high = (summary.get("tune_best_ci") or [None, None])[:2]
+        rate = summary.get("tune_best_samples_per_s")
+        speedup = summary.get("tune_speedup") or {}
+        lines.append(f"- **Fastest setting found**: {chosen}" + (f", {rate:.4g} samples/s" if rate else "")
+                     + (f" ({low:.4g} to {high:.4g})" if low is not None else "") + ".")
+        if summary.get("tune_start") and all(summary["tune_start"].get(k) == v for k, v in best.items()):
+            lines.append("- Your starting configuration is the fastest found.")
+        elif speedup.get("ratio") is not None:
+            lines.append(f"- **Against your starting configuration**: {_words(speedup)} ({_interval(speedup)}).")
+        elif speedup.get("reason"):
+            lines.append(f"- Against your starting configuration: not measured ({speedup['reason']}).")
+        lines.append(f"- Memory edge: {a['edge']} (the search ended at: {a['edge_stop']}).")
+        lines.append(f"- Time: {summary.get('tune_elapsed_s', 0) / 60:.1f} min of budget_min="
+                     f"{(summary.get('config') or {}).get('budget_min')}.")
+    lines.append("")
+    if a["rows"]:
+        lines += ["## What matters", "", f"Each effect on {unit}, ranked by size.", "",
+                  "| rank | what | difference | 95% interval | reading |", "| --- | --- | --- | --- | --- |"]
+        for i, row in enumerate(a["rows"], 1):
+            lines.append(f"| {i} | {row['what']} | {_pct(row.get('ratio'))} | "
+                         f"{_interval(row) if row.get('ratio') is not None else ''} | {_words(row)} |")
+        lines.append("")
+    if "leader" in a:
+        same = a["indistinguishable"]
+        lines.append(f"Batch sizes that cannot be told apart from the fastest ({a['leader']}), of those raced near it "
+                     f"({', '.join(map(str, a['race_sizes']))}): {', '.join(map(str, same))}.")
+        p = a.get("power_of_two")
+        if p is None:
+            lines.append("No power of two was raced near the fastest batch size.")
+        elif p == a["leader"]:
+            lines.append(f"The fastest batch size, {p}, is a power of two.")
+        elif p in same:
+            lines.append(f"The nearest power of two, {p}, is among them: a power of two is as fast here, not faster.")
+        else:
+            lines.append(f"The nearest power of two, {p}, is not among them: it is measurably slower than "
+                         f"{a['leader']} here.")
+        lines.append("")
+    if summary is not None:
+        lines += ["## To use it", "", "```python", *snippet(summary), "```", ""]
+    return "\n".join(lines)
+
+
+def snippet(summary: dict) -> list[str]:
+    """The Lightning arguments and batch size of the fastest setting, to paste."""
+    best = summary["tune_best"]
+    config = summary.get("config") or {}
+    precision = best.get("precision", config.get("precision"))
+    channels_last = best.get("channels_last", config.get("channels_last"))
+    fused = best.get("model.fused_adam", (config.get("model") or {}).get("fused_adam"))
+    compiled = best.get("compile", config.get("compile"))
+    lines = [f"# bsbench mode=tune on {summary.get('device_name')}: batch size {best['batch_size']}",
+             "import lightning as L", "import torch", "",
+             f"trainer = L.Trainer(accelerator={config.get('accelerator', 'auto')!r}, devices=1, "
+             f"precision={precision!r})", f"batch_size = {best['batch_size']}  # your DataLoader's"]
+    if channels_last:
+        lines.append("model = model.to(memory_format=torch.channels_last)  # and each input: "
+                     "x = x.to(memory_format=torch.channels_last)")
+    lr = (config.get("model") or {}).get("lr")
+    lines.append(f"optimizer = torch.optim.Adam(model.parameters(), lr={lr}{', fused=True' if fused else ''})"
+                 "  # in configure_optimizers")
+    if compiled:
+        lines.append("model = torch.compile(model)")
+    flags = f"batch_size={best['batch_size']} precision={precision} channels_last={_text(bool(channels_last))}"
+    lines += ["", f"# measure it again: python -m bsbench mode=throughput {flags} model.fused_adam="
+                  f"{_text(bool(fused))}" + (" compile=true" if compiled else "")]
+    return lines
+
+
+def figure(one: dict):
+    """samples/s (or images per joule) against batch size, each with its 95% interval over its
+    rounds, every batch race's arm; the fastest marked."""
+    a = analyse(one)
+    fig = Figure(figsize=(9, 5), dpi=100)
+    ax = fig.subplots()
+    points: dict[int, list[float]] = {}
+    for stage in ("batch", "near"):
+        for r in _measured(one["stages"].get(stage) or [], a["objective"]):
+            points.setdefault(r["batch_size"], []).extend(tune.values(r, a["objective"]))
+    sizes = sorted(points)
+    stats = [describe(points[b], log=True) for b in sizes]
+    means = [s["mean"] for s in stats]
+    below = [s["mean"] - s["ci_low"] if s["ci_low"] is not None else 0 for s in stats]
+    above = [s["ci_high"] - s["mean"] if s["ci_high"] is not None else 0 for s in stats]
+    ax.errorbar(sizes, means, yerr=[below, above], fmt="o", ms=5, capsize=3, label="batch size (95% interval)")
+    powers = [b for b in sizes if tune.is_power_of_two(b)]
+    if powers:
+        ax.plot(powers, [means[sizes.index(b)] for b in powers], "o", ms=11, mfc="none", mec="crimson", mew=1.5,
+                label="power of two", zorder=3)
+    if "leader" in a and a["leader"] in points:
+        ax.plot([a["leader"]], [means[sizes.index(a["leader"])]], "*", ms=16, color="gold", mec="black",
+                label=f"fastest: {a['leader']}", zorder=4)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(b) for b in sizes], rotation=45, fontsize=8)
+    ax.minorticks_off()
+    ax.set_xlabel("batch size (per device)")
+    ax.set_ylabel("training samples/s" if a["objective"] == "time" else "images per joule")
+    top = max(m + h for m, h in zip(means, above)) if means else 1
+    ax.set_ylim(0, top * 1.1)
+    ax.set_title("mode=tune: the batch races' arms, at your starting settings", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def write_tune(results: list[dict], out: Path) -> tuple[str, list[Path]]:
+    """tune.md and tune.png (one per tune: tune-<id>.png where a report holds several) in `out`."""
+    found = tunes(results)
+    if not found:
+        return "", []
+    texts, written = [], []
+    for i, one in enumerate(found.values()):
+        texts.append(markdown(one))
+        name = "tune.png" if len(found) == 1 else f"tune-{i + 1}.png"
+        if any(_measured(one["stages"].get(s) or [], _objective(one)) for s in ("batch", "near")):
+            figure(one).savefig(out / name, metadata={"Title": "bsbench: mode=tune"})
+            written.append(out / name)
+    text = "\n".join(texts)
+    (out / "tune.md").write_text(text)
+    return text, [out / "tune.md", *written]
