@@ -23,7 +23,7 @@ COMPARE = [*SMOKE, "mode=compare", "compare.batch_sizes=[15,16,17]", "compare.st
            "timing.warmup_steps=1"]
 
 
-def test_a_compare_run_writes_one_result_results_of_and_a_paired_verdict(cli):
+def test_a_compare_run_writes_one_result_per_batch_size_and_a_paired_verdict(cli):
     # a target any two rounds reach, trusted only once every batch size ran in every place of the order:
     # 2 x 3 = 6 rounds
     proc = cli(*COMPARE, "compare.rounds=20", "target_ci=0.99")

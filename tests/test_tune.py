@@ -114,3 +114,24 @@ def test_a_tune_interrupted_after_a_stage_resumes_from_the_next_one(cli):
     assert "## What matters" in text and "channels_last=true" in text and "power of two" in text
     assert "```python" in text and (run / "tune.png").is_file()
     assert "# What trains fastest here" in proc.stdout
+
+
+def test_a_tune_resumed_with_another_configuration_is_refused_before_anything_is_written(tmp_path):
+    from bsbench.core.errors import UserError
+    from bsbench.job.hooks import check
+    from conftest import composed
+
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("batch_size: 32\nmode: tune\n")
+    (run / "batch").mkdir()
+    (run / "batch" / "done.json").write_text(json.dumps({"job_id": "another tune's", "stage": "batch"}))
+    with pytest.raises(UserError, match="holds a tune of another configuration"):
+        check(composed(*SMOKE, "mode=tune", f"resume={run}"), sweep=False)
+    other = tmp_path / "other"
+    (other / ".hydra").mkdir(parents=True)
+    (other / ".hydra" / "config.yaml").write_text("mode: throughput\n")
+    with pytest.raises(UserError, match="holds no mode=tune run"):
+        check(composed(*SMOKE, "mode=tune", f"resume={other}"), sweep=False)
+    with pytest.raises(UserError, match="finishes a sweep"):
+        check(composed(*SMOKE, "mode=throughput", f"resume={run}"), sweep=False)

@@ -30,6 +30,7 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
         from bsbench.job.sweep import check_resumable_run
 
         check_resumable_run(cfg.resume, cfg.mode)
+        mode_of(cfg.mode).check_resume(cfg, cfg.resume)
     elif cfg.resume:
         from bsbench.job.sweep import check_resumable
 

@@ -15,7 +15,7 @@ import torchvision
 from hydra.utils import get_class
 from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.strategies import StrategyRegistry
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from bsbench.core.errors import UserError
 from bsbench.core.order import ORDERS

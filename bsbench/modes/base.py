@@ -24,6 +24,9 @@ class Mode:
     def check(self, cfg, here: bool) -> None:
         """The checks this mode adds to every run's (bsbench.job.validate), before anything runs."""
 
+    def check_resume(self, cfg, path) -> None:
+        """resume=<a single run's folder> (where `resumes_single_run`): what must match the folder."""
+
     def full_batches(self, cfg) -> list[tuple[int, str]]:
         """The batch sizes that must each have a full training batch, with how the user wrote them."""
         return [(cfg.batch_size, f"batch_size={cfg.batch_size}")]

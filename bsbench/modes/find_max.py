@@ -50,7 +50,7 @@ def search(start: int, max_val: int, train_images: int, max_trials: int, fits: C
 
 
 def find_max(cfg, run_trial: Callable[[object], None], train_images: int, is_oom: Callable[[BaseException], bool],
-             free_memory: Callable[[], None]) -> dict:
+             free_memory: Callable[[], None], more: Callable[[], bool] = lambda: True) -> dict:
     """The search over real trials: `run_trial(config)` trains the config's batch size; an exception
     that `is_oom` recognises is a trial that did not fit, any other ends the job."""
 
@@ -67,7 +67,7 @@ def find_max(cfg, run_trial: Callable[[object], None], train_images: int, is_oom
         finally:
             free_memory()  # the trial's model and tensors (garbage-collected), before the next allocates
 
-    return search(cfg.batch_size, cfg.find_max.max_val, train_images, cfg.find_max.max_trials, fits)
+    return search(cfg.batch_size, cfg.find_max.max_val, train_images, cfg.find_max.max_trials, fits, more)
 
 
 class FindMax(Mode):

@@ -28,6 +28,8 @@ share; it imports no torch."""
 
 import math
 
+from omegaconf import OmegaConf
+
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
@@ -165,6 +167,10 @@ class Tune(Mode):
         if spec.max_batch_size is not None:
             at_least(spec.max_batch_size, 1, "tune.max_batch_size", 512)
         at_least(spec.grid_points, 1, "tune.grid_points", 5)
+        # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
+        if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
+            raise UserError("mode=tune writes its stages under trainer.default_root_dir, which is null; use its "
+                            "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
         at_least(cfg.compare.rounds, 2, "compare.rounds", 60)
         at_least(cfg.compare.steps, 1, "compare.steps", 10)
         at_least(cfg.compare.warmup_steps, 0, "compare.warmup_steps", 3)
@@ -177,6 +183,25 @@ class Tune(Mode):
             if why:
                 raise UserError(f"tune.objective=energy ranks by joules per image, which this machine cannot measure "
                                 f"({why}); use tune.objective=time.")
+
+    def check_resume(self, cfg, path) -> None:
+        """resume=<a tune's folder> with another configuration would mix two tunes' stages: refused
+        before anything is written there (Hydra rewrites the folder's .hydra/ when the run starts)."""
+        import json
+        from pathlib import Path
+
+        from bsbench.core.identity import job_id
+
+        recorded = set()
+        for marker in Path(path).glob(f"*/{DONE_FILE}"):
+            try:
+                recorded.add(json.loads(marker.read_text()).get("job_id"))
+            except (OSError, ValueError):
+                continue
+        if recorded and recorded != {job_id(cfg)}:
+            raise UserError(f"resume={path} holds a tune of another configuration; resume it with its own command "
+                            f"(its overrides are in {Path(path) / '.hydra' / 'overrides.yaml'}), or tune anew "
+                            "without resume.")
 
     def folder(self, cfg):
         return f"tune{cfg.batch_size}"

@@ -23,7 +23,7 @@ from bsbench.job.run import fit, with_utilization
 from bsbench.modes import tune
 from bsbench.modes.compare import describe as named
 from bsbench.modes.compare import folder
-from bsbench.modes.find_max import search
+from bsbench.modes.find_max import find_max
 from bsbench.report.stats import describe as statistics
 from bsbench.report.stats import paired
 from bsbench.training.environment import describe
@@ -110,8 +110,8 @@ class Tuner:
 
             data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
             data.setup("fit")
-            outcome = search(cfg.batch_size, cfg.find_max.max_val, len(data.train_set), cfg.find_max.max_trials,
-                             self._fits, more=lambda: self.left("edge") > 0)
+            outcome = find_max(cfg, self._trial, len(data.train_set), is_oom, garbage_collection_cuda,
+                               more=lambda: self.left("edge") > 0)
             edge = outcome["max_batch_size"]
             if edge is None:
                 raise UserError(f"batch_size={cfg.batch_size} ran out of memory, and so did every smaller batch size "
@@ -122,19 +122,10 @@ class Tuner:
         self.save("edge", [result])
         return edge
 
-    def _fits(self, batch_size: int) -> bool:
-        trial = rounds.fit_config(with_batch(self.cfg, batch_size), 1, 1)  # the second step holds the optimizer's state
-        try:
-            built = build(trial)
-            self.device = built.trainer.strategy.root_device
-            fit(built)
-            return True
-        except Exception as exc:
-            if not is_oom(exc):
-                raise
-            return False
-        finally:
-            garbage_collection_cuda()
+    def _trial(self, trial: DictConfig) -> None:
+        built = build(rounds.fit_config(trial, 1, 1))  # two steps: the second holds the optimizer's state
+        self.device = built.trainer.strategy.root_device
+        fit(built)
 
     # --- 2-5. races ---
     def race(self, stage: str, settings: list[dict], pairs, eliminate: bool) -> list[dict]:

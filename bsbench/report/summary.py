@@ -23,6 +23,7 @@ METRICS = {
     "mfu": "MFU",
     "latency_median_ms": "latency per batch, median (ms)",
     "latency_p95_ms": "latency per batch, p95 (ms)",
+    "joules_per_sample": "energy per image (J)",
 }
 TRAINING = {"samples_per_s": "train_samples_per_s", "tflops": "train_tflops", "mfu": "mfu"}
 RATE_FIELDS = {
@@ -169,6 +170,11 @@ def _runs(row: dict) -> str:
     return f"{row['runs']} ({rounds} rounds)" if rounds else str(row["runs"])
 
 
+def _joules(row: dict) -> str:
+    mean = row["joules_per_sample_mean"]
+    return "" if mean is None else f"{mean:.3g}"
+
+
 def _latency(row: dict) -> str:
     median, p95 = row["latency_median_ms_mean"], row["latency_p95_ms_mean"]
     return "" if median is None else f"{median:.3g} / {p95:.3g}"
@@ -184,6 +190,9 @@ def markdown_table(rows: list[dict]) -> str:
         header.insert(header.index("TFLOP/s (MFU)"), "latency p50 / p95 (ms)")
     if both:
         header.insert(header.index("samples/s (95% CI)"), "samples/s of")
+    energy = any(row["joules_per_sample_mean"] is not None for row in rows)
+    if energy:  # NVML's energy counter, over the timed steps (bsbench.training.energy)
+        header.insert(header.index("samples/s (95% CI)") + 1, "J/image")
     lines = [header, ["---"] * len(header)]
     for row in rows:
         rate = row["samples_per_s_mean"]
@@ -194,7 +203,8 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append([
             str(row["batch_size"]), _runs(row), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
             str(row.get("epochs") or ""), _device(row), str(row.get("precision_used") or ""),
-            *([row["measures"]] if both else []), rate_text, *([_latency(row)] if latency else []), _flops(row),
+            *([row["measures"]] if both else []), rate_text, *([_joules(row)] if energy else []),
+            *([_latency(row)] if latency else []), _flops(row),
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"

@@ -202,38 +202,44 @@ def snippet(summary: dict) -> list[str]:
 
 
 def figure(one: dict):
-    """samples/s (or images per joule) against batch size, each with its 95% interval over its
-    rounds, every batch race's arm; the fastest marked."""
+    """samples/s (or images per joule) against batch size, each with its 95% interval over its rounds:
+    the grid's race on the left (log scale), the race near the fastest on the right; the fastest
+    and the powers of two marked."""
     a = analyse(one)
-    fig = Figure(figsize=(9, 5), dpi=100)
-    ax = fig.subplots()
-    points: dict[int, list[float]] = {}
-    for stage in ("batch", "near"):
-        for r in _measured(one["stages"].get(stage) or [], a["objective"]):
-            points.setdefault(r["batch_size"], []).extend(tune.values(r, a["objective"]))
-    sizes = sorted(points)
-    stats = [describe(points[b], log=True) for b in sizes]
-    means = [s["mean"] for s in stats]
-    below = [s["mean"] - s["ci_low"] if s["ci_low"] is not None else 0 for s in stats]
-    above = [s["ci_high"] - s["mean"] if s["ci_high"] is not None else 0 for s in stats]
-    ax.errorbar(sizes, means, yerr=[below, above], fmt="o", ms=5, capsize=3, label="batch size (95% interval)")
-    powers = [b for b in sizes if tune.is_power_of_two(b)]
-    if powers:
-        ax.plot(powers, [means[sizes.index(b)] for b in powers], "o", ms=11, mfc="none", mec="crimson", mew=1.5,
-                label="power of two", zorder=3)
-    if "leader" in a and a["leader"] in points:
-        ax.plot([a["leader"]], [means[sizes.index(a["leader"])]], "*", ms=16, color="gold", mec="black",
-                label=f"fastest: {a['leader']}", zorder=4)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [str(b) for b in sizes], rotation=45, fontsize=8)
-    ax.minorticks_off()
-    ax.set_xlabel("batch size (per device)")
-    ax.set_ylabel("training samples/s" if a["objective"] == "time" else "images per joule")
-    top = max(m + h for m, h in zip(means, above)) if means else 1
-    ax.set_ylim(0, top * 1.1)
-    ax.set_title("mode=tune: the batch races' arms, at your starting settings", fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    stages = [s for s in ("batch", "near") if _measured(one["stages"].get(s) or [], a["objective"])]
+    fig = Figure(figsize=(11, 4.8), dpi=100)
+    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    for ax, stage in zip(axes, stages):
+        points = {r["batch_size"]: tune.values(r, a["objective"]) for r in _measured(one["stages"][stage], a["objective"])}
+        sizes = sorted(points)
+        # near the fastest, sizes a few apart: evenly spaced, each labelled (the grid halves: a log axis)
+        at = {b: (i if stage == "near" else b) for i, b in enumerate(sizes)}
+        stats = [describe(points[b], log=True) for b in sizes]
+        means = [s["mean"] for s in stats]
+        below = [s["mean"] - s["ci_low"] if s["ci_low"] is not None else 0 for s in stats]
+        above = [s["ci_high"] - s["mean"] if s["ci_high"] is not None else 0 for s in stats]
+        ax.errorbar([at[b] for b in sizes], means, yerr=[below, above], fmt="o", ms=5, capsize=3,
+                    label="batch size (95% interval)")
+        powers = [b for b in sizes if tune.is_power_of_two(b)]
+        if powers:
+            ax.plot([at[b] for b in powers], [means[sizes.index(b)] for b in powers], "o", ms=12, mfc="none",
+                    mec="crimson", mew=1.5, label="power of two", zorder=3)
+        if a.get("leader") in points:
+            ax.plot([at[a["leader"]]], [means[sizes.index(a["leader"])]], "*", ms=16, color="gold", mec="black",
+                    label=f"fastest: {a['leader']}", zorder=4)
+        if stage == "batch" and len(sizes) > 1 and sizes[-1] / sizes[0] > 4:
+            ax.set_xscale("log", base=2)
+            ax.minorticks_off()
+        ax.set_xticks([at[b] for b in sizes], [str(b) for b in sizes], rotation=45, fontsize=8)
+        if stage == "near":
+            ax.set_xlim(-0.5, len(sizes) - 0.5)
+        ax.set_xlabel("batch size (per device)")
+        ax.set_ylabel("training samples/s" if a["objective"] == "time" else "images per joule")
+        ax.set_ylim(0, max(m + h for m, h in zip(means, above)) * 1.1)
+        ax.set_title("the grid below the memory edge" if stage == "batch" else "near the grid's fastest", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("mode=tune: batch sizes raced at your starting settings (paired rounds in one process)", fontsize=11)
     fig.tight_layout()
     return fig
 

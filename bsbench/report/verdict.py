@@ -99,8 +99,11 @@ def setting_comparisons(results: list[dict]) -> list[dict]:
         names = arm_names(settings)
         for i, base in against_first(settings):
             c = paired(arms[i]["round_samples_per_s"], arms[base]["round_samples_per_s"])
+            energy = None  # images per joule, where NVML measured both (the inverse of joules per image)
+            if _rates(arms[i].get("round_joules_per_sample")) and _rates(arms[base].get("round_joules_per_sample")):
+                energy = paired(arms[base]["round_joules_per_sample"], arms[i]["round_joules_per_sample"])
             found.append({"setting": names[i], "against": names[base], "model": arms[i].get("model"),
-                          "runs": f"{c['pairs']} rounds, paired", **c, "reading": reading(c)})
+                          "runs": f"{c['pairs']} rounds, paired", **c, "reading": reading(c), "energy": energy})
     return found
 
 
@@ -115,7 +118,10 @@ def settings_markdown(found: list[dict]) -> list[str]:
              "Each setting against the first one of its comparison at the same batch size, on steady-state training "
              "throughput, paired round by round in one process (95% interval of the mean log ratio).", ""]
     for c in found:
-        lines.append(f"- {c['setting']}: {_in_words(c)} than {c['against']}.")
+        energy = c.get("energy")
+        spent = "" if energy is None else (f"; images per joule: {_in_words(energy).replace('faster', 'more')}"
+                                           .replace("slower", "fewer"))
+        lines.append(f"- {c['setting']}: {_in_words(c)} than {c['against']}{spent}.")
     lines += ["", "| setting | against | runs | difference in samples/s | 95% interval | reading |",
               "| --- | --- | --- | --- | --- | --- |"]
     for c in found:
