@@ -51,12 +51,12 @@ def test_help_is_bsbench_s_own(cli):
     assert proc.returncode == 0 and "powered by Hydra" not in proc.stdout
     text = proc.stdout
     for words in ("do batch sizes have to be powers of two", "Modes (mode=...)", "throughput", "compare", "find_max",
-                  "inference", "profile", "bsbench-report", "outputs/multirun/<date>/<time>/", "resume=",
+                  "inference", "profile", "tune", "bsbench-report", "outputs/multirun/<date>/<time>/", "resume=",
                   "verbose=true"):
         assert words in text, words
     examples = text.split("Examples:")[1].split("Config groups")[0]
-    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 8
-    assert "mode: compare, find_max, inference, profile, throughput, train" in text  # Hydra fills in the config groups
+    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 10
+    assert "mode: compare, find_max, inference, profile, throughput, train, tune" in text  # Hydra fills in the config groups
 
 
 @pytest.mark.parametrize("overrides, missing, named", [

@@ -27,10 +27,14 @@ def test_the_racing_rule_drops_only_what_is_clearly_slower():
     # the set that cannot be told apart from the fastest
     lead = tune.fastest([fast, tied, slow])
     assert sorted(tune.indistinguishable([fast, tied, slow], lead)) == [0, 1]
+    # an arm dropped after three rounds is no leader and no contender, however its rounds average
+    dropped = [v * 2 for v in fast[:3]]
+    assert tune.fastest([fast, tied, dropped]) in (0, 1) and tune.contenders([fast, tied, dropped]) == [1 - lead]
 
 
 def test_the_candidates_hold_the_start_the_powers_of_two_and_the_multiples_of_8_below_the_edge():
     assert tune.grid(6144, 5, 256) == [256, 384, 768, 1536, 3072, 6144]
+    assert tune.grid(16, 5, 16) == [2, 4, 8, 16]  # never 1: batch normalization cannot train on one image
     near = tune.neighbourhood(3072, 6144, 256)
     assert {2048, 4096, 3064, 3080, 3071, 3073, 256} <= set(near) and max(near) <= 6144
     near = tune.neighbourhood(3075, 3076, 256)  # not a multiple of 8: the two nearest ones; 4096 is above the edge
@@ -103,7 +107,7 @@ def test_a_tune_interrupted_after_a_stage_resumes_from_the_next_one(cli):
     assert f"resume with resume={run} and the same command" in err and "Traceback" not in err
     batch = {p: json.loads(p.read_text())["compare_id"] for p in (run / "batch").rglob("results.json")}
 
-    proc = cli(*args, f"resume={run}")
+    proc = cli(*args, f"resume={run}", "budget_min=0.3")  # a budget is not what a tune is: the same tune, more time
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {p: json.loads(p.read_text())["compare_id"] for p in (run / "batch").rglob("results.json")} == batch
     for stage in ("edge", "batch", "near", "knobs"):
@@ -135,3 +139,13 @@ def test_a_tune_resumed_with_another_configuration_is_refused_before_anything_is
         check(composed(*SMOKE, "mode=tune", f"resume={other}"), sweep=False)
     with pytest.raises(UserError, match="finishes a sweep"):
         check(composed(*SMOKE, "mode=throughput", f"resume={run}"), sweep=False)
+
+
+def test_a_tune_whose_results_files_hold_anything_is_reported_without_them(tmp_path):
+    results = planted_tune()
+    results[1]["compare_setting"] = ["not", "a", "setting"]  # a near arm
+    results[-1]["tune_best"] = "512"  # the summary
+    results[-2]["round_samples_per_s"] = ["a", -1]  # a knob
+    text, _ = write_tune(results, tmp_path)
+    assert "This tune did not finish" in text  # no usable summary: said so, not a traceback
+    assert "model.fused_adam=true" not in text and "channels_last=true (at 512)" in text

@@ -98,7 +98,8 @@ def results_of(result: dict) -> list[dict]:
 
 # Fields the report computes with: a result whose values here are of another type is not read.
 NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc", "train_tflops", "mfu",
-           "inference_samples_per_s", "inference_tflops", "inference_mfu", "latency_median_ms", "latency_p95_ms")
+           "inference_samples_per_s", "inference_tflops", "inference_mfu", "latency_median_ms", "latency_p95_ms",
+           "energy_j", "joules_per_sample")
 
 
 def _numbers(values) -> bool:

@@ -201,12 +201,13 @@ def rates(arm: Arm) -> list[float]:
 def race(arms: list[Arm], spec: DictConfig, pairs: Callable[[list[Arm]], list[tuple[int, int]]], *, cap: int,
          target_ci: float | None, budget_s: float | None, min_rounds: int,
          eliminate: Callable[[list[Arm]], list[Arm]] | None = None, label: str = "round",
-         value: Callable[[Arm], list[float]] = rates, budget_after: int = 1) -> dict:
+         value: Callable[[Arm], list[float]] = rates, budget_after: int = 1, hard_s: float | None = None) -> dict:
     """Rounds over the live arms until every comparison `pairs(arms)` names (index pairs into `arms`)
     has its 95% interval within `target_ci`, another round would pass `budget_s`, or `cap` rounds
     have run; `eliminate(arms)`, after each round, names arms to leave the rounds; `value(arm)`: what
     the comparisons compare, per round; the budget stops nothing before `budget_after` rounds (2: every
-    comparison gets an interval). Returns the stop record (bsbench.core.stopping)."""
+    comparison gets an interval), except that no round starts that would end past `hard_s`. Returns the
+    stop record (bsbench.core.stopping)."""
     started = time.monotonic()
     done, reason, found = 0, None, []
     with quiet_lightning():
@@ -223,6 +224,8 @@ def race(arms: list[Arm], spec: DictConfig, pairs: Callable[[list[Arm]], list[tu
             done += 1
             found = [half_width(paired(value(arms[a]), value(arms[b]))) for a, b in pairs(arms)]
             budget_min = budget_s / 60 if budget_s is not None and done >= budget_after else None
+            if hard_s is not None and time.monotonic() - started + (time.monotonic() - round_start) > hard_s:
+                budget_min = min(budget_min if budget_min is not None else hard_s / 60, hard_s / 60)
             reason = agreed(stopping.decide(found, done, cap, target_ci=target_ci, budget_min=budget_min,
                                             elapsed_s=time.monotonic() - started,
                                             round_s=time.monotonic() - round_start, min_rounds=min_rounds))

@@ -57,12 +57,14 @@ class Mode:
 
     def figures(self, r: dict) -> str:
         shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in self.FIGURES if r.get(key) is not None]
-        if r.get("mfu") is not None:
-            shown.append(f"MFU {100 * r['mfu']:.1f}%")
+        if r.get(self.MFU) is not None:
+            shown.append(f"MFU {100 * r[self.MFU]:.1f}%")
         return ", ".join(shown) or "no figures"
 
+    # the headline figures of a job's line: (field, format, unit), and the MFU shown beside them
     FIGURES = (("train_samples_per_s", ".0f", " samples/s"), ("train_time_s", ".1f", " s train"),
                ("inference_time_s", ".1f", " s inference"), ("test_acc", ".3f", " test acc"))
+    MFU = "mfu"
 
 
 def failure(r: dict) -> str:

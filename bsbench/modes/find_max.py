@@ -17,10 +17,11 @@ STOPS = ("memory", "max_val", "dataset", "max_trials", "budget")
 
 
 def search(start: int, max_val: int, train_images: int, max_trials: int, fits: Callable[[int], bool],
-           more: Callable[[], bool] = lambda: True) -> dict:
+           more: Callable[[], bool] = lambda: True, tolerance: Callable[[int], int] = lambda largest: 1) -> dict:
     """Run `fits(batch_size)` (False: out of memory) on the sizes the search needs; report the largest
-    that ran, what ended the search, and every trial. The answer is always a size that ran. `more()`
-    false after a trial that ran ends the search there (mode=tune's time budget)."""
+    that ran, what ended the search, and every trial. The answer is always a size that ran. mode=tune's
+    search: `more()` false after a trial that ran ends it there (its time budget), and the bisection
+    stops once the sizes that ran and did not are `tolerance(largest that ran)` apart."""
     limit = min(max_val, train_images)
     at_limit = "max_val" if max_val <= train_images else "dataset"
     trials: list[dict] = []
@@ -41,7 +42,7 @@ def search(start: int, max_val: int, train_images: int, max_trials: int, fits: C
                 stop = at_limit
                 break
             size = min(2 * size, limit)
-        elif smallest_oom - largest_ok <= 1:
+        elif smallest_oom - largest_ok <= tolerance(largest_ok):
             stop = "memory"
             break
         else:
@@ -50,9 +51,10 @@ def search(start: int, max_val: int, train_images: int, max_trials: int, fits: C
 
 
 def find_max(cfg, run_trial: Callable[[object], None], train_images: int, is_oom: Callable[[BaseException], bool],
-             free_memory: Callable[[], None], more: Callable[[], bool] = lambda: True) -> dict:
+             free_memory: Callable[[], None], **limits) -> dict:
     """The search over real trials: `run_trial(config)` trains the config's batch size; an exception
-    that `is_oom` recognises is a trial that did not fit, any other ends the job."""
+    that `is_oom` recognises is a trial that did not fit, any other ends the job; `limits`: search's
+    `more` and `tolerance`."""
 
     def fits(batch_size: int) -> bool:
         trial = cfg.copy()
@@ -67,7 +69,7 @@ def find_max(cfg, run_trial: Callable[[object], None], train_images: int, is_oom
         finally:
             free_memory()  # the trial's model and tensors (garbage-collected), before the next allocates
 
-    return search(cfg.batch_size, cfg.find_max.max_val, train_images, cfg.find_max.max_trials, fits, more)
+    return search(cfg.batch_size, cfg.find_max.max_val, train_images, cfg.find_max.max_trials, fits, **limits)
 
 
 class FindMax(Mode):

@@ -13,6 +13,7 @@ class Inference(Mode):
     sections = ("inference",)
     FIGURES = (("inference_samples_per_s", ".0f", " samples/s"), ("latency_median_ms", ".4g", " ms per batch"),
                ("latency_p95_ms", ".4g", " ms p95"))
+    MFU = "inference_mfu"
 
     def check(self, cfg, here):
         at_least(cfg.inference.batches, 1, "inference.batches", 50)
@@ -30,12 +31,6 @@ class Inference(Mode):
         built.timing.collect(trainer)
         measured = {**built.timing.inference_metrics(), "inference_world_size": trainer.world_size}
         return result(cfg, built, measured, started_at)
-
-    def figures(self, r):
-        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in self.FIGURES if r.get(key) is not None]
-        if r.get("inference_mfu") is not None:
-            shown.append(f"MFU {100 * r['inference_mfu']:.1f}%")
-        return ", ".join(shown) or "no figures"
 
 
 MODE = Inference()

@@ -5,8 +5,9 @@
 2. batch: a geometric grid of batch sizes below the edge (halving from it; your `batch_size` too),
    raced in paired rounds (bsbench.job.rounds);
 3. near: the neighbourhood of the grid's leader (the nearest powers of two, the nearest multiples
-   of 8, the sizes one apart, and your `batch_size`), raced the same way: its leader is the fastest
-   batch size, and the power-of-two question is one comparison of it;
+   of 8, the sizes one apart, and your `batch_size`) and the grid's sizes the racing rule kept, raced
+   the same way: its leader is the fastest batch size, and the power-of-two question is one
+   comparison of it;
 4. knobs: each speed knob toggled at that batch size (channels_last, the 16-bit mixed precisions
    the device runs, fused Adam, and torch.compile with `tune.compile=true`) against it;
 5. confirm: every knob that was clearly faster, together, against your starting configuration.
@@ -50,9 +51,19 @@ def is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
+SMALLEST = 2  # batch normalization cannot train on one image (it needs more than one value per channel)
+
+
+def edge_tolerance(largest_ok: int) -> int:
+    """How close the edge search gets before it stops: within 1/32 of the largest size that ran (the
+    fastest batch size is rarely at the last image that fits, and every trial near the edge is the
+    most expensive one)."""
+    return max(1, largest_ok // 32)
+
+
 def grid(edge: int, points: int, start: int) -> list[int]:
     """The batch race's candidates: halving from the edge, `points` of them, and the starting batch size."""
-    sizes = {max(1, round(edge / 2**k)) for k in range(points)}
+    sizes = {min(edge, max(SMALLEST, round(edge / 2**k))) for k in range(points)}
     if start <= edge:
         sizes.add(start)
     return sorted(sizes)
@@ -69,7 +80,7 @@ def neighbourhood(leader: int, edge: int, start: int) -> list[int]:
     else:
         sizes |= {leader - leader % 8, leader - leader % 8 + 8}
     sizes.add(start)
-    return sorted(s for s in sizes if 1 <= s <= edge)
+    return sorted(s for s in sizes if SMALLEST <= s <= edge)
 
 
 def values(result: dict, objective: str) -> list[float]:
@@ -84,8 +95,20 @@ def mean_log(values: list[float]) -> float:
 
 
 def fastest(rates: list[list[float]]) -> int:
-    """The arm with the highest geometric mean over its rounds."""
-    return max(range(len(rates)), key=lambda i: mean_log(rates[i]))
+    """The arm with the highest geometric mean over its rounds, of those that ran every round (an arm the
+    racing rule dropped was clearly slower when it left, whatever its few rounds average)."""
+    most = max(len(values) for values in rates)
+    return max((i for i, values in enumerate(rates) if len(values) == most), key=lambda i: mean_log(rates[i]))
+
+
+def contenders(rates: list[list[float]], limit: int = 3) -> list[int]:
+    """The arms of a race, other than its leader, that ran every round (the racing rule did not drop
+    them), fastest first, at most `limit`: the near race measures them again beside the leader's
+    neighbours, so that a batch size far from the leader but as fast is not lost."""
+    lead = fastest(rates)
+    most = len(rates[lead])
+    alive = [i for i, values in enumerate(rates) if len(values) == most and i != lead]
+    return sorted(alive, key=lambda i: -mean_log(rates[i]))[:limit]
 
 
 def clearly_slower(rates: list[list[float]], alive: list[bool]) -> list[int]:
@@ -210,9 +233,6 @@ class Tune(Mode):
         from bsbench.modes.tune_run import run_tune
 
         return run_tune(cfg, started_at)
-
-    def results(self, result):
-        return [result]
 
     def line(self, r, progress):
         what = f"tune from batch_size={r['batch_size']}{model_chosen(r)} precision={r['precision']}"

@@ -43,6 +43,7 @@ class Tuner:
         self.warmed: dict[str, rounds.Arm] = {}  # arms built in this process, by setting, for later stages
         self.device = None
         self.objective = cfg.tune.objective
+        self.skipped: list[str] = []  # stages the budget left no time for
 
     def value(self, arm: rounds.Arm) -> list[float]:
         """An arm's rounds as the objective ranks them (larger is better)."""
@@ -58,6 +59,10 @@ class Tuner:
 
     def left(self, stage: str) -> float:
         return max(0.0, self.deadline(stage) - time.monotonic())
+
+    def spent(self) -> bool:
+        """The whole budget is spent: no further stage starts (resume= with a larger budget_min runs it)."""
+        return time.monotonic() >= self.t0 + self.budget_s
 
     # --- stages on disk ---
     def done(self, stage: str) -> list[dict] | None:
@@ -111,7 +116,7 @@ class Tuner:
             data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
             data.setup("fit")
             outcome = find_max(cfg, self._trial, len(data.train_set), is_oom, garbage_collection_cuda,
-                               more=lambda: self.left("edge") > 0)
+                               more=lambda: self.left("edge") > 0, tolerance=tune.edge_tolerance)
             edge = outcome["max_batch_size"]
             if edge is None:
                 raise UserError(f"batch_size={cfg.batch_size} ran out of memory, and so did every smaller batch size "
@@ -135,6 +140,9 @@ class Tuner:
         if found is not None:
             order = {named(s): i for i, s in enumerate(settings)}
             return sorted(found, key=lambda r: order.get(named(r["compare_setting"]), len(order)))
+        if self.spent():
+            self.skipped.append(stage)
+            return []
         cfg = self.cfg
         arms = []
         for setting in settings:
@@ -153,11 +161,12 @@ class Tuner:
         with rounds.recompile_room(compiled) as limit:
             stop = rounds.race(arms, cfg.compare, pairs, cap=cfg.compare.rounds, target_ci=cfg.target_ci,
                                budget_s=self.left(stage), min_rounds=tune.MIN_ROUNDS, eliminate=drop, label=stage,
-                               value=self.value, budget_after=2)
+                               value=self.value, budget_after=2,
+                               hard_s=self.t0 + self.budget_s - time.monotonic())
         race_id = uuid.uuid4().hex[:12]
         results = []
         for arm in arms:
-            r = {**rounds.arm_result(arm, 1, cfg.compare), **self.common(), "status": arm.status, "tune_stage": stage,
+            r = {**self.common(), **rounds.arm_result(arm, 1, cfg.compare), "status": arm.status, "tune_stage": stage,
                  "compare_id": race_id, "compare_setting": arm.setting, "compare_settings": settings,
                  "compare_stop": stop, "compile_recompile_limit": limit, "finished_at": now(),
                  "config": OmegaConf.to_container(arm.cfg, resolve=True), "run_dir": str(self.dir / stage / folder(arm.setting))}
@@ -201,10 +210,15 @@ def run_tune(cfg: DictConfig, started_at: str) -> dict:
     grid = tune.grid(edge, cfg.tune.grid_points, start["batch_size"])
     objective = cfg.tune.objective
     first = t.race("batch", [at(b) for b in grid], t.against_leader, eliminate=True)
-    near_sizes = tune.neighbourhood(leader_of(first, objective), edge, start["batch_size"])
+    leader = leader_of(first, objective) if first else min(start["batch_size"], edge)
+    near_sizes = tune.neighbourhood(leader, edge, start["batch_size"])
+    raced = [r for r in first if r.get("status") == Status.OK and tune.values(r, objective)]
+    if raced:  # the grid's sizes as fast as its leader as far as the rounds could tell: raced again
+        kept = tune.contenders([tune.values(r, objective) for r in raced])
+        near_sizes = sorted(set(near_sizes) | {raced[i]["batch_size"] for i in kept})
     t.keep_only([at(b) for b in near_sizes])
     near = t.race("near", [at(b) for b in near_sizes], t.against_leader, eliminate=True)
-    leader = leader_of(near, objective)
+    leader = leader_of(near, objective) if near else leader
 
     on_cuda = (t.device or rounds.device_of(cfg)).type == "cuda"
     bf16 = on_cuda and torch.cuda.is_bf16_supported()
@@ -212,6 +226,7 @@ def run_tune(cfg: DictConfig, started_at: str) -> dict:
     t.keep_only([at(leader), at(start["batch_size"])])
     knob_arms = [at(leader)] + [{**at(leader), **k} for k in knobs]
     measured = t.race("knobs", knob_arms, lambda arms: [(i, 0) for i in range(1, len(arms))], eliminate=False)
+    measured = measured or [{}]  # the budget spent before the knobs: none measured
     base_values = tune.values(measured[0], objective)
     effects = [paired(tune.values(r, objective), base_values) if tune.values(r, objective) and base_values
                else {"ratio": None, "ci_low": None} for r in measured[1:]]
@@ -224,11 +239,15 @@ def run_tune(cfg: DictConfig, started_at: str) -> dict:
         if start["batch_size"] > edge:
             speedup = {"ratio": None, "ci_low": None, "ci_high": None,
                        "reason": f"batch_size={start['batch_size']} is above the memory edge, {edge}"}
-            confirmed = t.race("confirm", [best], lambda arms: [], eliminate=False)
+            confirmed = t.race("confirm", [best], lambda arms: [], eliminate=False) or [{}]
             best_rates = confirmed[0].get("round_samples_per_s")
         else:
             confirmed = t.race("confirm", [at(start["batch_size"]), best], lambda arms: [(1, 0)], eliminate=False)
-            if all(tune.values(r, objective) for r in confirmed):
+            if not confirmed:
+                speedup = {"ratio": None, "reason": "the budget was spent before the confirmation; resume with a larger "
+                                                    "budget_min"}
+                confirmed = [{}, {}]
+            elif all(tune.values(r, objective) for r in confirmed):
                 speedup = paired(tune.values(confirmed[1], objective), tune.values(confirmed[0], objective))
             best_rates = confirmed[1].get("round_samples_per_s")
     rate = statistics(best_rates or [], log=True)
@@ -246,5 +265,6 @@ def run_tune(cfg: DictConfig, started_at: str) -> dict:
         "tune_best_ci": [rate["ci_low"], rate["ci_high"]],
         "tune_speedup": {k: speedup.get(k) for k in ("ratio", "ci_low", "ci_high", "reason")},
         "tune_elapsed_s": time.monotonic() - t.t0,
+        "tune_skipped": t.skipped,
         "finished_at": now(),
     }

@@ -32,17 +32,43 @@ def _text(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(values, positive: bool = False) -> bool:
+    return isinstance(values, list) and all(_number(v) and (v > 0 or not positive) for v in values)
+
+
+def _usable(r: dict) -> bool:
+    """A tune's result whose fields are what this report computes with (a results.json may hold anything:
+    one that is not is left out, as the summary table leaves out an unreadable file)."""
+    if r.get("tune_stage") == "edge":
+        return isinstance(r.get("max_batch_size"), int)
+    if r.get("tune_stage") in tune.STAGES:
+        return (isinstance(r.get("compare_setting"), dict) and isinstance(r.get("batch_size"), int)
+                and _numbers(r.get("round_samples_per_s") or [], positive=True)
+                and _numbers(r.get("round_joules_per_sample") or [], positive=True))
+    speedup, best, start = r.get("tune_speedup"), r.get("tune_best"), r.get("tune_start")
+    return (isinstance(best, dict) and isinstance(best.get("batch_size"), int) and isinstance(speedup, dict)
+            and all(speedup.get(k) is None or _number(speedup[k]) for k in ("ratio", "ci_low", "ci_high"))
+            and (start is None or isinstance(start, dict))
+            and all(r.get(k) is None or _number(r[k]) for k in ("tune_best_samples_per_s", "tune_elapsed_s"))
+            and (r.get("tune_best_ci") is None or (_numbers([v for v in r["tune_best_ci"] if v is not None])
+                                                   and len(r["tune_best_ci"]) == 2)))
+
+
 def tunes(results: list[dict]) -> dict[str, dict]:
     """The tunes among the results, by tune: each stage's results and the tune's own summary."""
     found: dict[str, dict] = {}
     for r in results:
-        if r.get("mode") != "tune" or not isinstance(r.get("tune_job_id") or r.get("job_id"), str):
+        key = r.get("tune_job_id") or r.get("job_id")
+        if r.get("mode") != "tune" or not isinstance(key, str) or not _usable(r):
             continue
-        key = r.get("tune_job_id") or r["job_id"]
         one = found.setdefault(key, {"stages": {}, "summary": None})
         if r.get("tune_stage") in tune.STAGES:
             one["stages"].setdefault(r["tune_stage"], []).append(r)
-        elif r.get("status") == "ok" and isinstance(r.get("tune_best"), dict):
+        elif r.get("status") == "ok":
             one["summary"] = r
     return {k: v for k, v in found.items() if v["stages"]}
 
@@ -145,6 +171,9 @@ def markdown(one: dict) -> str:
         elif speedup.get("reason"):
             lines.append(f"- Against your starting configuration: not measured ({speedup['reason']}).")
         lines.append(f"- Memory edge: {a['edge']} (the search ended at: {a['edge_stop']}).")
+        if summary.get("tune_skipped"):
+            lines.append(f"- Not run, the budget spent before them: {', '.join(summary['tune_skipped'])}; "
+                         "resume=<this folder> with a larger budget_min runs them.")
         lines.append(f"- Time: {summary.get('tune_elapsed_s', 0) / 60:.1f} min of budget_min="
                      f"{(summary.get('config') or {}).get('budget_min')}.")
     lines.append("")
