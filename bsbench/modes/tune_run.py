@@ -2,7 +2,6 @@
 arms' results and a done.json, and hands the next stage what it found; a stage already done in the
 tune's folder (resume=) is read back instead of measured again."""
 
-import logging
 import shutil
 import time
 import uuid
@@ -27,8 +26,6 @@ from bsbench.modes.find_max import find_max
 from bsbench.report.stats import describe as statistics
 from bsbench.report.stats import paired
 from bsbench.training.environment import describe
-
-log = logging.getLogger("bsbench")
 
 
 class Tuner:
