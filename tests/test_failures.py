@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import bsbench.job.build
 import bsbench.job.run
+import bsbench.training.parts
 from bsbench.core.fields import FIELD_NAMES
 from bsbench.training.model import ImageClassifier
 from conftest import SMOKE, job_config, wait_for
@@ -77,7 +77,7 @@ class MemoryEdge(ImageClassifier):
 
 def test_find_max_reports_the_largest_batch_size_that_ran(tmp_path, monkeypatch):
     job_cfg = job_config(tmp_path, "mode=find_max", "batch_size=8", "trainer.max_steps=1")
-    monkeypatch.setattr(bsbench.job.build, "ImageClassifier", MemoryEdge)
+    monkeypatch.setattr(bsbench.training.parts, "ImageClassifier", MemoryEdge)
     result = bsbench.job.run.run(job_cfg)
     assert result["status"] == "ok" and result["mode"] == "find_max"
     assert result["max_batch_size"] == 50 and result["find_max_stop"] == "memory"
@@ -93,7 +93,7 @@ def test_find_max_reports_the_largest_batch_size_that_ran(tmp_path, monkeypatch)
 def test_find_max_takes_cuda_libraries_words_for_out_of_memory(tmp_path, monkeypatch, message):
     edge = type("Edge", (MemoryEdge,), {"LIMIT": 100, "ERROR": RuntimeError(message)})
     job_cfg = job_config(tmp_path, "mode=find_max", "batch_size=32", "trainer.max_steps=1", "find_max.max_val=128")
-    monkeypatch.setattr(bsbench.job.build, "ImageClassifier", edge)
+    monkeypatch.setattr(bsbench.training.parts, "ImageClassifier", edge)
     result = bsbench.job.run.run(job_cfg)
     assert result["max_batch_size"] == 100 and result["find_max_stop"] == "memory"  # not the untried 128
 

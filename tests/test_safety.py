@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-import bsbench.job.build
+import bsbench.training.parts
 from bsbench.core.errors import UserError
 from bsbench.core.identity import job_id
 from bsbench.core.results import finished_runs, read_results, write_json_atomic
@@ -181,7 +181,7 @@ class Diverges(ImageClassifier):
 
 
 def test_a_loss_that_is_not_finite_is_counted_and_noted(tmp_path, monkeypatch):
-    monkeypatch.setattr(bsbench.job.build, "ImageClassifier", Diverges)
+    monkeypatch.setattr(bsbench.training.parts, "ImageClassifier", Diverges)
     result = attempt(job_config(tmp_path, "mode=throughput", "timing.warmup_steps=1", "trainer.max_steps=5"))
     assert result["status"] == "ok" and result["nonfinite_loss_steps"] == 3 and result["train_samples_per_s"] > 0
     note = status_notes([{**result, "run_dir": "d"}])

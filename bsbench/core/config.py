@@ -8,6 +8,7 @@ Trainer flags) are `Any` here and checked in bsbench.job.validate, with the rang
 cannot express."""
 
 import dataclasses
+import functools
 import re
 import typing
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Data:
     persistent_workers: bool = False
     num_train_images: int = 50000  # data=synthetic only
     num_test_images: int = 10000
+    shape: Optional[List[int]] = None  # data=synthetic with a module of your own: one input's shape
 
 
 @dataclass
@@ -178,13 +180,30 @@ class Config:
     logger: Optional[Dict[str, Any]] = None
 
 
+# model and data name classes of the user's (Hydra's `_target_`): their keys are the user's
+# constructor arguments, which no schema here can know (bsbench.core.parts)
+OPEN_SECTIONS = ("model", "data")
+
+
+@functools.lru_cache(maxsize=None)
+def schema(open_sections: tuple[str, ...] = ()) -> type:
+    """Config, with the sections in `open_sections` taking any keys."""
+    if not open_sections:
+        return Config
+    return dataclasses.make_dataclass("Config", [(name, Dict[str, Any], field(default_factory=dict))
+                                                 for name in open_sections], bases=(Config,))
+
+
 def typed(cfg: DictConfig) -> DictConfig:
     """The config merged into the schema: values converted to their types (`no` -> false), or a
     UserError naming the first setting that has none. Hydra's own section, where present, is left
-    out (it is Hydra's to check)."""
+    out (it is Hydra's to check). A model or data section with a `_target_` (a class of the user's)
+    keeps its keys as they are."""
     plain = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]) if "hydra" in cfg else cfg
+    own = tuple(name for name in OPEN_SECTIONS
+                if isinstance(plain.get(name), DictConfig) and "_target_" in plain[name].keys())
     try:
-        return OmegaConf.merge(OmegaConf.structured(Config), plain)
+        return OmegaConf.merge(OmegaConf.structured(schema(own)), plain)
     except ConfigKeyError as exc:
         raise UserError(f"{exc.full_key} is not a bsbench setting; `python -m bsbench --cfg job` lists them all.") from None
     except OmegaConfBaseException as exc:

@@ -54,7 +54,8 @@ RESULT_FIELDS = (
     Fields(("epochs",), "training epochs as the Trainer ran them (`trainer.max_epochs`); null where the mode does not "
            "train by epochs"),
     Fields(("max_steps",), "`trainer.max_steps` as the Trainer ran it; null for no limit"),
-    Fields(("model", "data", "image_size", "seed"), "the setup"),
+    Fields(("model", "data", "image_size", "seed"), "the setup: `model.arch` or your module's import path, "
+           "`data.name` or your datamodule's; `image_size` is null where the inputs are not bsbench's images"),
     Fields(("resize_on", "channels_last", "cudnn_benchmark", "compile", "matmul_precision", "fused_adam",
             "train_acc_eval_forward"), "the settings that change speed, as configured"),
     Fields(("float32_matmul_precision", "cudnn_allow_tf32"),
@@ -66,7 +67,8 @@ RESULT_FIELDS = (
            "left out of every steady-state figure"),
     Fields(("train_samples_per_s", "warmup_steps", "timed_steps"),
            "steady-state training throughput and the steps it covers"),
-    Fields(("train_samples",), "images trained on during `fit` (per-sample train time is `train_time_s / train_samples`)"),
+    Fields(("train_samples",), "samples trained on during `fit`, counted from the batches as they ran (per-sample "
+           "train time is `train_time_s / train_samples`)"),
     Fields(("step_time_mean_ms", "step_time_median_ms", "step_time_sd_ms"),
            "the timed training steps one by one (CUDA events on a GPU)"),
     Fields(("inference_time_s", "inference_samples_per_s", "test_samples"),
@@ -80,8 +82,9 @@ RESULT_FIELDS = (
            "accelerator does not report it"),
     Fields(("val_acc", "test_acc"), "last validation accuracy, test accuracy"),
     Fields(("train_flops_per_sample", "inference_flops_per_sample", "flops_error"),
-           "FLOPs per image of a training step (forward, backward and, with `train_acc_eval_forward`, the extra "
-           "eval forward) and of an inference forward: matrix multiplications and convolutions, 2 per multiply-add, "
+           "FLOPs per sample of a training step (forward, backward and, with `train_acc_eval_forward`, the extra "
+           "eval forward; your module's: its `training_step` and the loss's backward) and of an inference forward "
+           "(your module's `predict_step`): matrix multiplications and convolutions, 2 per multiply-add, "
            "counted on the meta device (see \"How close to the hardware\"); null, with `flops_error` saying why, "
            "where the model could not be counted"),
     Fields(("train_tflops", "inference_tflops"), "achieved TFLOP/s, all devices together: FLOPs per image times "

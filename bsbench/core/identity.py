@@ -28,6 +28,8 @@ def identity(cfg: DictConfig) -> dict:
     unused += tuple(section for section in MODE_SECTIONS if section not in mode.sections)
     if not cfg.compare.get("settings"):  # job ids from before compare.settings existed stay what they were
         unused += ("compare.settings",)
+    if cfg.data.get("shape", None) is None:  # and from before data.shape existed
+        unused += ("data.shape",)
     return without(flatten(OmegaConf.to_container(plain, resolve=True)),
                    (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
 

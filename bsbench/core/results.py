@@ -10,6 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from bsbench.core import parts
 from bsbench.core.fields import Status
 
 RESULT_FILE = "results.json"
@@ -33,18 +34,18 @@ def setup_fields(cfg: DictConfig) -> dict:
         "accelerator": str(cfg.accelerator),
         "epochs": trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None,
         "max_steps": trainer.max_steps if trainer.max_steps > 0 else None,
-        "model": cfg.model.arch,
-        "data": cfg.data.name,
-        "image_size": cfg.data.image_size,
+        "model": parts.model_name(cfg),
+        "data": parts.data_name(cfg),
+        "image_size": parts.image_size(cfg),
         "seed": cfg.seed,
         "repeat": cfg.repeat,
-        "resize_on": cfg.data.resize_on,
+        "resize_on": cfg.data.get("resize_on"),
         "channels_last": cfg.channels_last,
         "cudnn_benchmark": cfg.cudnn_benchmark,
         "compile": cfg.compile,
         "matmul_precision": cfg.matmul_precision,
-        "fused_adam": cfg.model.fused_adam,
-        "train_acc_eval_forward": cfg.model.train_acc_eval_forward,
+        "fused_adam": cfg.model.get("fused_adam"),
+        "train_acc_eval_forward": cfg.model.get("train_acc_eval_forward"),
         "config": config,
     }
 

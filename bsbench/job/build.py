@@ -1,4 +1,5 @@
-"""Build a run from its typed config: the datamodule, the module and the Trainer with bsbench's
+"""Build a run from its typed config: the datamodule, the module (bsbench's or the user's:
+bsbench.training.parts) and the Trainer with bsbench's
 callbacks. The mode is config (conf/mode/) and the callbacks a mode adds (mode=profile's profiler):
 nothing here depends on which mode it is, so what a run's config says is what its Trainer got."""
 
@@ -11,16 +12,15 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-from bsbench.training.data import ImageDataModule
 from bsbench.training.health import LossWatch
-from bsbench.training.model import ImageClassifier
+from bsbench.training.parts import make_datamodule, make_module, set_batch_size
 from bsbench.training.telemetry import TelemetryCallback
 from bsbench.training.timing import StepTimer, TimingCallback
 
 
 @dataclass
 class Built:
-    datamodule: ImageDataModule
+    datamodule: L.LightningDataModule
     model: L.LightningModule
     trainer: L.Trainer
     timing: TimingCallback
@@ -42,10 +42,10 @@ def _logger(spec: DictConfig | None):
 def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
     """A run's parts, with a mode's own `callbacks` after bsbench's; with `reuse`, a new Trainer (and
     callbacks) for that run's datamodule and model, which go on where they were (mode=compare's rounds)."""
-    datamodule = reuse.datamodule if reuse else ImageDataModule(
-        batch_size=cfg.batch_size, predict_batches=cfg.timing.warmup_steps + cfg.inference.batches, **cfg.data)
-    model = reuse.model if reuse else ImageClassifier(**cfg.model, image_size=cfg.data.image_size,
-                                                               channels_last=cfg.channels_last)
+    datamodule = reuse.datamodule if reuse else make_datamodule(cfg, cfg.timing.warmup_steps + cfg.inference.batches)
+    model = reuse.model if reuse else make_module(cfg)
+    if not reuse:  # where the module and datamodule keep it, as Lightning's BatchSizeFinder sets it
+        set_batch_size((model, datamodule), cfg.batch_size)
     if cfg.compile and not reuse:
         # static shapes: each job compiles for its own batch size (bsbench.job.run resets dynamo's cache
         # between jobs), instead of one dynamic-shape graph that every later batch size would reuse

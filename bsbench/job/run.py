@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig
 
-from bsbench.core import interrupt
+from bsbench.core import interrupt, parts
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
@@ -21,6 +21,8 @@ from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
 from bsbench.training.environment import describe
 from bsbench.training.flops import count as count_flops
+from bsbench.training.flops import count_step, uncounted
+from bsbench.training.parts import input_batch, meta_module, parts_text, shapes
 
 log = logging.getLogger("bsbench")
 
@@ -63,20 +65,40 @@ def result(cfg: DictConfig, built: Built, measured: dict, started_at: str) -> di
         "started_at": started_at,
         "finished_at": now(),
         **describe(trainer.strategy.root_device),
-    })
+    }, built.timing.first_batch)
 
 
-def with_utilization(cfg: DictConfig, result: dict) -> dict:
-    """The result with its FLOPs per image, achieved TFLOP/s and MFU (bsbench.core.utilization); a run
-    that did not finish gets its count and nulls, with the reason."""
-    result.update(job_flops(cfg))
+def with_utilization(cfg: DictConfig, result: dict, batch=None) -> dict:
+    """The result with its FLOPs per sample, achieved TFLOP/s and MFU (bsbench.core.utilization); a run
+    that did not finish gets its count and nulls, with the reason. `batch`: a training batch's shapes
+    (on the meta device), for a datamodule of the user's."""
+    result.update(job_flops(cfg, batch))
     return {**result, **utilization(result, cfg.mfu.peak_tflops)}
 
 
-def job_flops(cfg: DictConfig) -> dict:
-    """The job's FLOPs per image, counted once per configuration in a process (a cache)."""
-    model = cfg.model
-    return count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward)
+_COUNTED: dict = {}  # a user's module's count, by what it was built from and the batch's shapes
+
+
+def job_flops(cfg: DictConfig, batch=None) -> dict:
+    """The job's FLOPs per sample, counted once per configuration in a process (a cache): bsbench's
+    classifier by its architecture; a user's module by its own training_step on the meta device, on
+    the batch bsbench makes, or on the shapes of the first batch a datamodule of the user's handed over."""
+    if not (parts.own(cfg, "model") or parts.own(cfg, "data")):
+        model = cfg.model
+        return count_flops(model.arch, model.num_classes, cfg.data.image_size, model.train_acc_eval_forward)
+    if not parts.own(cfg, "data"):
+        batch = input_batch(cfg)
+    if batch is None:
+        return uncounted("a datamodule of your own: counted from its first training batch, which this run did not "
+                         "hand over (a comparison's, a search's or a failed run's)")
+    key = (parts_text(cfg), shapes(batch))
+    if key not in _COUNTED:
+        try:
+            _COUNTED[key] = count_step(meta_module(cfg), batch)
+        except Exception as exc:  # a custom op, data-dependent shapes, a step that needs its Trainer
+            text = str(exc).strip()
+            _COUNTED[key] = uncounted(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+    return _COUNTED[key]
 
 
 def fit(built: Built) -> None:

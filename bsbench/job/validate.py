@@ -17,12 +17,14 @@ from lightning.fabric.connector import _PRECISION_INPUT
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
+from bsbench.core import parts
 from bsbench.core.errors import UserError
 from bsbench.core.order import ORDERS
 from bsbench.modes import mode_of
 from bsbench.modes.checks import at_least
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON
-from bsbench.training.model import network
+from bsbench.training.model import TIMM, network
+from bsbench.training.parts import check as check_parts
 
 
 def _flatten(t) -> tuple:
@@ -86,32 +88,21 @@ def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, st
     each have a full batch, with how the user named them (default: batch_size)."""
     at_least(cfg.batch_size, 1, "batch_size", 256)
     at_least(cfg.epochs, 1, "epochs", 10)
-    at_least(cfg.model.lr, 0, "model.lr", 5e-4, strictly=True)
-    at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
     at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
     at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
     if cfg.mfu.peak_tflops is not None:
         at_least(cfg.mfu.peak_tflops, 0, "mfu.peak_tflops", 989.5, strictly=True)
-    if cfg.model.num_classes < CIFAR10_CLASSES:
-        raise UserError(f"model.num_classes={cfg.model.num_classes} is fewer than the dataset's {CIFAR10_CLASSES} "
-                        f"classes; use model.num_classes={CIFAR10_CLASSES}.")
     if cfg.matmul_precision is not None and cfg.matmul_precision not in MATMUL_PRECISIONS:
         raise UserError(f"matmul_precision={cfg.matmul_precision} is not a float32 matmul precision; "
                         f"use one of: {', '.join(MATMUL_PRECISIONS)}, or null.")
     if str(cfg.precision) not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not a Lightning precision; use one of: {', '.join(PRECISIONS)}.")
     _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy), here)
-    if cfg.data.name not in DATASETS:
-        raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
-    if cfg.data.resize_on not in RESIZE_ON:
-        raise UserError(f"data.resize_on={cfg.data.resize_on} is not a place to resize; use one of: {', '.join(RESIZE_ON)}.")
-    resize = cfg.data.resize_size
-    if resize is not None and not resize >= cfg.data.image_size > 0:
-        raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
-                        f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
-    for batch_size, subject in [(cfg.batch_size, f"batch_size={cfg.batch_size}")] if batches is None else batches:
-        _check_split(cfg, batch_size, subject)
-    _check_model(cfg.model.arch, cfg.data.image_size)
+    if not parts.own(cfg, "model"):
+        _check_bsbench_model(cfg)
+    if not parts.own(cfg, "data"):
+        _check_bsbench_data(cfg, batches, here)
+    check_parts(cfg)  # a user's classes: imported and built now, not when the first job starts
     for name, spec in cfg.callbacks.items():
         _check_target(f"callbacks.{name}", spec, "a Lightning callback, e.g. lightning.pytorch.callbacks.LearningRateMonitor")
     if cfg.logger:
@@ -120,6 +111,43 @@ def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, st
     if cfg.telemetry.required and importlib.util.find_spec("pynvml") is None:
         raise UserError('telemetry.required=true needs NVML, which is not installed; pip install "bsbench[nvml]", '
                         "or use telemetry.required=false (null telemetry without it).")
+
+
+def _check_bsbench_model(cfg: DictConfig) -> None:
+    """model.arch and its keys: bsbench's classifier."""
+    at_least(cfg.model.lr, 0, "model.lr", 5e-4, strictly=True)
+    if cfg.model.num_classes < CIFAR10_CLASSES:
+        raise UserError(f"model.num_classes={cfg.model.num_classes} is fewer than the dataset's {CIFAR10_CLASSES} "
+                        f"classes; use model.num_classes={CIFAR10_CLASSES}.")
+    if parts.own(cfg, "data"):  # the images' size is the user's datamodule's
+        _check_model(cfg.model.arch, None)
+        return
+    if cfg.data.shape is not None:
+        raise UserError(f"data.shape={list(cfg.data.shape)} is the input of a module of your own on data=synthetic, and "
+                        f"model.arch={cfg.model.arch} is bsbench's classifier of data.image_size images; use "
+                        "data.shape=null, or model._target_=<your LightningModule>.")
+    _check_model(cfg.model.arch, cfg.data.image_size)
+
+
+def _check_bsbench_data(cfg: DictConfig, batches, here: bool) -> None:
+    """data.name and its keys: CIFAR-10 or its synthetic stand-in."""
+    at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
+    if cfg.data.name not in DATASETS:
+        raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
+    if cfg.data.resize_on not in RESIZE_ON:
+        raise UserError(f"data.resize_on={cfg.data.resize_on} is not a place to resize; use one of: {', '.join(RESIZE_ON)}.")
+    resize = cfg.data.resize_size
+    if resize is not None and not resize >= cfg.data.image_size > 0:
+        raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
+                        f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
+    shape = cfg.data.get("shape")
+    if shape is not None and (not shape or any(n < 1 for n in shape)):
+        raise UserError(f"data.shape={list(shape)} is not the shape of one input; use e.g. data.shape=[3,64,64].")
+    if shape is not None and cfg.data.name != "synthetic":
+        raise UserError(f"data.shape={list(shape)} shapes data=synthetic's inputs, and data={cfg.data.name} has its "
+                        "own; use data=synthetic, or data.shape=null.")
+    for batch_size, subject in [(cfg.batch_size, f"batch_size={cfg.batch_size}")] if batches is None else batches:
+        _check_split(cfg, batch_size, subject)
     if here:
         _check_shared_memory(cfg)
 
@@ -161,19 +189,33 @@ def _check_split(cfg: DictConfig, batch_size: int, subject: str) -> None:
         )
 
 
-def _check_model(arch: str, image_size: int) -> None:
-    models = torchvision.models.list_models(module=torchvision.models)
-    if arch not in models:
+def _check_model(arch: str, image_size: int | None) -> None:
+    if arch.startswith(TIMM):
+        _check_timm(arch[len(TIMM):])
+    elif arch not in torchvision.models.list_models(module=torchvision.models):
         raise UserError(
             f"model.arch={arch} is not a torchvision classification model; "
-            "use e.g. mobilenet_v3_large, mobilenet_v3_small or resnet18."
+            f"use e.g. mobilenet_v3_large, mobilenet_v3_small, resnet18, or {TIMM}<a timm model>."
         )
+    if image_size is None:
+        return
     if image_size < 1:
         raise UserError(f"data.image_size={image_size} is not a positive integer; use e.g. data.image_size=224.")
     problem = _forward_problem(arch, image_size)
     if problem:
         raise UserError(f"data.image_size={image_size} does not fit model.arch={arch} ({problem}); "
                         "use e.g. data.image_size=224.")
+
+
+def _check_timm(name: str) -> None:
+    if importlib.util.find_spec("timm") is None:
+        raise UserError(f'model.arch={TIMM}{name} needs timm, which is not installed; pip install "bsbench[timm]", '
+                        "or use a torchvision model, e.g. model.arch=resnet18.")
+    import timm
+
+    if name not in timm.list_models():
+        raise UserError(f"model.arch={TIMM}{name} is not a timm model; use a name from timm.list_models(), "
+                        f"e.g. model.arch={TIMM}resnet18.")
 
 
 @functools.lru_cache(maxsize=None)

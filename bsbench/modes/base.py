@@ -73,7 +73,8 @@ def failure(r: dict) -> str:
 
 def model_chosen(r: dict) -> str:
     """The architecture, on the line of a job whose command chose it (a sweep over architectures)."""
-    chosen = any(o.split("=", 1)[0].lstrip("+~") in ("model", "model.arch") for o in r.get("overrides") or [])
+    keys = ("model", "model.arch", "model._target_")
+    chosen = any(o.split("=", 1)[0].lstrip("+~") in keys for o in r.get("overrides") or [])
     return f" model={r['model']}" if chosen else ""
 
 

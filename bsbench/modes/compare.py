@@ -15,6 +15,7 @@ import re
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bsbench.core import parts
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
@@ -109,6 +110,10 @@ def _check_settings(cfg, here: bool) -> None:
             if key not in ALLOWED:
                 raise UserError(f"compare.settings[{i}] holds {key}, which compare cannot vary; use keys from: "
                                 f"{', '.join(ALLOWED)}.")
+            if key == "model.fused_adam" and not parts.builds_optimizer(cfg):
+                raise UserError(f"compare.settings[{i}] holds model.fused_adam, and model._target_="
+                                f"{parts.target(cfg, 'model')}'s configure_optimizers builds its own optimizer; "
+                                "sweep an argument of your module instead, e.g. -m +model.fused=false,true.")
         if "batch_size" in setting and spec.batch_sizes:
             raise UserError(f"compare.settings[{i}] sets batch_size and compare.batch_sizes sets them too; use one "
                             "of the two.")

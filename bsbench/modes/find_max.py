@@ -90,8 +90,8 @@ class FindMax(Mode):
         from bsbench.core.results import now, setup_fields
         from bsbench.job.build import build
         from bsbench.job.run import fit, ran, with_utilization
-        from bsbench.training.data import ImageDataModule
         from bsbench.training.environment import describe
+        from bsbench.training.parts import train_samples
 
         trained: dict = {}  # what the trials ran on; never a trial's Trainer, which would keep its model in memory
 
@@ -100,9 +100,7 @@ class FindMax(Mode):
             trained.update(ran(cfg, built.trainer), device=built.trainer.strategy.root_device)
             fit(built)
 
-        data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
-        data.setup("fit")
-        found = find_max(cfg, run_trial, len(data.train_set), is_oom, garbage_collection_cuda)
+        found = find_max(cfg, run_trial, train_samples(cfg) or cfg.find_max.max_val, is_oom, garbage_collection_cuda)
         device = trained.pop("device")
         return with_utilization(cfg, {
             "status": Status.OK if found["max_batch_size"] else Status.OOM,

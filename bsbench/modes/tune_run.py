@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf
 
+from bsbench.core import parts
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
@@ -36,7 +37,9 @@ class Tuner:
         self.t0 = time.monotonic()
         self.budget_s = cfg.budget_min * 60
         self.start = {"batch_size": cfg.batch_size, "precision": str(cfg.precision), "channels_last": cfg.channels_last,
-                      "model.fused_adam": cfg.model.fused_adam, "compile": cfg.compile}
+                      "compile": cfg.compile}
+        if parts.builds_optimizer(cfg):  # a module of the user's builds its own
+            self.start["model.fused_adam"] = cfg.model.fused_adam
         self.warmed: dict[str, rounds.Arm] = {}  # arms built in this process, by setting, for later stages
         self.device = None
         self.objective = cfg.tune.objective
@@ -108,11 +111,10 @@ class Tuner:
         if cfg.tune.max_batch_size is not None:
             edge, outcome = cfg.tune.max_batch_size, {"find_max_stop": "tune.max_batch_size", "find_max_trials": []}
         else:
-            from bsbench.training.data import ImageDataModule
+            from bsbench.training.parts import train_samples
 
-            data = ImageDataModule(batch_size=cfg.batch_size, **cfg.data)
-            data.setup("fit")
-            outcome = find_max(cfg, self._trial, len(data.train_set), is_oom, garbage_collection_cuda,
+            outcome = find_max(cfg, self._trial, train_samples(cfg) or cfg.find_max.max_val, is_oom,
+                               garbage_collection_cuda,
                                more=lambda: self.left("edge") > 0, tolerance=tune.edge_tolerance)
             edge = outcome["max_batch_size"]
             if edge is None:
@@ -219,7 +221,7 @@ def run_tune(cfg: DictConfig, started_at: str) -> dict:
 
     on_cuda = (t.device or rounds.device_of(cfg)).type == "cuda"
     bf16 = on_cuda and torch.cuda.is_bf16_supported()
-    knobs = tune.knob_settings(start, on_cuda, bf16, cfg.tune.compile)
+    knobs = tune.knob_settings(start, on_cuda, bf16, cfg.tune.compile, parts.builds_optimizer(cfg))
     t.keep_only([at(leader), at(start["batch_size"])])
     knob_arms = [at(leader)] + [{**at(leader), **k} for k in knobs]
     measured = t.race("knobs", knob_arms, lambda arms: [(i, 0) for i in range(1, len(arms))], eliminate=False)

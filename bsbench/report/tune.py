@@ -171,6 +171,9 @@ def markdown(one: dict) -> str:
         elif speedup.get("reason"):
             lines.append(f"- Against your starting configuration: not measured ({speedup['reason']}).")
         lines.append(f"- Memory edge: {a['edge']} (the search ended at: {a['edge_stop']}).")
+        if "_target_" in ((summary.get("config") or {}).get("model") or {}):
+            lines.append("- Fused Adam: not tried, since your module's configure_optimizers builds its optimizer "
+                         "(try torch.optim.Adam(..., fused=True) there).")
         if summary.get("tune_skipped"):
             lines.append(f"- Not run, the budget spent before them: {', '.join(summary['tune_skipped'])}; "
                          "resume=<this folder> with a larger budget_min runs them.")
@@ -219,14 +222,17 @@ def snippet(summary: dict) -> list[str]:
     if channels_last:
         lines.append("model = model.to(memory_format=torch.channels_last)  # and each input: "
                      "x = x.to(memory_format=torch.channels_last)")
-    lr = (config.get("model") or {}).get("lr")
-    lines.append(f"optimizer = torch.optim.Adam(model.parameters(), lr={lr}{', fused=True' if fused else ''})"
-                 "  # in configure_optimizers")
+    own_module = "_target_" in (config.get("model") or {})
+    if not own_module:  # a module of the user's builds its own optimizer
+        lr = (config.get("model") or {}).get("lr")
+        lines.append(f"optimizer = torch.optim.Adam(model.parameters(), lr={lr}{', fused=True' if fused else ''})"
+                     "  # in configure_optimizers")
     if compiled:
         lines.append("model = torch.compile(model)")
     flags = f"batch_size={best['batch_size']} precision={precision} channels_last={_text(bool(channels_last))}"
-    lines += ["", f"# measure it again: python -m bsbench mode=throughput {flags} model.fused_adam="
-                  f"{_text(bool(fused))}" + (" compile=true" if compiled else "")]
+    if not own_module:
+        flags += f" model.fused_adam={_text(bool(fused))}"
+    lines += ["", f"# measure it again: python -m bsbench mode=throughput {flags}" + (" compile=true" if compiled else "")]
     return lines
 
 

@@ -9,12 +9,14 @@ too high. bsbench replaces that formula: each gradient a convolution's backward 
 input, of its weight) costs what its forward costs, grouped or not."""
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from bsbench.training.model import network
+from bsbench.training.parts import samples_in
 
 # Per image from a batch of two: every counted operation is linear in the batch, and batch norm in
 # training mode refuses a batch of one where a feature map is 1x1.
@@ -63,12 +65,38 @@ def count_model(net: torch.nn.Module, image_size: int, eval_forward: bool = Fals
 
 @functools.lru_cache(maxsize=None)
 def count(arch: str, num_classes: int, image_size: int, eval_forward: bool) -> dict:
-    """count_model() for the torchvision classifier bsbench trains, built on the meta device; a model
-    that cannot be counted gives nulls and the reason (`flops_error`), never a failed run."""
+    """count_model() for the classifier bsbench trains, built on the meta device; a model that cannot
+    be counted gives nulls and the reason (`flops_error`), never a failed run."""
     try:
         with torch.device("meta"):
             net = network(arch, num_classes, image_size)
         return {**count_model(net, image_size, eval_forward), "flops_error": None}
     except Exception as exc:  # the count is a label on the run, not the run: report why it is missing
-        return {"train_flops_per_sample": None, "inference_flops_per_sample": None,
-                "flops_error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"}
+        return uncounted(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+
+
+def uncounted(reason: str) -> dict:
+    return {"train_flops_per_sample": None, "inference_flops_per_sample": None, "flops_error": reason}
+
+
+def count_step(module, batch) -> dict:
+    """FLOPs per sample of any LightningModule (on the meta device) on `batch`: its own training_step
+    and the loss's backward, and its predict_step (mode=inference's forward pass)."""
+    def train_step():
+        module.train()
+        out = module.training_step(batch, 0)
+        loss = out["loss"] if isinstance(out, dict) else out
+        loss.backward()
+
+    def infer():
+        module.eval()
+        with torch.no_grad():
+            module.predict_step(batch, 0)
+
+    with warnings.catch_warnings():  # self.log() with no Trainer attached: nothing to log, no harm
+        warnings.simplefilter("ignore")
+        train, inference = _counted(train_step), _counted(infer)
+    module.train()
+    samples = samples_in(module, batch)
+    return {"train_flops_per_sample": train // samples, "inference_flops_per_sample": inference // samples,
+            "flops_error": None}

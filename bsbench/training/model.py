@@ -1,4 +1,5 @@
-"""The network being timed: a torchvision classifier trained from scratch, as in the reference."""
+"""bsbench's LightningModule: a torchvision (or timm) classifier trained from scratch, as in the reference.
+A module of your own replaces it with model._target_ (bsbench.training.parts)."""
 
 import lightning as L
 import torch
@@ -17,11 +18,25 @@ def size_keywords(arch: str, image_size: int) -> dict:
     return {}
 
 
+TIMM = "timm:"  # model.arch=timm:<name>: any timm classifier (pip install "bsbench[timm]")
+
+
 def network(arch: str, num_classes: int, image_size: int = 224) -> torch.nn.Module:
-    """The torchvision classifier for image_size px inputs, untrained (the FLOP count and the config
-    check build the same one on the meta device)."""
+    """The torchvision (or timm) classifier for image_size px inputs, untrained (the FLOP count and the
+    config check build the same one on the meta device)."""
+    if arch.startswith(TIMM):
+        return timm_network(arch[len(TIMM):], num_classes, image_size)
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes,
                                         **size_keywords(arch, image_size))
+
+
+def timm_network(name: str, num_classes: int, image_size: int) -> torch.nn.Module:
+    import timm  # optional: bsbench.job.validate names the extra where it is missing
+
+    try:  # a vision transformer's position embeddings are made for one size: tell it which
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=image_size)
+    except TypeError:  # a convolutional network takes any size, and no img_size argument
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
 class ImageClassifier(L.LightningModule):

@@ -27,6 +27,8 @@ from pathlib import Path
 import lightning as L
 from torch.profiler import ProfilerActivity, profile, schedule
 
+from bsbench.training.parts import samples_in
+
 # what the profiler's native library says: the job's log only (an INFO record of another library's
 # logger never reaches the terminal, bsbench.job.console)
 kineto_log = logging.getLogger("torch.profiler.kineto")
@@ -55,6 +57,7 @@ class ProfileCallback(L.Callback):
         self.skip_steps, self.warmup, self.active, self.repeat = skip_steps, warmup, active, repeat
         self.traces: list[Path] = []
         self._profiler: profile | None = None
+        self.step_samples: list[int] = []  # each training step's samples, counted from its batch
 
     def on_train_start(self, trainer, pl_module):
         activities = [ProfilerActivity.CPU]
@@ -68,6 +71,7 @@ class ProfileCallback(L.Callback):
             self._profiler.__enter__()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.step_samples.append(samples_in(pl_module, batch))
         if self._profiler is not None:
             with self._native_output():  # a profile starts or ends here
                 self._profiler.step()
@@ -117,9 +121,17 @@ class ProfileCallback(L.Callback):
         if len(self.traces) < self.repeat:
             raise RuntimeError(f"the profiler wrote {len(self.traces)} of profile.repeat={self.repeat} traces; "
                                "trainer.max_steps ended training before the last profile")
-        return summarize([read_trace(path) for path in self.traces], self.batch_size, top) | {
+        profiles = [read_trace(path) for path in self.traces]
+        return summarize(profiles, self.traced_samples(), top) | {
             "profile_traces": [_under(path, run_dir) for path in self.traces],
         }
+
+
+    def traced_samples(self) -> list[int]:
+        """The samples of each profile's traced (active) steps, as their batches held them."""
+        cycle = self.warmup + self.active
+        starts = [self.skip_steps + k * cycle + self.warmup for k in range(len(self.traces))]
+        return [sum(self.step_samples[start:start + self.active]) for start in starts]
 
 
 def _under(path: Path, directory: Path) -> str:
@@ -173,13 +185,12 @@ def read_trace(path: Path) -> dict:
             "step_us": sum(e["dur"] for e in steps), "times_us": dict(times), "calls": dict(calls)}
 
 
-def summarize(profiles: list[dict], batch_size: int, top: int) -> dict:
+def summarize(profiles: list[dict], samples: list[int], top: int) -> dict:
     """The result's fields from a job's profiles: every kernel or operator with its time per sample in
     each profile (0 where a profile did not run it), its calls per step and its share of the step,
     largest first; and the step's time per sample, and the share of matrix multiplications and
-    convolutions, per profile."""
+    convolutions, per profile. `samples`: each profile's traced samples."""
     names = {name for p in profiles for name in p["times_us"]}
-    samples = [p["steps"] * batch_size for p in profiles]
     ops = []
     for name in names:
         per_sample = [p["times_us"].get(name, 0.0) / n for p, n in zip(profiles, samples)]

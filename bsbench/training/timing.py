@@ -5,10 +5,10 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.data import extract_batch_size
 
 from bsbench.core import interrupt
 from bsbench.training.energy import EnergyMeter, energy_fields
+from bsbench.training.parts import on_meta, samples_in
 
 
 def synchronize(device: torch.device) -> None:
@@ -60,6 +60,7 @@ class TimingCallback(L.Callback):
         self.energy_reason: str | None = None
         self._meter: EnergyMeter | None = None
         self._energy_start: float | None = None
+        self.first_batch = None  # the first training batch's shapes, on the meta device (the FLOP count)
 
     def _now(self, trainer: L.Trainer) -> float:
         # With several ranks, every clock read waits for all of them: rank 0's interval then covers
@@ -134,9 +135,10 @@ class TimingCallback(L.Callback):
             self._energy_open()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        samples = extract_batch_size(batch) * trainer.world_size
+        samples = samples_in(pl_module, batch) * trainer.world_size
         if self.steps_seen == 0:
             self.first_step_time_s = self._now(trainer) - self._first_step_start
+            self.first_batch = on_meta(batch)
         self.steps_seen += 1
         self.samples_seen += samples
         if self._interval_start is not None:
@@ -161,7 +163,7 @@ class TimingCallback(L.Callback):
         self._test_start = self._now(trainer)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.test_samples += extract_batch_size(batch) * trainer.world_size
+        self.test_samples += samples_in(pl_module, batch) * trainer.world_size
 
     def on_test_end(self, trainer, pl_module):
         self.inference_time_s = self._now(trainer) - self._test_start
@@ -180,10 +182,12 @@ class TimingCallback(L.Callback):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         latency = self._now(trainer) - self._batch_start
+        if self.first_batch is None:
+            self.first_batch = on_meta(batch)
         if batch_idx >= self.warmup_steps:
             self._energy_close()
             self.batch_latencies_s.append(latency)
-            self.batch_samples += extract_batch_size(batch)
+            self.batch_samples += samples_in(pl_module, batch)
 
     def on_predict_end(self, trainer, pl_module):
         self.inference_time_s = self._end_memory_and_clock(trainer) - self._test_start

@@ -1,0 +1,9 @@
+"""A user's package, outside bsbench: a small LightningModule and LightningDataModule as someone would
+write them, reached through PYTHONPATH (tests/helpers), so that DDP ranks import it as they would a
+user's. bsbench knows nothing of these classes but their import paths."""
+
+from toy.models import (BadBatch, NoBatchSize, NotADataModule, TinyData, TinyNet, TinyNetNoExample,
+                        TokenData, TokenNet)
+
+__all__ = ["BadBatch", "NoBatchSize", "NotADataModule", "TinyData", "TinyNet", "TinyNetNoExample", "TokenData",
+           "TokenNet"]
