@@ -55,7 +55,7 @@ def test_help_is_bsbench_s_own(cli):
                   "verbose=true"):
         assert words in text, words
     examples = text.split("Examples:")[1].split("Config groups")[0]
-    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 10
+    assert sum(line.strip().startswith("python -m bsbench") for line in examples.splitlines()) == 12
     assert "mode: compare, find_max, inference, profile, throughput, train, tune" in text  # Hydra fills in the config groups
 
 
