@@ -9,6 +9,7 @@ cannot express."""
 
 import dataclasses
 import functools
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -203,11 +204,31 @@ def typed(cfg: DictConfig) -> DictConfig:
     own = tuple(name for name in OPEN_SECTIONS
                 if isinstance(plain.get(name), DictConfig) and "_target_" in plain[name].keys())
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema(own)), plain)
+        merged = OmegaConf.merge(OmegaConf.structured(schema(own)), plain)
     except ConfigKeyError as exc:
         raise UserError(f"{exc.full_key} is not a bsbench setting; `python -m bsbench --cfg job` lists them all.") from None
     except OmegaConfBaseException as exc:
         raise UserError(_type_error(str(exc.full_key), exc.value)) from None
+    _check_finite(OmegaConf.to_container(merged, resolve=False), skip=own)
+    return merged
+
+
+def _check_finite(values, key: str = "", skip: tuple[str, ...] = ()) -> None:
+    """No setting holds NaN or an infinity (`cooldown_s=nan` would pass every range check: every
+    comparison with NaN is false). A class of the user's gets its keys as given (`skip`)."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            if not key and name in skip:
+                continue
+            _check_finite(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            _check_finite(value, f"{key}[{i}]")
+    elif isinstance(values, float) and not math.isfinite(values):
+        _, default = _schema_field(key)
+        example = f"e.g. {key}={default:g}" if isinstance(default, (int, float)) and not isinstance(default, bool) \
+            else "a finite number" + (f" or {key}=null" if default is None else "")
+        raise UserError(f"{key}={values} is not a finite number; use {example}.")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

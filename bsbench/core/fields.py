@@ -136,6 +136,8 @@ RESULT_FIELDS = (
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
+    Fields(("nonfinite_values",), "fields whose value was not a finite number (NaN or an infinity, which JSON "
+           "cannot hold), written null: each field's path with the value it had, as text"),
     Fields(("started_at", "finished_at"), "local time, ISO 8601, to the millisecond"),
     Fields(("device_type", "device_name", "sm_count", "device_memory_gib"), "the device; SMs and memory on CUDA GPUs"),
     Fields(("torch_version", "lightning_version", "cuda_version", "cudnn_version", "python_version"),

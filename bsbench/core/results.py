@@ -3,6 +3,7 @@ written atomically, read back by the report and by a resumed sweep. Stdlib and O
 
 import datetime as dt
 import json
+import math
 import os
 import tempfile
 import traceback
@@ -69,15 +70,43 @@ def _umask() -> int:
     return mask
 
 
+def finite(obj):
+    """`obj` as valid JSON holds it: every float that is not finite (NaN, an infinity, which JSON has
+    no spelling for) replaced by null; a dict gets `nonfinite_values`, each such field's dotted path
+    with what it was, as text."""
+    found: dict[str, str] = {}
+
+    def clean(value, key: str):
+        if isinstance(value, float) and not math.isfinite(value):
+            found[key] = str(value)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(obj, "")
+    if found and isinstance(cleaned, dict):
+        cleaned["nonfinite_values"] = {**(cleaned.get("nonfinite_values") or {}), **found}
+    return cleaned
+
+
+def to_json(obj, **kwargs) -> str:
+    """JSON that every reader takes: no NaN or Infinity (`finite`)."""
+    return json.dumps(finite(obj), default=str, allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: Path, obj: dict) -> None:
     """Write to a temporary file beside `path`, then rename: a reader (or a killed run) never sees a
     half-written file, and a failed write (a full disk) leaves none behind. The file gets the
-    permissions the umask gives any other file (a temporary file is private to its owner)."""
+    permissions the umask gives any other file (a temporary file is private to its owner). A value
+    that is not a finite number is written null, with the reason (`finite`)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
+            f.write(to_json(obj, indent=2))
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

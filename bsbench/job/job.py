@@ -7,7 +7,6 @@ failed (the sweep goes on and exits non-zero at the end) or interrupted (the swe
 what finished). Only a user's mistake ends a job without one: one line and exit status 2.
 """
 
-import json
 import logging
 import os
 import sys
@@ -23,7 +22,7 @@ from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
-from bsbench.core.results import RESULT_FILE, results_of, unfinished, write_json_atomic
+from bsbench.core.results import RESULT_FILE, results_of, to_json, unfinished, write_json_atomic
 from bsbench.job.console import LOG_ONLY, route_library_output, sweep_progress
 from bsbench.modes import mode_of
 
@@ -126,7 +125,7 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
 
     where = exc.filename or (result or {}).get("run_dir") or sweep_dir
     if result is not None:
-        text = json.dumps(result, default=str)
+        text = to_json(result)
         print(text, file=sys.stderr, flush=True)
         log.error("the result that could not be written: %s", text)
     for directory in filter(None, [(result or {}).get("run_dir"), sweep_dir]):

@@ -38,6 +38,7 @@ STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 GPU_ACCELERATORS = ("gpu", "cuda")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 SHM = "/dev/shm"
+MAX_SEED = 2**32 - 1
 PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
 
 
@@ -71,15 +72,17 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     """Raise UserError naming the first setting that cannot work. `here`: the job runs on this
     machine, so its GPUs and shared memory can be looked at (not so for a sweep sent to a cluster)."""
     mode = mode_of(cfg.mode)
-    max_steps = cfg.trainer.max_steps
-    if max_steps != -1 and max_steps < 1:
-        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
     if mode.one_device:
         devices = cfg.devices if isinstance(cfg.devices, int) else None
         if devices != 1 or cfg.trainer.num_nodes != 1:
             raise UserError(f"mode={cfg.mode} {mode.one_device} on one device, not devices={cfg.devices} on "
                             f"{cfg.trainer.num_nodes} node(s); use devices=1 trainer.num_nodes=1.")
+    # the mode's own keys first: a mode derives trainer.max_steps from them (profile.repeat=-1 is the
+    # mistake, not the trainer.max_steps=-2 it makes)
     mode.check(cfg, here)
+    max_steps = cfg.trainer.max_steps
+    if max_steps != -1 and max_steps < 1:
+        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
     validate_run(cfg, here, mode.full_batches(cfg))
 
 
@@ -88,6 +91,8 @@ def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, st
     each have a full batch, with how the user named them (default: batch_size)."""
     at_least(cfg.batch_size, 1, "batch_size", 256)
     at_least(cfg.epochs, 1, "epochs", 10)
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise UserError(f"seed={cfg.seed} is not between 0 and {MAX_SEED} (the seeds numpy takes); use e.g. seed=123.")
     at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
     at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
     if cfg.mfu.peak_tflops is not None:

@@ -79,9 +79,13 @@ class FindMax(Mode):
     def check(self, cfg, here):
         at_least(cfg.find_max.max_val, 1, "find_max.max_val", 8192)
         at_least(cfg.find_max.max_trials, 1, "find_max.max_trials", 25)
+        if cfg.find_max.max_val < cfg.batch_size:
+            raise UserError(f"find_max.max_val={cfg.find_max.max_val} is below batch_size={cfg.batch_size}, where the "
+                            f"search starts; use find_max.max_val={max(8192, cfg.batch_size)}, or a batch_size at "
+                            f"most {cfg.find_max.max_val}.")
         if cfg.trainer.max_steps < 1:
-            raise UserError("trainer.max_steps=-1 would make every find_max trial train forever; use the training "
-                            "steps per trial, e.g. trainer.max_steps=3.")
+            raise UserError(f"trainer.max_steps={cfg.trainer.max_steps} would make every find_max trial train forever; "
+                            "use the training steps per trial, e.g. trainer.max_steps=3.")
 
     def run(self, cfg, started_at):
         from lightning.pytorch.utilities.memory import garbage_collection_cuda
