@@ -2,6 +2,7 @@
 named before a sweep starts, the loggers ML teams use (offline), and plots that say what they show."""
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,19 @@ def record(name, level, message, **extra):
     return r
 
 
+def test_a_sweeps_elapsed_clock_starts_with_its_process(tmp_path, monkeypatch):
+    import bsbench
+    from bsbench.job.console import PROGRESS_ENV, follow_sweep, sweep_progress
+
+    monkeypatch.setattr(bsbench, "STARTED_AT", time.time() - 20)  # the imports and the planning took 20 s
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    follow_sweep(tmp_path, 4)
+    for name in ("hydra", "bsbench"):  # the sweep.log it opened is this test's only
+        logging.getLogger(name).removeHandler(bsbench.job.console._sweep_log)
+    _, clock = sweep_progress(0)
+    assert clock.startswith("0:2")  # 0:20 (or 0:21), not 0:00: the user waited from the command's start
+
+
 def test_the_terminal_gets_bsbench_lines_and_actionable_warnings_once():
     quiet, verbose = ConsoleFilter(), ConsoleFilter(verbose=True)
     banner = record("lightning.pytorch.utilities.rank_zero", logging.INFO, "GPU available: False, used: False")
@@ -36,6 +50,11 @@ def test_the_terminal_gets_bsbench_lines_and_actionable_warnings_once():
     actionable = record("py.warnings", logging.WARNING, "x.py:1: UserWarning: check your data", category=UserWarning)
     assert quiet.filter(actionable) and not quiet.filter(actionable)  # once
     assert not ConsoleFilter().filter(actionable)  # once per process: the next job's filter knows it too
+    # DDP tests on every rank by design (inference_world_size): Lightning's advice against it is the log's
+    sampler = ("data_connector.py:217: PossibleUserWarning: Using `DistributedSampler` with the dataloaders. During "
+               "`trainer.test()`, it is recommended to use `Trainer(devices=1, num_nodes=1)` to ensure each sample/batch "
+               "gets evaluated exactly once.")
+    assert not quiet.filter(record("py.warnings", logging.WARNING, sampler, category=UserWarning))
 
 
 def test_verbose_shows_what_lightning_says(cli):

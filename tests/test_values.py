@@ -46,3 +46,30 @@ def test_a_results_file_never_holds_nan_or_infinity(tmp_path):
     assert written["compare_stop"] == {"widest": None} and written["train_samples_per_s"] == 12.5
     assert written["nonfinite_values"] == {"mfu": "nan", "round_samples_per_s[1]": "inf",
                                            "compare_stop.widest": "-inf"}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["batchsize=30"], "batchsize is not a bsbench setting; did you mean batch_size?"),
+    (["-m", "batchsize=30,31"], "did you mean batch_size?"),
+    (["trainer.max_step=3"], "did you mean trainer.max_steps?"),
+    (["model.archh=resnet18"], "did you mean model.arch?"),
+    (["zzz=1"], "zzz is not a bsbench setting; `python -m bsbench --cfg job` lists them all."),
+])
+def test_a_key_that_is_not_a_setting_gets_the_closest_settings_name(args, words):
+    from bsbench.job.app import check_setting_names
+
+    with pytest.raises(UserError) as err:
+        check_setting_names(args)
+    assert str(err.value).endswith(words)
+
+
+def test_keys_of_a_users_classes_and_of_open_sections_are_left_to_them():
+    from bsbench.job.app import check_setting_names
+
+    check_setting_names(["model=custom", "model._target_=my_pkg.Net", "model.width=3", "callbacks.lr._target_=x.Y",
+                         "logger.save_dir=here", "hydra.job.chdir=false", "batch_size=3", "trainer.max_steps=5"])
+
+
+def test_an_added_key_that_is_not_a_setting_gets_the_closest_name_too(tmp_path):
+    with pytest.raises(UserError, match=r"^batchsize is not a bsbench setting; did you mean batch_size\?$"):
+        job_config(tmp_path, "+batchsize=30")

@@ -8,6 +8,7 @@ Trainer flags) are `Any` here and checked in bsbench.job.validate, with the rang
 cannot express."""
 
 import dataclasses
+import difflib
 import functools
 import math
 import re
@@ -206,7 +207,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema(own)), plain)
     except ConfigKeyError as exc:
-        raise UserError(f"{exc.full_key} is not a bsbench setting; `python -m bsbench --cfg job` lists them all.") from None
+        raise UserError(unknown_setting(str(exc.full_key))) from None
     except OmegaConfBaseException as exc:
         raise UserError(_type_error(str(exc.full_key), exc.value)) from None
     _check_finite(OmegaConf.to_container(merged, resolve=False), skip=own)
@@ -229,6 +230,25 @@ def _check_finite(values, key: str = "", skip: tuple[str, ...] = ()) -> None:
         example = f"e.g. {key}={default:g}" if isinstance(default, (int, float)) and not isinstance(default, bool) \
             else "a finite number" + (f" or {key}=null" if default is None else "")
         raise UserError(f"{key}={values} is not a finite number; use {example}.")
+
+
+def setting_names(cls=Config, prefix: str = "") -> list[str]:
+    """Every setting's dotted name, from the schema."""
+    names = []
+    for f in dataclasses.fields(cls):
+        kind = typing.get_type_hints(cls)[f.name]
+        names.append(prefix + f.name)
+        if dataclasses.is_dataclass(kind):
+            names += setting_names(kind, f"{prefix}{f.name}.")
+    return names
+
+
+def unknown_setting(key: str) -> str:
+    """The sentence for a key that is not a setting, with the closest setting's name where one is close."""
+    close = difflib.get_close_matches(key, setting_names(), n=1, cutoff=0.75)
+    if close:
+        return f"{key} is not a bsbench setting; did you mean {close[0]}?"
+    return f"{key} is not a bsbench setting; `python -m bsbench --cfg job` lists them all."
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

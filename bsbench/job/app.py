@@ -65,9 +65,48 @@ def check_group_choices(args: list[str]) -> None:
                                 f"use one of: {', '.join(known)}.")
 
 
+# sections whose keys are not all bsbench's: extra callbacks, a logger's arguments
+OPEN_SECTIONS = ("callbacks", "logger", "hydra")
+
+
+def check_setting_names(args: list[str]) -> None:
+    """A key that is not a setting (`batchsize=30`) in one line with the closest setting's name, before
+    Hydra answers it with a traceback-like screen whose advice (`+batchsize=30`) fails next. Keys under
+    model and data are checked only while bsbench's own model and data are chosen (a class of the
+    user's takes keys of its own)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from bsbench.core.config import setting_names, unknown_setting
+
+    parser = OverridesParser.create()
+    parsed = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            parsed.append(parser.parse_override(arg))
+        except Exception:  # Hydra reports its own syntax errors
+            continue
+    chosen = {o.key_or_group: str(o.value()) for o in parsed if o.key_or_group in GROUPS and not o.is_sweep_override()}
+    names = set(setting_names())
+    for override in parsed:
+        key = override.key_or_group
+        section = key.split(".", 1)[0]
+        if override.is_add() or override.is_delete() or override.package is not None or key in GROUPS:
+            continue
+        if section in OPEN_SECTIONS or "/" in key:
+            continue
+        if section in ("model", "data") and (chosen.get(section) not in (None, *options(section))
+                                             or chosen.get(section) == "custom"):
+            continue
+        if key not in names:
+            raise UserError(unknown_setting(key))
+
+
 def main() -> None:
     try:
         check_group_choices(sys.argv[1:])
+        check_setting_names(sys.argv[1:])
     except UserError as err:
         fail(err)
     hydra_main()

@@ -16,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+import bsbench
+
 # Warnings that tell a library's authors, or a user of another tool, what to change; not a bsbench user.
 NOT_ACTIONABLE = (
     "is deprecated",  # Lightning's and torch's use of each other's APIs (e.g. Lightning's _pytree)
@@ -28,6 +30,8 @@ BY_DESIGN = (
     "does not have many workers",  # data.resize_on=device: the loader only indexes memory
     "The number of training batches",  # short smoke and throughput runs log less often than every 50 steps
     "Profiler clears events at the end of each cycle",  # mode=profile saves each profile as it ends
+    # DDP: every rank tests its share of the test set, as the result's inference_world_size records
+    "During `trainer.test()`, it is recommended to use `Trainer(devices=1",
 )
 # Categories that address a library's authors: an API to change, a file left open.
 LIBRARY_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning)
@@ -120,7 +124,7 @@ def progress(done: int, total: int, started: float, now: float | None = None) ->
     return f"job {done} of {total}", f"{clock(elapsed)} elapsed{left}"
 
 
-PROGRESS_ENV = "BSBENCH_SWEEP_PROGRESS"  # {"total": jobs in this launch, "started": time.time()}
+PROGRESS_ENV = "BSBENCH_SWEEP_PROGRESS"  # {"total": jobs in this launch, "started": the process's start}
 _sweep_log: logging.Handler | None = None
 
 
@@ -137,7 +141,8 @@ def follow_sweep(directory: Path, total: int) -> None:
     for name in ("hydra", "bsbench"):
         logging.getLogger(name).addHandler(_sweep_log)
     logging.getLogger("hydra").setLevel(logging.INFO)
-    os.environ[PROGRESS_ENV] = json.dumps({"total": total, "started": time.time()})
+    # elapsed from the process's start (imports and the sweep's planning included), as its user waited
+    os.environ[PROGRESS_ENV] = json.dumps({"total": total, "started": bsbench.STARTED_AT})
 
 
 def sweep_progress(position: int | None) -> tuple[str, str] | None:
