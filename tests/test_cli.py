@@ -134,6 +134,7 @@ def test_missing_cifar10_offline_stops_with_one_sentence_naming_the_root(cli, tm
 
 
 def test_missing_cifar10_without_download_names_the_setting(cli, tmp_path):
-    proc = cli(*SMOKE, "data=cifar10", f"data.root={tmp_path}", "data.download=false")
+    proc = cli("-m", *SMOKE, "data=cifar10", f"data.root={tmp_path}", "data.download=false", "batch_size=30,31")
     assert proc.returncode == 2
     assert "data.download=false" in proc.stderr and "Traceback" not in proc.stderr
+    assert not cli.outputs.exists()  # found while the sweep was planned: no folder waits for a result

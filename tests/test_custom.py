@@ -223,3 +223,14 @@ def test_the_readmes_example_runs_as_a_user_would_copy_it(cli):
     results = ok_results(cli)
     assert sorted(r["batch_size"] for r in results) == [60, 61]
     assert all(r["model"] == "my_pkg.MyModule" and r["train_flops_per_sample"] > 0 for r in results)
+
+
+def test_a_mistake_found_only_while_a_job_runs_still_leaves_its_result_and_log(cli):
+    # nothing in these batches counts their samples: found at the first step, not while planning
+    proc = cli(*SMOKE, "model=custom", "model._target_=toy.Scalar", "data=custom", "data._target_=toy.NoTensorData",
+               "mode=throughput", "trainer.max_steps=3", "timing.warmup_steps=1")
+    assert proc.returncode == 2 and "bsbench_batch_size" in proc.stderr and "Traceback" not in proc.stderr
+    (r,) = cli.results()
+    assert r["status"] == "failed" and r["error_type"] == "UserError" and "bsbench_batch_size" in r["error"]
+    (log,) = cli.outputs.rglob("bsbench.log")
+    assert "bsbench_batch_size" in log.read_text()

@@ -61,6 +61,11 @@ def run_job(cfg: DictConfig) -> None:
         processes = 0 if ranked else processes_to_start(cfg)
         result = run_ranks(cfg, run_dir, processes) if processes else attempt(cfg)
     except UserError as err:
+        # a mistake found only once the job ran (what planning could not look at): the job's folder
+        # still gets its result, and its log the sentence
+        log.error("%s", err, extra={LOG_ONLY: True})
+        if not ranked or ranked[0] == 0:
+            _record({**unfinished(cfg, Status.FAILED, err), **record}, None)
         fail(err)
     except KeyboardInterrupt:
         stopped = {**unfinished(cfg, Status.INTERRUPTED), "error_type": "Interrupted", "error": interrupt.reason(),

@@ -22,7 +22,7 @@ from bsbench.core.errors import UserError
 from bsbench.core.order import ORDERS
 from bsbench.modes import mode_of
 from bsbench.modes.checks import at_least
-from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON
+from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON, ImageDataModule
 from bsbench.training.model import TIMM, network
 from bsbench.training.parts import check as check_parts
 
@@ -155,6 +155,16 @@ def _check_bsbench_data(cfg: DictConfig, batches, here: bool) -> None:
         _check_split(cfg, batch_size, subject)
     if here:
         _check_shared_memory(cfg)
+        if cfg.data.name == "cifar10":
+            _check_cifar10(str(cfg.data.root), cfg.data.download, cfg.data.verify)
+
+
+@functools.lru_cache(maxsize=None)
+def _check_cifar10(root: str, download: bool, verify: bool) -> None:
+    """CIFAR-10 where the jobs will read it, downloaded now where it is missing and may be: a missing
+    dataset (or no network) is a sentence while the sweep is planned, not a failed first job. (Once
+    per place in a process; on a cluster, the jobs' nodes look for themselves.)"""
+    ImageDataModule(root=root, download=download, verify=verify).prepare_data()
 
 
 def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:

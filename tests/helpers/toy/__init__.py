@@ -2,8 +2,8 @@
 write them, reached through PYTHONPATH (tests/helpers), so that DDP ranks import it as they would a
 user's. bsbench knows nothing of these classes but their import paths."""
 
-from toy.models import (BadBatch, NoBatchSize, NotADataModule, TinyData, TinyNet, TinyNetNoExample,
-                        TokenData, TokenNet)
+from toy.models import (BadBatch, NoBatchSize, NoTensorData, NotADataModule, Scalar, TinyData, TinyNet,
+                        TinyNetNoExample, TokenData, TokenNet)
 
-__all__ = ["BadBatch", "NoBatchSize", "NotADataModule", "TinyData", "TinyNet", "TinyNetNoExample", "TokenData",
-           "TokenNet"]
+__all__ = ["BadBatch", "NoBatchSize", "NoTensorData", "NotADataModule", "Scalar", "TinyData", "TinyNet",
+           "TinyNetNoExample", "TokenData", "TokenNet"]

@@ -143,3 +143,28 @@ class BadBatch(TinyData):
     def __init__(self, batch_size: int = 16):
         super().__init__(batch_size)
         raise RuntimeError("cannot reach the data server")
+
+
+class Scalar(L.LightningModule):
+    """A module whose step does not look at its batch (a smoke test of someone's own)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(3))
+
+    def training_step(self, batch, batch_idx):
+        return (self.w ** 2).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class NoTensorData(L.LightningDataModule):
+    """Batches of plain Python numbers: nothing in them says how many samples they hold."""
+
+    def __init__(self, batch_size: int = 4):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(list(range(64)), batch_size=self.batch_size, collate_fn=list)
