@@ -169,3 +169,32 @@ except KeyboardInterrupt as exc:
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines() == ["went on", "stopped: signal 15"], proc.stdout + proc.stderr
+
+
+def test_a_stop_while_the_sweep_is_planned_ends_in_one_line_without_a_traceback(cli):
+    # 40 jobs: their planning (imports, composing, checking) takes well over the 2.5 s before the stop
+    proc = cli.start("-m", "batch_size=range(30,70)", *SMOKE, "mode=throughput")
+    time.sleep(2.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)  # pressed twice, as people do
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "bsbench: interrupted before any job finished" in stderr and "Traceback" not in stderr, stderr
+    assert not list(cli.outputs.rglob("results.json"))
+
+
+def test_a_stop_between_two_jobs_reports_what_finished_and_how_to_resume(tmp_path, monkeypatch, capsys):
+    from test_report import write_runs
+
+    import bsbench.job.hooks as hooks
+
+    monkeypatch.setattr(hooks, "_ignore_stops", lambda: None)  # this test process keeps its own handlers
+    write_runs(tmp_path, {31: [100.0], 32: [110.0]})
+    with pytest.raises(SystemExit) as stop:
+        hooks.stopped_outside_a_job(str(tmp_path))
+    assert stop.value.code == 130
+    out, err = capsys.readouterr()
+    assert "| 31 |" in out and "| 32 |" in out  # the summary of what finished
+    assert f"interrupted between jobs; finished results are kept in {tmp_path}; resume with resume={tmp_path}" in err
+    assert (tmp_path / "summary.md").is_file()

@@ -2,6 +2,7 @@
 before Hydra creates any directory, and summarize a sweep when it ends. Hydra instantiates these at
 the start of every run, so the checks and the report are imported only when called."""
 
+import signal
 import sys
 from pathlib import Path
 
@@ -39,11 +40,13 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
 
 
 def preflight(config: DictConfig, sweep: bool) -> None:
-    """check(), with a mistake ending the process in one line (exit 2)."""
+    """check(), with a mistake ending the process in one line (exit 2), and a stop in one line (130)."""
     try:
         check(config, sweep)
     except UserError as err:
         fail(err)
+    except KeyboardInterrupt:
+        stopped_outside_a_job(None)
 
 
 class Preflight(Callback):
@@ -69,10 +72,40 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         from bsbench.report.write import write_report
 
-        text, results = write_report([Path(config.hydra.sweep.dir)])
+        try:
+            text, results = write_report([Path(config.hydra.sweep.dir)])
+        except KeyboardInterrupt:
+            _ignore_stops()
+            print(f"\nbsbench: interrupted while the report was written; every result is kept in "
+                  f"{config.hydra.sweep.dir}; `bsbench-report {config.hydra.sweep.dir}` writes the report again.",
+                  file=sys.stderr, flush=True)
+            sys.exit(130)
         print("\n" + text, flush=True)
         failed = [r for r in results if r.get("status") not in ANSWERED]
         if failed:
             print(f"bsbench: {len(failed)} of {len(results)} runs did not finish; see the table above; "
                   f"resume={config.hydra.sweep.dir} runs them again.", file=sys.stderr, flush=True)
             sys.exit(1)
+
+
+def _ignore_stops() -> None:
+    """A second Ctrl-C (people press it twice) or SIGTERM while bsbench stops changes nothing."""
+    for name in ("SIGINT", "SIGTERM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+def stopped_outside_a_job(sweep_dir: str | None) -> None:
+    """Ctrl-C or SIGTERM while no job runs (the sweep being planned, or between two jobs): the report
+    of what finished is written and printed, the line says where it is and how to resume, exit 130;
+    never a traceback."""
+    _ignore_stops()
+    directory = Path(sweep_dir) if sweep_dir else None
+    if directory is None or not directory.is_dir() or not any(directory.rglob("results.json")):
+        print("\nbsbench: interrupted before any job finished; nothing to keep.", file=sys.stderr, flush=True)
+        sys.exit(130)
+    from bsbench.report.write import write_report
+
+    print("\n" + write_report([directory])[0], flush=True)
+    print(f"\nbsbench: interrupted between jobs; finished results are kept in {directory}; resume with "
+          f"resume={directory}", file=sys.stderr, flush=True)
+    sys.exit(130)

@@ -73,6 +73,10 @@ class BsbenchSweeper(BasicSweeper):
                 refuse_if_running(self.config)
         except UserError as err:
             fail(err)
+        except KeyboardInterrupt:  # Ctrl-C while the sweep is planned: nothing ran
+            from bsbench.job.hooks import stopped_outside_a_job
+
+            stopped_outside_a_job(None)
         self._stopper, self._round_ends, self._checked = None, [], set()
         size = max_batch_size or len(planned) or 1
         if not Stopper.active(self.config):
@@ -106,6 +110,10 @@ class BsbenchSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         try:
             return super().sweep(arguments)
+        except KeyboardInterrupt:  # between two jobs (a job's own stop is its result, bsbench.job.job)
+            from bsbench.job.hooks import stopped_outside_a_job
+
+            stopped_outside_a_job(self.config.hydra.sweep.dir)
         except OSError as exc:  # Hydra's own files of a job (.hydra/, the log) on a full or read-only disk
             from bsbench.job.job import stop_on_write_error
 
