@@ -66,7 +66,7 @@ def check_group_choices(args: list[str]) -> None:
 
 
 # sections whose keys are not all bsbench's: extra callbacks, a logger's arguments
-OPEN_SECTIONS = ("callbacks", "logger", "hydra")
+FREE_SECTIONS = ("callbacks", "logger", "hydra")
 
 
 def check_setting_names(args: list[str]) -> None:
@@ -94,7 +94,7 @@ def check_setting_names(args: list[str]) -> None:
         section = key.split(".", 1)[0]
         if override.is_add() or override.is_delete() or override.package is not None or key in GROUPS:
             continue
-        if section in OPEN_SECTIONS or "/" in key:
+        if section in FREE_SECTIONS or "/" in key:
             continue
         if section in ("model", "data") and (chosen.get(section) not in (None, *options(section))
                                              or chosen.get(section) == "custom"):

@@ -12,7 +12,7 @@ from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig
 
 from bsbench.core import interrupt, parts
-from bsbench.core.errors import UserError
+from bsbench.core.errors import UserError, first_line
 from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
 from bsbench.core.results import now, setup_fields, unfinished
@@ -96,8 +96,7 @@ def job_flops(cfg: DictConfig, batch=None) -> dict:
         try:
             _COUNTED[key] = count_step(meta_module(cfg), batch)
         except Exception as exc:  # a custom op, data-dependent shapes, a step that needs its Trainer
-            text = str(exc).strip()
-            _COUNTED[key] = uncounted(f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}")
+            _COUNTED[key] = uncounted(first_line(exc))
     return _COUNTED[key]
 
 

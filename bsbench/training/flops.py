@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
+from bsbench.core.errors import first_line
 from bsbench.training.model import network
 from bsbench.training.parts import samples_in
 
@@ -72,7 +73,7 @@ def count(arch: str, num_classes: int, image_size: int, eval_forward: bool) -> d
             net = network(arch, num_classes, image_size)
         return {**count_model(net, image_size, eval_forward), "flops_error": None}
     except Exception as exc:  # the count is a label on the run, not the run: report why it is missing
-        return uncounted(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        return uncounted(first_line(exc))
 
 
 def uncounted(reason: str) -> dict:

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core import parts
-from bsbench.core.errors import UserError
+from bsbench.core.errors import UserError, first_line
 from bsbench.training.data import CIFAR10_CLASSES, ImageDataModule
 from bsbench.training.model import ImageClassifier
 from bsbench.training.synthetic import SyntheticInputs
@@ -26,11 +26,6 @@ from bsbench.training.synthetic import SyntheticInputs
 KINDS = {"model": (L.LightningModule, "LightningModule", "my_pkg.MyModule"),
          "data": (L.LightningDataModule, "LightningDataModule", "my_pkg.MyData")}
 BATCH_SIZE = "batch_size"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def user_class(cfg: DictConfig, section: str) -> type:
@@ -44,7 +39,7 @@ def user_class(cfg: DictConfig, section: str) -> type:
         found = get_object(path)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        raise UserError(f"{section}._target_={path} cannot be imported ({_first_line(cause)}); use the import path of "
+        raise UserError(f"{section}._target_={path} cannot be imported ({first_line(cause)}); use the import path of "
                         f"your {kind}, e.g. {example}, with its package installed or on PYTHONPATH.") from None
     if not (isinstance(found, type) and issubclass(found, base)):
         what = f"a {found.__name__} class" if isinstance(found, type) else f"a {type(found).__name__}"
@@ -290,7 +285,7 @@ def _output_width(module, shape, dtype) -> int:
         module.train()
     except Exception as exc:
         raise UserError(f"data=synthetic could not run {type(module).__name__} on its input to find its "
-                        f"number of classes ({_first_line(exc)}); give your module a num_classes hyperparameter "
+                        f"number of classes ({first_line(exc)}); give your module a num_classes hyperparameter "
                         "(save_hyperparameters()) or use data=custom with your datamodule.") from None
     if not isinstance(out, torch.Tensor) or out.ndim < 2:
         raise UserError(f"data=synthetic makes class targets, and {type(module).__name__}'s output is not (batch, "
@@ -357,5 +352,5 @@ def _built(cfg: DictConfig, section: str, make):
         raise
     except Exception as exc:
         what = f"{section}._target_={parts.target(cfg, section)}" if parts.own(cfg, section) else f"{section}={section}"
-        raise UserError(f"{what} could not be built ({_first_line(exc)}); fix its constructor or the arguments "
+        raise UserError(f"{what} could not be built ({first_line(exc)}); fix its constructor or the arguments "
                         f"given as {section}.<name>=<value>.") from None
