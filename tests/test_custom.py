@@ -202,12 +202,11 @@ def test_timm_names_are_checked_and_its_absence_names_the_extra(tmp_path, monkey
         validate(job_config(tmp_path, "model.arch=timm:resnet18"))
 
 
-def test_the_readmes_example_runs_as_a_user_would_copy_it(cli):
+def test_the_docs_example_runs_as_a_user_would_copy_it(cli):
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Your own model and data"):]
+    section = (Path(__file__).resolve().parents[1] / "docs" / "custom.md").read_text()
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     package = cli.cwd / "my_pkg"
     package.mkdir()

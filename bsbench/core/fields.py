@@ -1,6 +1,7 @@
 """What a result is: every field of results.json with its meaning, the statuses a run can end in,
 and the setting that identifies a configuration. The run writes these fields, the report, the
-verdict and resume read them, and the README's field table is this table (a test checks it).
+verdict and resume read them, and docs/outputs.md's field table is this table (`python -m
+bsbench.docs` writes it there; a test checks it).
 Stdlib only: the report reads results without torch."""
 
 import enum
@@ -171,7 +172,7 @@ NOT_SETTING = (*SWEEP_CONTROL, "batch_size", "repeat", "seed", "logger", "traine
 
 
 def fields_markdown() -> str:
-    """The README's table of result fields."""
+    """The documentation's table of result fields (docs/outputs.md)."""
     lines = ["| field | meaning |", "| --- | --- |"]
     lines += [f"| {', '.join(f'`{n}`' for n in group.names)} | {group.meaning} |" for group in RESULT_FIELDS]
     return "\n".join(lines) + "\n"

@@ -42,7 +42,7 @@ def run_job(cfg: DictConfig) -> None:
     sweep_dir = hydra_cfg.sweep.dir if multirun else None
     route_library_output()
     if not cfg.verbose:
-        os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (the README says where runs go)
+        os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (docs/getting-started.md says where runs go)
     # torch and Lightning: only when a job runs
     from bsbench.job.ranks import cluster_rank, processes_to_start, run_ranks, settle_cluster_rank, slurm_job_id
     from bsbench.job.run import attempt, job_flops, with_utilization

@@ -1,6 +1,6 @@
 """The modes: one module each (its checks, its run, its results, its job line, its report words), one
 conf/mode/<name>.yaml each. To add a mode: a module here with a Mode subclass and `MODE = ...`, its
-name in MODULES, its config file, and its README row (bsbench.modes.base says what a mode can change)."""
+name in MODULES, its config file, and its row in docs/modes/index.md (bsbench.modes.base says what a mode can change)."""
 
 import importlib
 

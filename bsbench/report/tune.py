@@ -149,8 +149,8 @@ def markdown(one: dict) -> str:
     unit = "samples/s" if a["objective"] == "time" else "images per joule"
     lines = ["# What trains fastest here, and what matters" if a["objective"] == "time"
              else "# What trains on the least energy here, and what matters", ""]
-    lines.append("Found by `mode=tune` in paired rounds in one process; intervals are 95% (see the README's "
-                 "\"What matters more than the power of two\").")
+    lines.append("Found by `mode=tune` in paired rounds in one process; intervals are 95% (see docs/modes/tune.md "
+                 "in bsbench's repository).")
     lines.append("")
     if summary is None:
         done = [s for s in tune.STAGES if s in one["stages"]]
