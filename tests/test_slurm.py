@@ -32,18 +32,24 @@ def _slurm_state(job: str) -> str:
     return proc.stdout.strip()
 
 
-def test_a_sweep_of_two_node_ddp_jobs_runs_on_the_cluster(slurm_cli):
-    # the node count swept too: each job is allocated its own (one SLURM array per allocation)
+def test_a_sweep_of_two_node_ddp_jobs_runs_and_a_rank_failing_on_one_node_fails_only_its_job(slurm_cli):
+    # the node count swept too: each job is allocated its own (one SLURM array per allocation); rank 1, on
+    # the second node, fails in the 2-node job of batch size 31 (the 1-node jobs have no rank 1)
     command = [o for o in SLURM if not o.startswith("trainer.num_nodes=")]
-    proc = slurm_cli(*command, "trainer.num_nodes=2,1", "batch_size=30,31", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = {(r["batch_size"], r["num_nodes"]): r for r in slurm_cli.results()}
+    proc = slurm_cli(*command, "trainer.num_nodes=2,1", "batch_size=30,31", "+callbacks.fault._target_=faults.FailOnRank",
+                     "+callbacks.fault.rank=1", "+callbacks.fault.batch_size=31", timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # a failed run, told after every job ended
+    runs = {(r["batch_size"], r["config"]["trainer"]["num_nodes"]): r for r in slurm_cli.results()}
     assert sorted(runs) == [(30, 1), (30, 2), (31, 1), (31, 2)]
-    for (batch_size, nodes), r in runs.items():
+    failed = runs.pop((31, 2))
+    assert failed["status"] == "failed" and failed["failed_rank"] == 1
+    assert failed["error_type"] == "ValueError" and failed["error"] == "simulated failure on rank 1"
+    assert "failed (ValueError: simulated failure on rank 1)" in proc.stdout
+    for (batch_size, nodes), r in runs.items():  # the sweep went on
         assert r["status"] == "ok" and r["train_samples_per_s"] > 0
         assert r["world_size"] == nodes and r["global_batch_size"] == nodes * batch_size
-    assert len({r["slurm_job_id"] for r in runs.values()}) == 4
-    # each job's tasks (one per node) left their logs where the README says
+    assert len({r["slurm_job_id"] for r in [*runs.values(), failed]}) == 4
+    # each job's tasks (one per node) left their logs where the docs say
     sweep = slurm_cli.sweep_dir()
     for (_, nodes), r in runs.items():
         logs = sweep / ".submitit" / r["slurm_job_id"]
@@ -51,22 +57,9 @@ def test_a_sweep_of_two_node_ddp_jobs_runs_on_the_cluster(slurm_cli):
     # one line per job as it ends, then the report; no scheduler chatter (sacct has no accounting here)
     assert [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("job ")] == [
         f"job {k} of 4" for k in range(1, 5)]
-    runs = {b: r for (b, nodes), r in runs.items() if nodes == 2}
     assert "world_size=2" in proc.stdout and "| 30 | 1 |" in (sweep / "summary.md").read_text()
-    assert f"[SLURM job {runs[30]['slurm_job_id']}]" in proc.stdout
+    assert f"[SLURM job {runs[(30, 2)]['slurm_job_id']}]" in proc.stdout
     assert "sacct" not in proc.stdout + proc.stderr and "(submitit)" not in proc.stdout + proc.stderr
-
-
-def test_a_job_failing_on_one_node_is_recorded_failed_with_its_rank(slurm_cli):
-    proc = slurm_cli(*SLURM, "batch_size=30,31", "+callbacks.fault._target_=faults.FailOnRank",
-                     "+callbacks.fault.rank=1", "+callbacks.fault.batch_size=31", timeout=300)
-    assert proc.returncode == 1  # a failed run, told after every job ended
-    runs = {r["batch_size"]: r for r in slurm_cli.results()}
-    assert runs[30]["status"] == "ok"  # the sweep went on
-    failed = runs[31]
-    assert failed["status"] == "failed" and failed["failed_rank"] == 1
-    assert failed["error_type"] == "ValueError" and failed["error"] == "simulated failure on rank 1"
-    assert "failed (ValueError: simulated failure on rank 1)" in proc.stdout
 
 
 def test_a_cancelled_job_says_so_and_resume_finishes_the_sweep(slurm_cli, tmp_path):
@@ -96,12 +89,10 @@ def test_a_cancelled_job_says_so_and_resume_finishes_the_sweep(slurm_cli, tmp_pa
 def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(slurm_cli, tmp_path):
     # SLURM warns (SIGUSR2) signal_delay_s before the limit, give or take its scheduling tick (about 30 s here)
     waiting, go = _waiting(tmp_path, 31)
-    proc = slurm_cli(*SLURM, "batch_size=30,31", *waiting, "hydra.launcher.timeout_min=2",
+    proc = slurm_cli(*SLURM, "batch_size=31", *waiting, "hydra.launcher.timeout_min=2",
                      "hydra.launcher.signal_delay_s=60", timeout=400)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    runs = {r["batch_size"]: r for r in slurm_cli.results()}
-    assert runs[30]["status"] == "ok"
-    stopped = runs[31]
+    (stopped,) = slurm_cli.results()
     assert stopped["status"] == "interrupted" and "time limit" in stopped["error"]
     assert "hydra.launcher.timeout_min" in stopped["error"]
 
