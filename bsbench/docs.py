@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from bsbench.core.config import Config, Data, Model, Trainer
+from bsbench.core.config import Config
 from bsbench.core.fields import fields_markdown
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -26,7 +26,7 @@ LIGHTNING_TRAINER = "https://lightning.ai/docs/pytorch/stable/common/trainer.htm
 # the config groups and the file in each whose comments describe the group's keys
 GROUP_FILES = {"model": "model/mobilenet_v3_large.yaml", "data": "data/cifar10.yaml", "trainer": "trainer/default.yaml"}
 EXTRA_FILES = {"data": ("data/synthetic.yaml",)}  # keys only another option of the group sets
-SECTIONS = {"model": Model, "data": Data, "trainer": Trainer}
+SECTIONS = tuple(GROUP_FILES)  # the config groups that are sections of the schema
 
 
 def yaml_comments(path: Path) -> dict[str, str]:

@@ -139,6 +139,58 @@ def test_a_failed_write_stops_the_sweep_and_loses_nothing_finished(cli):
     assert not [p for p in sweep.rglob("*") if p.is_file() and p.stat().st_size == 0 and p.name != ".bsbench.lock"]
 
 
+def _disk_fills_at(monkeypatch, file_number: int) -> None:
+    """The disk fills while the report writes its `file_number`-th file (1: runs.csv), halfway through it."""
+    import errno
+
+    import bsbench.core.results
+
+    written = []
+
+    def fill(f, data):
+        written.append(len(data))
+        if len(written) == file_number:
+            f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        f.write(data)
+
+    monkeypatch.setattr(bsbench.core.results, "_fill", fill)
+
+
+@pytest.mark.parametrize("file_number, name", [(1, "runs.csv"), (5, "samples_per_s.png")])
+def test_a_report_that_does_not_fit_names_its_file_and_leaves_no_partial_one(tmp_path, monkeypatch, capsys,
+                                                                             file_number, name):
+    from bsbench.report.cli import main
+    from test_report import write_runs
+
+    write_runs(tmp_path, {31: [100.0, 101.0], 32: [110.0, 111.0]})
+    _disk_fills_at(monkeypatch, file_number)
+    assert main([str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "| 32 | 2^5, 8×4 | 31 |" in out  # the verdict still reaches the terminal
+    assert err.strip() == (f"bsbench: could not write {tmp_path / name} (No space left on device); every results.json "
+                           f"is kept in {tmp_path}; free space there and run `bsbench-report {tmp_path}`, or write the "
+                           f"report elsewhere with `bsbench-report {tmp_path} --out DIR`.")
+    assert not (tmp_path / name).exists() and not list(tmp_path.glob(".*.tmp"))  # no empty or half-written file
+    assert len(read_results(tmp_path)) == 4  # and every result as it was
+
+
+def test_a_sweep_whose_report_does_not_fit_prints_it_and_exits_1(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    from bsbench.job.hooks import SweepReport
+    from test_report import write_runs
+
+    write_runs(tmp_path, {31: [100.0], 32: [110.0]})
+    _disk_fills_at(monkeypatch, 3)  # summary.md
+    with pytest.raises(SystemExit) as stop:
+        SweepReport().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    out, err = capsys.readouterr()
+    assert stop.value.code == 1 and "| 31 |" in out and "| 32 |" in out  # not exit 0 with a warning, as before
+    assert f"could not write {tmp_path / 'summary.md'} (No space left on device)" in err
+    assert not (tmp_path / "summary.md").exists()
+
+
 def test_corrupt_results_are_named_and_skipped_by_the_report_and_not_done_for_resume(tmp_path):
     good = {"status": "ok", "mode": "train", "batch_size": 32, "train_samples_per_s": 100.0, "job_id": "a" * 16,
             "config": {"precision": "32-true"}}
@@ -200,21 +252,39 @@ def ranks_alive(marker: str) -> list[int]:
     return alive
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
-def test_killing_the_sweep_leaves_no_rank_running(cli):
+def ddp_sweep_training(cli):
+    """A sweep of one long DDP job, once torchrun and its two ranks train: (the sweep, its ranks' folder)."""
     proc = cli.start("-m", "devices=2", "strategy=ddp", "epochs=100", *SMOKE)
     wait_for(lambda: list(cli.outputs.rglob("ranks/config.yaml")))
     (config,) = cli.outputs.rglob("ranks/config.yaml")
     wait_for(lambda: len(ranks_alive(str(config.parent))) >= 3)  # torchrun and its two ranks
     time.sleep(3.0)  # training
+    return proc, config.parent
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_killing_the_sweep_leaves_no_rank_running(cli):
+    proc, ranks = ddp_sweep_training(cli)
     os.kill(proc.pid, signal.SIGKILL)  # the main process alone: nothing can forward a SIGKILL
     killed = time.monotonic()
     proc.wait(timeout=30)
-    while ranks_alive(str(config.parent)) and time.monotonic() < killed + 60:
+    while ranks_alive(str(ranks)) and time.monotonic() < killed + 60:
         time.sleep(0.2)
     print(f"ranks gone {time.monotonic() - killed:.1f} s after the sweep was killed")
     # within seconds: not whenever a rank next writes to the pipe its dead parent read from
-    assert ranks_alive(str(config.parent)) == [] and time.monotonic() - killed < 20
+    assert ranks_alive(str(ranks)) == [] and time.monotonic() - killed < 20
+
+
+def test_sigterm_to_a_ddp_sweep_ends_in_bsbenchs_line_without_torchruns_traceback(cli):
+    proc, _ = ddp_sweep_training(cli)
+    os.killpg(proc.pid, signal.SIGTERM)  # as `timeout` or a scheduler sends it: to the whole process group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "SignalException" not in err, err
+    (r,) = cli.results()
+    assert r["status"] == "interrupted" and "SIGTERM" in r["error"]
+    (log,) = cli.outputs.rglob("bsbench.log")
+    assert "SignalException" in log.read_text()  # what torchrun said is kept, in the job's log
 
 
 def test_a_rank_killed_by_a_signal_is_named_with_its_signal(cli):

@@ -73,3 +73,51 @@ def test_keys_of_a_users_classes_and_of_open_sections_are_left_to_them():
 def test_an_added_key_that_is_not_a_setting_gets_the_closest_name_too(tmp_path):
     with pytest.raises(UserError, match=r"^batchsize is not a bsbench setting; did you mean batch_size\?$"):
         job_config(tmp_path, "+batchsize=30")
+
+
+GOOD = {"status": "ok", "mode": "train", "batch_size": 32, "repeat": 0, "train_samples_per_s": 100.0,
+        "train_time_s": 1.0, "epoch_times_s": [1.0], "job_id": "a" * 16, "device_name": "cpu",
+        "config": {"precision": "32-true"}}
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("job_id", [1, 2], "job_id [1, 2] is not a string"),  # resume's key: once a TypeError in resume
+    ("device_name", ["cpu"], 'device_name ["cpu"] is not a string'),  # once a TypeError in the report
+    ("mode", ["train"], 'mode ["train"] is not a string'),
+    ("epoch_times_s", ["a", "b"], 'epoch_times_s ["a", "b"] is not a list of finite numbers'),
+    ("train_samples_per_s", -5.0, "train_samples_per_s -5.0 is not a positive number"),  # once a -153.8% verdict
+    ("train_samples_per_s", 0, "train_samples_per_s 0 is not a positive number"),
+    ("config", [], "config [] is not a JSON object"),  # once a row labelled with every key =None
+    ("channels_last", "yes", 'channels_last "yes" is not true or false'),
+    ("train_samples_per_s", "NaN", "NaN is not a JSON number"),  # written as the bare NaN Python's json allows
+])
+def test_a_results_file_whose_fields_are_not_of_their_types_is_named_and_used_by_nothing(tmp_path, capsys, field,
+                                                                                         value, words):
+    from bsbench.core.results import finished_runs
+    from bsbench.report.cli import main
+    from bsbench.report.write import write_report
+
+    for name, result in {"good": GOOD, "bad": {**GOOD, "batch_size": 33, "job_id": "b" * 16, field: value}}.items():
+        (tmp_path / name).mkdir()
+        text = json.dumps(result)
+        if value == "NaN":
+            text = text.replace('"NaN"', "NaN")
+        (tmp_path / name / "results.json").write_text(text)
+    _, results = write_report([tmp_path])
+    assert [r["batch_size"] for r in results] == [32]  # left out of the tables and the verdict, no traceback
+    summary = (tmp_path / "summary.md").read_text()
+    (note,) = [line for line in summary.splitlines() if line.startswith("- not read: ")]
+    assert str(tmp_path / "bad" / "results.json") in note and words in note
+    assert list(finished_runs(tmp_path)) == ["a" * 16]  # and not done for resume: it runs again
+    # every file unreadable: the command names them, not only that none was readable
+    (tmp_path / "good" / "results.json").unlink()
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and str(tmp_path / "bad" / "results.json") in err and words in err
+
+
+def test_every_result_field_has_a_type():
+    from bsbench.core.fields import FIELD_KINDS, FIELD_NAMES, KINDS
+
+    assert set(FIELD_KINDS) == set(FIELD_NAMES) and set(FIELD_KINDS.values()) <= set(KINDS)

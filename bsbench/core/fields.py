@@ -6,6 +6,7 @@ Stdlib only: the report reads results without torch."""
 
 import enum
 import json
+import math
 from dataclasses import dataclass
 
 
@@ -163,6 +164,79 @@ RESULT_FIELDS = (
 )
 FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
 
+# Each field's type, as results.json holds it: every field may also be null (a run that did not get
+# that far, a mode that has no such figure), except `status` and `batch_size`. A file whose fields are
+# not of their types, or whose rates are not positive, is not a result the report or resume uses
+# (bsbench.core.results.problem). `any`: whatever the mode writes there (a setting, a tune's summary).
+KINDS = ("str", "int", "number", "rate", "bool", "list", "numbers", "object", "any")
+FIELD_KINDS = {
+    "status": "str", "error_type": "str", "error": "str", "traceback": "str", "failed_at": "number",
+    "failed_rank": "int", "mode": "str", "repeat": "int", "sweep_position": "int", "batch_size": "int",
+    "global_batch_size": "int", "precision": "str", "precision_used": "str", "devices": "any", "world_size": "int",
+    "num_nodes": "int", "strategy": "str", "accelerator": "str", "inference_world_size": "int", "epochs": "int",
+    "max_steps": "int", "model": "str", "data": "str", "image_size": "int", "seed": "int", "resize_on": "str",
+    "channels_last": "bool", "cudnn_benchmark": "bool", "compile": "bool", "matmul_precision": "str",
+    "fused_adam": "bool", "train_acc_eval_forward": "bool", "float32_matmul_precision": "str",
+    "cudnn_allow_tf32": "bool", "train_time_s": "number", "epoch_times_s": "numbers", "first_step_time_s": "number",
+    "train_samples_per_s": "rate", "warmup_steps": "int", "timed_steps": "int", "train_samples": "int",
+    "step_time_mean_ms": "number", "step_time_median_ms": "number", "step_time_sd_ms": "number",
+    "inference_time_s": "number", "inference_samples_per_s": "rate", "test_samples": "int",
+    "inference_batches": "int", "latency_median_ms": "number", "latency_p95_ms": "number",
+    "peak_memory_mib": "number", "val_acc": "number", "test_acc": "number", "train_flops_per_sample": "number",
+    "inference_flops_per_sample": "number", "flops_error": "str", "train_tflops": "number",
+    "inference_tflops": "number", "mfu": "number", "inference_mfu": "number", "peak_tflops": "number",
+    "peak_source": "str", "mfu_arithmetic": "str", "mfu_reason": "str", "compare_id": "str",
+    "compare_batch_sizes": "numbers", "round_samples_per_s": "numbers", "compare_setting": "object",
+    "compare_settings": "list", "compile_recompile_limit": "int", "compare_stop": "object", "profile_traces": "list",
+    "profile_count": "int", "profile_steps": "int", "profile_kind": "str", "profile_ops": "list",
+    "profile_top": "list", "profile_step_us_per_sample": "numbers", "profile_matmul_share": "number",
+    "max_batch_size": "int", "find_max_stop": "str", "find_max_trials": "list", "energy_j": "number",
+    "joules_per_sample": "number", "energy_reason": "str", "round_joules_per_sample": "list", "tune_stage": "str",
+    "tune_job_id": "str", "tune_start": "any", "report_row": "bool", "tune_edge": "any", "tune_best": "any",
+    "tune_best_samples_per_s": "number", "tune_best_ci": "any", "tune_speedup": "any", "tune_elapsed_s": "number",
+    "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
+    "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",
+    "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "int",
+    "nonfinite_values": "object", "started_at": "str", "finished_at": "str", "device_type": "str",
+    "device_name": "str", "sm_count": "int", "device_memory_gib": "number", "torch_version": "str",
+    "lightning_version": "str", "cuda_version": "str", "cudnn_version": "int", "python_version": "str",
+    "host": "str", "cpu_count": "int", "torch_num_threads": "int", "torch_num_interop_threads": "int",
+    "omp_num_threads": "str", "run_dir": "str", "overrides": "list", "slurm_job_id": "str", "slurm_state": "str",
+    "job_id": "str", "nonfinite_loss_steps": "int", "config": "object",
+}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def of_kind(value, kind: str) -> bool:
+    """Whether a (non-null) value is of a field's kind."""
+    if kind == "any":
+        return True
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "number":
+        return _number(value)
+    if kind == "rate":
+        return _number(value) and value > 0
+    if kind == "list":
+        return isinstance(value, list)
+    if kind == "numbers":
+        return isinstance(value, list) and all(_number(v) for v in value)
+    if kind == "object":
+        return isinstance(value, dict)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+KIND_WORDS = {"str": "a string", "int": "an integer", "number": "a finite number", "rate": "a positive number",
+              "bool": "true or false", "list": "a list", "numbers": "a list of finite numbers",
+              "object": "a JSON object", "any": "anything"}
+
 # Config keys that never make two runs different configurations in a report: the batch size and the
 # repeat are the axes it compares along, the seed and the logger change no speed, and the others are
 # sweep control or the run's own directory.
@@ -173,8 +247,11 @@ NOT_SETTING = (*SWEEP_CONTROL, "batch_size", "repeat", "seed", "logger", "traine
 
 def fields_markdown() -> str:
     """The documentation's table of result fields (docs/outputs.md)."""
-    lines = ["| field | meaning |", "| --- | --- |"]
-    lines += [f"| {', '.join(f'`{n}`' for n in group.names)} | {group.meaning} |" for group in RESULT_FIELDS]
+    lines = ["| field | type | meaning |", "| --- | --- | --- |"]
+    for group in RESULT_FIELDS:
+        kinds = [FIELD_KINDS[n] for n in group.names]
+        kind = kinds[0] if len(set(kinds)) == 1 else ", ".join(f"{n}: {k}" for n, k in zip(group.names, kinds))
+        lines.append(f"| {', '.join(f'`{n}`' for n in group.names)} | {kind} | {group.meaning} |")
     return "\n".join(lines) + "\n"
 
 

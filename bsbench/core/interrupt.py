@@ -38,6 +38,11 @@ def install() -> None:
         signal.signal(signal.SIGUSR2, _on_signal)
 
 
+def requested() -> bool:
+    """Whether a stop was asked for."""
+    return _requested is not None
+
+
 def check() -> None:
     """Raise the interruption again if a stop was asked for and its first delivery was swallowed."""
     if _requested is not None:

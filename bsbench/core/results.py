@@ -12,7 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core import parts
-from bsbench.core.fields import Status
+from bsbench.core.fields import FIELD_KINDS, KIND_WORDS, Status, of_kind
 
 RESULT_FILE = "results.json"
 
@@ -97,24 +97,39 @@ def to_json(obj, **kwargs) -> str:
     return json.dumps(finite(obj), default=str, allow_nan=False, **kwargs)
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     """Write to a temporary file beside `path`, then rename: a reader (or a killed run) never sees a
-    half-written file, and a failed write (a full disk) leaves none behind. The file gets the
-    permissions the umask gives any other file (a temporary file is private to its owner). A value
-    that is not a finite number is written null, with the reason (`finite`)."""
+    half-written file, and a failed write (a full disk) leaves none behind and raises an OSError that
+    names `path`. The file gets the permissions the umask gives any other file (a temporary file is
+    private to its owner)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(to_json(obj, indent=2))
-            f.write("\n")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _fill(f, data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fill(f, data: bytes) -> None:
+    f.write(data)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """`obj` as JSON, written atomically (`write_atomic`). A value that is not a finite number is
+    written null, with the reason (`finite`)."""
+    write_atomic(path, to_json(obj, indent=2) + "\n")
 
 
 def results_of(result: dict) -> list[dict]:
@@ -126,47 +141,40 @@ def results_of(result: dict) -> list[dict]:
     return mode.results(result) if mode is not None else [result]
 
 
-# Fields the report computes with: a result whose values here are of another type is not read.
-NUMBERS = ("train_time_s", "train_samples_per_s", "inference_time_s", "train_samples", "test_acc", "train_tflops", "mfu",
-           "inference_samples_per_s", "inference_tflops", "inference_mfu", "latency_median_ms", "latency_p95_ms",
-           "energy_j", "joules_per_sample")
-
-
-def _numbers(values) -> bool:
-    return isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
 def _profile_problem(result: dict) -> str | None:
     """mode=profile's fields, which the report's "What differs" section computes with."""
     steps, ops = result.get("profile_step_us_per_sample"), result.get("profile_ops")
     if steps is None and ops is None:
         return None
-    if not (_numbers(steps) and steps and all(v > 0 for v in steps)):
+    if not (of_kind(steps, "numbers") and steps and all(v > 0 for v in steps)):
         return "profile_step_us_per_sample is not a list of positive numbers"
     if not isinstance(ops, list) or not all(
-            isinstance(op, dict) and isinstance(op.get("name"), str) and _numbers(op.get("us_per_sample"))
+            isinstance(op, dict) and isinstance(op.get("name"), str) and of_kind(op.get("us_per_sample"), "numbers")
             and len(op["us_per_sample"]) == len(steps) for op in ops):
         return "profile_ops is not a list of operators, each with its time in every profile"
     return None
 
 
 def problem(result) -> str | None:
-    """Why a parsed results.json cannot be used, or None."""
+    """Why a parsed results.json cannot be used, or None: a field that is not of its type
+    (bsbench.core.fields.FIELD_KINDS), a rate that is not positive, a status that is none of the
+    statuses, no batch size."""
     if not isinstance(result, dict):
         return "not a JSON object"
     if result.get("status") not in {str(s) for s in Status}:
         return f"status {result.get('status')!r} is not one of {', '.join(str(s) for s in Status)}"
-    if not isinstance(result.get("batch_size"), int) or isinstance(result.get("batch_size"), bool):
+    if not of_kind(result.get("batch_size"), "int"):
         return f"batch_size {result.get('batch_size')!r} is not an integer"
-    for key in NUMBERS:
+    for key, kind in FIELD_KINDS.items():
         value = result.get(key)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            return f"{key} {value!r} is not a number"
-    if not isinstance(result.get("epoch_times_s") or [], list):
-        return "epoch_times_s is not a list"
-    if not isinstance(result.get("config") or {}, dict):
-        return "config is not a JSON object"
+        if value is not None and not of_kind(value, kind):
+            shown = json.dumps(value, default=str)
+            return f"{key} {shown if len(shown) <= 40 else shown[:37] + '...'} is not {KIND_WORDS[kind]}"
     return _profile_problem(result)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number (a value that is not finite must be null)")
 
 
 def read_results(directory: Path, unreadable: list[tuple[str, str]] | None = None) -> list[dict]:
@@ -177,9 +185,9 @@ def read_results(directory: Path, unreadable: list[tuple[str, str]] | None = Non
     for path in sorted(Path(directory).rglob(RESULT_FILE)):
         try:
             with open(path) as f:
-                result = json.load(f)
+                result = json.load(f, parse_constant=_no_constant)
             why = problem(result)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             why = f"{type(exc).__name__}: {exc}"
         if why:
             if unreadable is not None:

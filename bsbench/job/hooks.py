@@ -70,10 +70,14 @@ class SweepReport(Callback):
     it, and exit non-zero if any run failed (out-of-memory runs are results, not failures)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from bsbench.report.write import write_report
+        from bsbench.report.write import ReportNotWritten, write_report
 
         try:
             text, results = write_report([Path(config.hydra.sweep.dir)])
+        except ReportNotWritten as err:  # a full disk: the text still reaches the terminal, and why not the files
+            print("\n" + err.text, flush=True)
+            print(err.line(Path(config.hydra.sweep.dir)), file=sys.stderr, flush=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             _ignore_stops()
             print(f"\nbsbench: interrupted while the report was written; every result is kept in "
@@ -103,9 +107,13 @@ def stopped_outside_a_job(sweep_dir: str | None) -> None:
     if directory is None or not directory.is_dir() or not any(directory.rglob("results.json")):
         print("\nbsbench: interrupted before any job finished; nothing to keep.", file=sys.stderr, flush=True)
         sys.exit(130)
-    from bsbench.report.write import write_report
+    from bsbench.report.write import ReportNotWritten, write_report
 
-    print("\n" + write_report([directory])[0], flush=True)
+    try:
+        print("\n" + write_report([directory])[0], flush=True)
+    except ReportNotWritten as err:
+        print("\n" + err.text, flush=True)
+        print(err.line(directory), file=sys.stderr, flush=True)
     print(f"\nbsbench: interrupted between jobs; finished results are kept in {directory}; resume with "
           f"resume={directory}", file=sys.stderr, flush=True)
     sys.exit(130)

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from omegaconf import DictConfig, OmegaConf
 
+from bsbench.core import interrupt
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.core.results import unfinished, write_json_atomic
@@ -201,7 +202,9 @@ def die_with_parent(signum: int, parent: int) -> None:
 
 
 class _Tail(threading.Thread):
-    """Passes torchrun's stderr on as it comes and keeps its end, where torchrun names a failed rank."""
+    """Passes torchrun's stderr on as it comes and keeps its end, where torchrun names a failed rank.
+    Once the sweep is stopping (Ctrl-C, SIGTERM), what torchrun says about its own stop (a
+    SignalException traceback) goes to the job's log only: the terminal gets bsbench's one line."""
 
     def __init__(self, stream):
         super().__init__(name="bsbench-torchrun-stderr", daemon=True)
@@ -209,7 +212,10 @@ class _Tail(threading.Thread):
 
     def run(self) -> None:
         for line in self.stream:
-            sys.stderr.write(line)
+            if interrupt.requested():
+                log.info("torchrun: %s", line.rstrip("\n"), extra={LOG_ONLY: True})
+            else:
+                sys.stderr.write(line)
             self.lines.append(line)
 
 

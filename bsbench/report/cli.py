@@ -6,8 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from bsbench.core.results import read_results
 from bsbench.report.suggest import suggest
-from bsbench.report.write import write_report
+from bsbench.report.write import ReportNotWritten, write_report
 
 
 DESCRIPTION = """\
@@ -45,9 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in args.directories if not d.is_dir()]
     if missing:
         parser.error(f"not a directory: {', '.join(missing)}")
-    text, results = write_report(args.directories, args.out)
+    try:
+        text, results = write_report(args.directories, args.out)
+    except ReportNotWritten as err:  # a full or read-only disk: the text, then the one line naming the file
+        print(err.text, end="")
+        print(err.line(args.directories[0]), file=sys.stderr)
+        return 1
     if not results:
-        parser.error(f"no readable results.json under {', '.join(map(str, args.directories))}")
+        unreadable: list[tuple[str, str]] = []
+        for directory in args.directories:
+            read_results(directory, unreadable)
+        named = "; ".join(f"{path} ({why})" for path, why in unreadable[:5]) + ("; ..." if len(unreadable) > 5 else "")
+        parser.error(f"no readable results.json under {', '.join(map(str, args.directories))}"
+                     + (f"; not read: {named}" if unreadable else ""))
     print(text, end="")
     return 0
 

@@ -3,6 +3,7 @@ size, one line per setting through the geometric means, every run beside them, 9
 bars where a batch size ran at least twice, the powers of two and multiples of 8 marked, and the
 y-axis from zero."""
 
+import io
 from pathlib import Path
 
 # The object-oriented API without pyplot: files only, no display, and no backend chosen for whoever
@@ -10,6 +11,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bsbench.core.results import write_atomic
 from bsbench.report.stats import describe
 from bsbench.report.verdict import is_power_of_two
 
@@ -97,13 +99,19 @@ def figure(rows: list[dict], field: str, ylabel: str):
     return fig
 
 
+def save_png(fig, path: Path, title: str) -> None:
+    """The figure as a PNG file, written atomically: a full disk leaves no partial image."""
+    data = io.BytesIO()
+    fig.savefig(data, format="png", metadata={"Title": title})
+    write_atomic(path, data.getvalue())
+
+
 def write_plots(rows: list[dict], directory: Path) -> list[Path]:
     written = []
     for name, (field, template) in PLOTS.items():
         if not any(row.get(field) for row in rows):
             continue
         ylabel = _label(template, field, rows)
-        fig = figure(rows, field, ylabel)
-        fig.savefig(directory / name, metadata={"Title": f"bsbench: {ylabel}"})
+        save_png(figure(rows, field, ylabel), directory / name, f"bsbench: {ylabel}")
         written.append(directory / name)
     return written

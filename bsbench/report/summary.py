@@ -3,10 +3,12 @@ of every run), summary.csv and summary.md (per configuration: run count, mean, s
 95% interval of the timings). Runs that did not finish are listed, never averaged."""
 
 import csv
+import io
 import json
 from pathlib import Path
 
 from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_key
+from bsbench.core.results import write_atomic
 from bsbench.modes import MODES
 from bsbench.report.stats import describe
 
@@ -124,11 +126,12 @@ def write_csv(rows: list[dict], path: Path, leading: list[str] = FIELD_NAMES) ->
     order), then every other scalar field by name."""
     keys = {k for r in rows for k, v in r.items() if not isinstance(v, dict) and not k.startswith("_")}
     columns = [k for k in leading if k in keys] + sorted(keys - set(leading))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: _csv_value(r.get(k)) for k in columns})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _csv_value(r.get(k)) for k in columns})
+    write_atomic(path, text.getvalue())
 
 
 def format_duration(seconds: float | None) -> str:

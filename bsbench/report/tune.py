@@ -6,7 +6,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from bsbench.core.results import write_atomic
 from bsbench.modes import tune
+from bsbench.report.plots import save_png
 from bsbench.report.stats import describe, paired
 
 
@@ -289,8 +291,8 @@ def write_tune(results: list[dict], out: Path) -> tuple[str, list[Path]]:
         texts.append(markdown(one))
         name = "tune.png" if len(found) == 1 else f"tune-{i + 1}.png"
         if any(_measured(one["stages"].get(s) or [], _objective(one)) for s in ("batch", "near")):
-            figure(one).savefig(out / name, metadata={"Title": "bsbench: mode=tune"})
+            save_png(figure(one), out / name, "bsbench: mode=tune")
             written.append(out / name)
     text = "\n".join(texts)
-    (out / "tune.md").write_text(text)
+    write_atomic(out / "tune.md", text)
     return text, [out / "tune.md", *written]

@@ -4,7 +4,7 @@ at the end of every multirun."""
 
 from pathlib import Path
 
-from bsbench.core.results import read_results
+from bsbench.core.results import read_results, write_atomic
 from bsbench.core.stopping import read_stop, usable
 from bsbench.modes.compare import arm_names
 from bsbench.report.differences import differences_markdown
@@ -39,27 +39,47 @@ def stops(directories: list[Path], results: list[dict]) -> list[dict]:
     return found
 
 
+class ReportNotWritten(Exception):
+    """A file of the report could not be written (a full or read-only disk): the report's text, which
+    is still printed, and the error, which names the file."""
+
+    def __init__(self, text: str, error: OSError):
+        super().__init__(f"could not write {error.filename}: {error.strerror}")
+        self.text, self.error = text, error
+
+    def line(self, directory: Path) -> str:
+        """One sentence for the terminal: the file, why, and how to write the report again."""
+        return (f"bsbench: could not write {self.error.filename} ({self.error.strerror}); every results.json is "
+                f"kept in {directory}; free space there and run `bsbench-report {directory}`, or write the report "
+                f"elsewhere with `bsbench-report {directory} --out DIR`.")
+
+
 def write_report(directories: list[Path], out: Path | None = None) -> tuple[str, list[dict]]:
     """Write the report of every run under `directories` into `out` (default: the first directory);
-    return the text to print and the results it covers."""
+    return the text to print and the results it covers. Where a file cannot be written, the files
+    before it stay, none is left half-written (each is written whole or not at all), and
+    ReportNotWritten carries the text."""
     directories = [Path(d) for d in directories]
     out = Path(out) if out else directories[0]
-    out.mkdir(parents=True, exist_ok=True)
     unreadable: list[tuple[str, str]] = []  # named under the table, not lost in silence
     results = sorted((r for d in directories for r in read_results(d, unreadable)),
                      key=lambda r: (str(r.get("model")), r.get("batch_size") or 0, r.get("repeat") or 0, r["run_dir"]))
     rows = configurations(results)
-    write_csv(results, out / "runs.csv")
-    write_csv(rows, out / "summary.csv", SUMMARY_LEADING)
     summary = summary_markdown(directories, results, rows, unreadable)
     verdict = verdict_markdown(rows, stops(directories, results), results)
     explained = differences_markdown(results)  # mode=profile's: why, where profiles exist
     if explained:
         verdict += "\n" + explained
-    (out / "summary.md").write_text(summary)
-    (out / "verdict.md").write_text(verdict)
-    plots = write_plots(rows, out)
-    tuned, tune_files = write_tune(results, out)  # mode=tune's: what trains fastest, what matters
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_csv(results, out / "runs.csv")
+        write_csv(rows, out / "summary.csv", SUMMARY_LEADING)
+        write_atomic(out / "summary.md", summary)
+        write_atomic(out / "verdict.md", verdict)
+        plots = write_plots(rows, out)
+        tuned, tune_files = write_tune(results, out)  # mode=tune's: what trains fastest, what matters
+    except OSError as exc:
+        raise ReportNotWritten(f"{summary}\n{verdict}", exc) from None
     files = ["runs.csv", "summary.csv", "summary.md", "verdict.md", *(p.name for p in [*plots, *tune_files])]
     tuned = f"\n{tuned}" if tuned else ""
     return f"{summary}\n{verdict}{tuned}\nbsbench: wrote {', '.join(files)} in {out}\n", results

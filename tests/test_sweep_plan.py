@@ -1,0 +1,48 @@
+"""A sweep is planned from one Hydra composition per choice of config groups: every job's config is
+what Hydra would have composed for it, value for value (bsbench.job.sweep._composer)."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from bsbench.core.config import typed
+from bsbench.core.identity import job_id
+from bsbench.job.sweep import _composer
+from conftest import SMOKE, composed
+
+JOBS = [
+    ["batch_size=30"],
+    ["batch_size=31", "repeat=2"],
+    ["mode=throughput", "trainer.max_steps=7", "timing.warmup_steps=2", "batch_size=16"],
+    ["mode=throughput", "trainer.max_steps=9", "precision=bf16-mixed", "channels_last=true", "batch_size=17"],
+    ["mode=compare", "compare.batch_sizes=[15,16]", "compare.settings=[{channels_last:false},{channels_last:true}]"],
+    ["mode=compare", "compare.batch_sizes=[16,17]", "target_ci=null", "compare.rounds=3"],
+    ["logger=csv", "model.lr=0.01", "data.image_size=64", "trainer.max_epochs=${epochs}", "epochs=2"],
+    ["+callbacks.fault._target_=faults.FailOnRank", "+callbacks.fault.rank=1", "batch_size=33"],
+    ["model=custom", "model._target_=toy.TinyNet", "data=synthetic", "+model.width=8", "batch_size=12"],
+    ["hydra/launcher=submitit_local", "batch_size=34", "compile=yes"],
+    ["devices=2", "strategy=ddp", "batch_size=35"],
+]
+
+
+def test_each_job_is_what_hydra_composes_for_it_with_one_composition_per_group_choice():
+    calls = []
+
+    def load(overrides):
+        calls.append(overrides)
+        return composed(*SMOKE, *overrides)
+
+    compose = _composer(load)
+    for job in [*JOBS, *JOBS]:  # the second time from the compositions already made: none of them changed
+        planned, hydras = typed(compose(job)), typed(composed(*SMOKE, *job))
+        assert OmegaConf.to_container(planned) == OmegaConf.to_container(hydras), job
+        assert job_id(planned) == job_id(hydras), job
+    # the value overrides of a job never reach Hydra: the jobs above hold 7 distinct group choices
+    assert len(calls) == 7 and all("batch_size=30" not in c for c in calls)
+
+
+def test_a_value_of_the_wrong_type_is_refused_as_before(tmp_path):
+    from bsbench.core.errors import UserError
+
+    compose = _composer(lambda overrides: composed(*SMOKE, *overrides))
+    with pytest.raises(UserError, match=r"^compile=maybe is not true or false"):
+        typed(compose(["compile=maybe"]))
