@@ -87,6 +87,8 @@ class Zygote:
             self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
         message = json.loads(line)
+        if "started" in message:  # a pid the kernel gave again: not the earlier process's end
+            self.ended.pop(message["started"], None)
         if "ended" in message:
             self.ended[message["ended"]] = message["returncode"]
         return message

@@ -212,7 +212,8 @@ def test_a_full_disk_loses_no_compared_batch_size(cli):
     assert proc.returncode == 1
     (kept,) = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert [(arm["batch_size"], len(arm["round_samples_per_s"])) for arm in kept["arms"]] == [(15, 2), (16, 2), (17, 2)]
-    assert "No space left on device" in proc.stderr.splitlines()[-1]
+    last = proc.stderr.splitlines()[-1]
+    assert "results.json (No space left on device); the run stops;" in last and "sweep" not in last  # one run
 
 
 def test_settings_crossed_with_batch_sizes_get_a_folder_a_config_and_a_verdict_each(cli):

@@ -137,15 +137,16 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
         remove_empty_files(Path(directory))
     reported = ""
     if sweep_dir:
-        from bsbench.report.write import write_report
+        from bsbench.report.write import ReportNotWritten, write_report
 
         try:
             write_report([Path(sweep_dir)])
             reported = f" the report of the runs on disk is in {sweep_dir};"
-        except OSError:
+        except (OSError, ReportNotWritten):
             reported = " the report could not be written either;"
     kept = " the result above is its only copy;" if result is not None else ""
     resume = f" free space and resume with resume={sweep_dir}." if sweep_dir else " free space and run it again."
-    print(f"bsbench: error: could not write {where} ({exc.strerror or exc}); the sweep stops here;{kept}{reported}"
+    stops = "the sweep stops here" if sweep_dir else "the run stops"
+    print(f"bsbench: error: could not write {where} ({exc.strerror or exc}); {stops};{kept}{reported}"
           f"{resume}", file=sys.stderr, flush=True)
     sys.exit(1)

@@ -6,8 +6,8 @@ as `python -m bsbench` would start in that directory with that environment (its 
 environment, sys.path from PYTHONPATH, argv, stdin, stdout and stderr files, torch's thread count from
 OMP_NUM_THREADS) and runs bsbench's __main__ as the interpreter would, exit status included. What a
 command does after its start is the command's own: its sweep, its DDP ranks (torchrun, fresh
-processes), its SLURM jobs. Tests of what only a fresh interpreter shows (imports, signals sent from
-outside) start real processes instead.
+processes), its SLURM jobs. Signals reach it as they reach a process started in a session of its own.
+Tests of what only a fresh interpreter shows (what it imports) start real processes instead.
 
 Protocol, one JSON object per line: a request {"args", "cwd", "env", "stdout", "stderr"} on stdin is
 answered {"started": pid} once its child is forked; {"ended": pid, "returncode": ...} follows whenever
