@@ -38,7 +38,7 @@ class Fields:
 
 
 RESULT_FIELDS = (
-    Fields(("status",), "`ok`, `oom`, `failed` or `interrupted` (see \"When runs fail\"); `error_type`, `error` and "
+    Fields(("status",), "`ok`, `oom`, `failed` or `interrupted` (see [Failures](failures.md)); `error_type`, `error` and "
            "`traceback` say why"),
     Fields(("error_type", "error", "traceback"), "a run that did not finish: the exception's type, its first line, "
            "the whole traceback"),
@@ -87,7 +87,7 @@ RESULT_FIELDS = (
            "FLOPs per sample of a training step (forward, backward and, with `train_acc_eval_forward`, the extra "
            "eval forward; your module's: its `training_step` and the loss's backward) and of an inference forward "
            "(your module's `predict_step`): matrix multiplications and convolutions, 2 per multiply-add, "
-           "counted on the meta device (see \"How close to the hardware\"); null, with `flops_error` saying why, "
+           "counted on the meta device (see [the method](method.md#how-close-to-the-hardware-flops-and-mfu)); null, with `flops_error` saying why, "
            "where the model could not be counted"),
     Fields(("train_tflops", "inference_tflops"), "achieved TFLOP/s, all devices together: FLOPs per image times "
            "`train_samples_per_s` (`inference_samples_per_s`); null where the rate or the count is missing"),
@@ -147,7 +147,7 @@ RESULT_FIELDS = (
     Fields(("host", "cpu_count"), "the machine"),
     Fields(("torch_num_threads", "torch_num_interop_threads", "omp_num_threads"),
            "torch's intra-op and inter-op threads in the process that wrote the result, and `OMP_NUM_THREADS` as it "
-           "saw it (null: not set); a DDP job's ranks share one process's threads (see \"Several devices\")"),
+           "saw it (null: not set); a DDP job's ranks share one process's threads (see [Several devices](clusters.md#several-devices-ddp-inside-a-sweep))"),
     Fields(("run_dir", "overrides"), "where the result lies and the job's command-line overrides"),
     Fields(("slurm_job_id", "slurm_state"), "`hydra/launcher=slurm`: the SLURM job that ran it (`<array>_<task>`, "
            "as `squeue` and `scancel` name it; its logs are in the sweep's `.submitit/<slurm_job_id>/`) and, where "
