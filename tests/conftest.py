@@ -10,6 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
+# pytest-xdist's workers share the machine's cores: one OpenMP thread per process unless the caller chose
+# (two workers of two threads each on 2 cores run the suite slower than one worker; see BENCHMARKS.md).
+# Set before torch is imported here or in any command a test starts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -270,3 +276,36 @@ def slurm_cli(cli, slurm_conf, monkeypatch) -> CLI:
     monkeypatch.setenv("SLURM_CONF", str(slurm_conf))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     return cli
+
+
+
+# pytest-xdist (the suite runs on `-n auto` workers, pyproject.toml): the longest tests first, so that
+# they run beside everything else instead of last and alone; the SLURM tests all on one worker, in turn
+# (they share the test cluster's two nodes: two at once would wait on each other's jobs).
+FIRST = ("test_slurm.py", "test_gpu_check.py")
+TOGETHER = "tests/test_slurm.py::"
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: next((i for i, name in enumerate(FIRST) if item.path.name == name), len(FIRST)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """At most 4 workers: each starts a preloaded interpreter, and on a CPU more processes than cores
+    slow every test that times training (one OpenMP thread each, above)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Tests handed out one at a time as workers free up, in the order above, except the SLURM tests:
+    one unit for one worker. (xdist's own `xdist_group` mark does not group under pytest 9: the name
+    it appends to each test's id is lost.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return TOGETHER if nodeid.startswith(TOGETHER) else nodeid
+
+    return Scheduling(config, log)

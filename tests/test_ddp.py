@@ -5,11 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 from conftest import SMOKE, composed
 
 
-def test_ddp_sweep_over_device_counts_runs_each_job_once(cli):
+def test_ddp_sweep_over_device_counts_runs_each_job_once(cli, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # an even split (pytest-xdist's workers have one thread each)
     proc = cli("-m", "devices=1,2", "strategy=ddp", *SMOKE)
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = cli.sweep_dir()
@@ -26,9 +26,8 @@ def test_ddp_sweep_over_device_counts_runs_each_job_once(cli):
     assert all(r["status"] == "ok" and r["train_time_s"] > 0 for r in runs.values())
     assert "| 2x " in (sweep / "summary.md").read_text()
     # the same threads in all on the CPU: the 2 ranks share what one process has (torchrun would give each 1)
-    threads = torch.get_num_threads()
-    assert runs[1]["torch_num_threads"] == threads
-    assert runs[2]["torch_num_threads"] == max(1, threads // 2) and runs[2]["omp_num_threads"] == str(max(1, threads // 2))
+    assert runs[1]["torch_num_threads"] == 2 and runs[1]["omp_num_threads"] == "2"
+    assert runs[2]["torch_num_threads"] == 1 and runs[2]["omp_num_threads"] == "1"
     # no torchrun banner, no per-rank Lightning banners on the terminal: one line per job
     assert proc.stderr == "" and "OMP_NUM_THREADS" not in proc.stdout and "Initializing distributed" not in proc.stdout
     assert [line.split(":")[0] for line in proc.stdout.splitlines()[:2]] == ["job 1 of 2", "job 2 of 2"]

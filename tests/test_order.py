@@ -28,7 +28,7 @@ def test_shuffled_rounds_are_seeded_and_each_holds_every_configuration():
 
 
 def test_a_sweep_composes_each_configuration_once_whatever_its_repeats():
-    from bsbench.job.sweep import _composed
+    from bsbench.job.sweep import _composed, _composer
     from conftest import composed
 
     calls = []
@@ -38,7 +38,7 @@ def test_a_sweep_composes_each_configuration_once_whatever_its_repeats():
         return composed("experiment=smoke", *overrides)
 
     jobs = sweep_order([["batch_size=8"], ["batch_size=9"]], 4, "interleaved", 0)
-    configs, settings = _composed(jobs, load)
+    configs, settings = _composed(jobs, _composer(load))
     # Hydra's composition costs about 0.25 s: once for the group choices both batch sizes share
     # (bsbench.job.sweep._composer), each configuration typed once, whatever its repeats
     assert calls == [[]] and len(settings) == 2

@@ -21,6 +21,9 @@ JOBS = [
     ["model=custom", "model._target_=toy.TinyNet", "data=synthetic", "+model.width=8", "batch_size=12"],
     ["hydra/launcher=submitit_local", "batch_size=34", "compile=yes"],
     ["devices=2", "strategy=ddp", "batch_size=35"],
+    # as the launcher gets them: each job with its folder (values of Hydra's node, not composed again)
+    ["batch_size=36", "hydra.sweep.dir='/tmp/a b/sweep'", "hydra.sweep.subdir=bs36_r0_x"],
+    ["mode=throughput", "batch_size=37", "hydra.sweep.dir=/tmp/sweep", "hydra.sweep.subdir=bs37_r0_y"],
 ]
 
 
@@ -33,11 +36,14 @@ def test_each_job_is_what_hydra_composes_for_it_with_one_composition_per_group_c
 
     compose = _composer(load)
     for job in [*JOBS, *JOBS]:  # the second time from the compositions already made: none of them changed
-        planned, hydras = typed(compose(job)), typed(composed(*SMOKE, *job))
+        planned, hydras = compose(job), composed(*SMOKE, *job)
+        # Hydra's node too: the launcher takes the job's config from here (bsbench.job.sweep.PlannedLoader)
+        assert OmegaConf.to_container(planned) == OmegaConf.to_container(hydras), job
+        planned, hydras = typed(planned), typed(hydras)
         assert OmegaConf.to_container(planned) == OmegaConf.to_container(hydras), job
         assert job_id(planned) == job_id(hydras), job
     # the value overrides of a job never reach Hydra: the jobs above hold 7 distinct group choices
-    assert len(calls) == 7 and all("batch_size=30" not in c for c in calls)
+    assert len(calls) == 7 and all("batch_size=30" not in c and not any("sweep" in o for o in c) for c in calls)
 
 
 def test_a_value_of_the_wrong_type_is_refused_as_before(tmp_path):

@@ -37,13 +37,13 @@ SWEEP_MARK = "multirun.yaml"  # Hydra writes it when a sweep starts
 _held: list[int] = []  # the locks of this process's sweep directory, released when it exits
 
 
-def plan(config: DictConfig, load: Callable[[list[str]], DictConfig], here: bool,
+def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: bool,
          jobs: list[list[str]]) -> list[list[str]]:
     """The jobs to launch, each with the Hydra overrides that put it in its own folder of the claimed
-    directory. `load` composes a job's config from its overrides."""
+    directory. `compose` gives a job's config from its overrides (`_composer`)."""
     from bsbench.job.validate import validate  # torch: after the types, which need none
 
-    configs, settings = _composed(jobs, load)
+    configs, settings = _composed(jobs, compose)
     for cfg in settings:  # each configuration once, not once per repeat
         validate(cfg, here=here)
     ids = [job_id(cfg) for cfg in configs]
@@ -68,13 +68,12 @@ def plan(config: DictConfig, load: Callable[[list[str]], DictConfig], here: bool
     return planned
 
 
-def _composed(jobs: list[list[str]], load: Callable[[list[str]], DictConfig]) -> tuple[list, list]:
-    """Every job's typed config, and each configuration's first. Each configuration is composed once
-    (`_composer`); its repeats, which differ only in the `repeat=` the sweeper appended, are copies with
-    their repeat set (60 repeats of 3 batch sizes: 3 configurations, not 180)."""
+def _composed(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig]) -> tuple[list, list]:
+    """Every job's typed config, and each configuration's first. Each configuration is composed once;
+    its repeats, which differ only in the `repeat=` the sweeper appended, are copies with their repeat
+    set (60 repeats of 3 batch sizes: 3 configurations, not 180)."""
     by_setting: dict[tuple, DictConfig] = {}
     configs = []
-    compose = _composer(load)
     for overrides in jobs:
         rest = tuple(o for o in overrides if not o.startswith("repeat="))
         repeats = [o for o in overrides if o.startswith("repeat=")]
@@ -88,10 +87,17 @@ def _composed(jobs: list[list[str]], load: Callable[[list[str]], DictConfig]) ->
     return configs, list(by_setting.values())
 
 
+# Hydra's own settings that are values in its node, not choices of what is composed: a job's folder
+# (hydra.sweep.dir, .subdir) and its launcher's parameters
+HYDRA_VALUES = ("hydra.sweep.", "hydra.run.", "hydra.launcher.")
+
+
 def _shapes(override) -> bool:
     """Whether an override changes what Hydra composes (a config group's choice, a key added or deleted,
-    Hydra's own settings) rather than setting a value of a composed key."""
+    Hydra's own settings but HYDRA_VALUES) rather than setting a value of a composed key."""
     key = override.key_or_group
+    if key.startswith(HYDRA_VALUES) and not (override.is_add() or override.is_delete() or override.is_force_add()):
+        return False
     return (override.is_add() or override.is_delete() or override.is_force_add() or override.package is not None
             or key in GROUPS or "/" in key or key == "hydra" or key.startswith("hydra."))
 
@@ -100,13 +106,14 @@ def _composer(load: Callable[[list[str]], DictConfig]) -> Callable[[list[str]], 
     """`load` for many jobs at a fraction of its cost: Hydra composes each distinct set of the overrides
     that change what is composed (`_shapes`: the config group choices and the like), a quarter of a
     second each; a job's plain `key=value` overrides are then applied to a copy of that composition by
-    the function Hydra applies them with after composing, so that the result is what `load` would
-    give (tests/test_sweep_plan.py compares them). A sweep of 500 batch sizes composes once, not 500
-    times. Where that function is not there (another Hydra), every job is composed."""
+    the function Hydra applies them with after composing, and Hydra's record of the job's overrides
+    (hydra.overrides, hydra.job.override_dirname) is written as Hydra writes it, so that the result is
+    what `load` would give (tests/test_sweep_plan.py compares them). A sweep of 500 batch sizes composes
+    once, not 500 times. Where that function is not there (another Hydra), every job is composed."""
     import copy
 
     try:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
+        from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         apply = ConfigLoaderImpl._apply_overrides_to_config
@@ -117,14 +124,47 @@ def _composer(load: Callable[[list[str]], DictConfig]) -> Callable[[list[str]], 
 
     def compose(overrides: list[str]) -> DictConfig:
         parsed = parser.parse_overrides(list(overrides))
-        shaping = tuple(o.input_line for o in parsed if _shapes(o))
-        if shaping not in bases:
-            bases[shaping] = load(list(shaping))
-        cfg = copy.deepcopy(bases[shaping])
+        shaping = [o for o in parsed if _shapes(o)]
+        key = tuple(o.input_line for o in shaping)
+        if key not in bases:
+            bases[key] = load(list(key))
+        base = bases[key]
+        cfg = copy.deepcopy(base)
         apply([o for o in parsed if not _shapes(o)], cfg)
+        # what `load` put before the job's own overrides (the sweep's Hydra overrides, the test's), then the job's
+        hydra_before = list(base.hydra.overrides.hydra)[:len(base.hydra.overrides.hydra)
+                                                          - sum(o.is_hydra_override() for o in shaping)]
+        task_before = list(base.hydra.overrides.task)[:len(base.hydra.overrides.task)
+                                                      - sum(not o.is_hydra_override() for o in shaping)]
+        task = [o for o in parsed if not o.is_hydra_override()]
+        cfg.hydra.overrides.hydra = hydra_before + [o.input_line for o in parsed if o.is_hydra_override()]
+        cfg.hydra.overrides.task = task_before + [o.input_line for o in task]
+        dirname = cfg.hydra.job.config.override_dirname
+        cfg.hydra.job.override_dirname = get_overrides_dirname(
+            overrides=[*parser.parse_overrides(task_before), *task], kv_sep=dirname.kv_sep,
+            item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
         return cfg
 
     return compose
+
+
+class PlannedLoader:
+    """Hydra's config loader as the launcher sees it: each job's config from the plan's compositions
+    (`_composer`), not composed again (a quarter of a second per job). Everything but
+    load_sweep_config is Hydra's own."""
+
+    def __init__(self, loader, compose: Callable[[list[str]], DictConfig]):
+        self._loader, self._compose = loader, compose
+
+    def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
+        from omegaconf import OmegaConf
+
+        cfg = self._compose(list(sweep_overrides))
+        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)  # as Hydra does: the same ${now:} values
+        return cfg
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
 
 
 def claim(config: DictConfig) -> Path:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.types import Override
+from hydra.types import HydraContext
 
 
 def _round(job: list[str]) -> int:
@@ -52,14 +53,18 @@ class BsbenchSweeper(BasicSweeper):
 
         from bsbench.core.errors import UserError, fail
         from bsbench.core.order import sweep_order
-        from bsbench.job.sweep import Stopper, plan
+        from bsbench.job.sweep import PlannedLoader, Stopper, _composer, plan
 
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
         ordered = sweep_order(jobs, self.config.repeats, self.config.order, self.config.order_seed)
+        loader = self.hydra_context.config_loader
+        compose = _composer(lambda o: loader.load_sweep_config(self.config, o))
+        here = isinstance(self.launcher, BasicLauncher)  # the other launchers run jobs on other machines
         try:
-            planned = plan(self.config, lambda o: self.hydra_context.config_loader.load_sweep_config(self.config, o),
-                           here=isinstance(self.launcher, BasicLauncher),  # others run jobs on other machines
-                           jobs=ordered)
+            planned = plan(self.config, compose, here=here, jobs=ordered)
+            if here:  # Hydra's launcher takes each job's config from the plan's compositions
+                self.launcher.hydra_context = HydraContext(config_loader=PlannedLoader(loader, compose),
+                                                           callbacks=self.launcher.hydra_context.callbacks)
             if type(self.launcher).__module__.startswith("hydra_plugins.hydra_submitit_launcher") and \
                     type(self.launcher).__name__ == "LocalLauncher":
                 import logging
