@@ -47,7 +47,7 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
     assert [(int(row["batch_size"]), row["runs"]) for row in rows] == [(30, "1"), (31, "1"), (32, "1")]
     table = (sweep / "summary.md").read_text()
     header = ("| batch size | runs | train time | inf. time | epochs | device | precision | samples/s (95% CI) "
-              "| TFLOP/s (MFU) | test acc | setting |")
+              "| TFLOP/s (MFU) | test acc |")  # one setting: no setting column
     assert header in table
     # the terminal: one line per job with the sweep's progress, then the summary and the verdict, nothing else
     assert proc.stderr == ""

@@ -148,11 +148,12 @@ def test_plots_say_what_they_show_and_start_at_zero():
     single = figure([row(31, [30.0]), row(32, [35.0])], "samples_per_s_values", "training throughput (samples/s)")
     ax = single.axes[0]
     assert ax.get_ylim()[0] == 0
-    assert ax.get_title() == "training throughput: m, 64 px, NVIDIA H100 80GB HBM3, bf16-mixed, mode=throughput"
-    notes = " ".join(t.get_text() for t in ax.texts)
+    assert ax.get_title().replace("\n", " ") == ("training throughput: m, 64 px, NVIDIA H100 80GB HBM3, bf16-mixed, "
+                                                  "mode=throughput")
+    notes = " ".join(t.get_text() for t in single.texts)  # the caption, under the axes
     assert "no interval" in notes and "error bars" not in notes
     repeated = figure([row(31, [30.0, 31.0, 29.0]), row(32, [35.0, 34.0])], "samples_per_s_values", "samples/s")
     ax = repeated.axes[0]
-    assert "error bars: 95% interval" in " ".join(t.get_text() for t in ax.texts)
+    assert "error bars: 95% interval" in " ".join(t.get_text() for t in repeated.texts)
     points = [line for line in ax.lines if line.get_linestyle() == "None" and len(line.get_xdata()) == 5]
     assert points, "every run is drawn beside the means"

@@ -135,7 +135,7 @@ def test_a_failed_write_stops_the_sweep_and_loses_nothing_finished(cli):
     assert len(lost) == 1 and lost[0]["batch_size"] == 31 and lost[0]["train_samples_per_s"] > 0  # its only copy
     sweep = cli.sweep_dir()
     assert sorted(r["batch_size"] for r in read_results(sweep)) == [30]  # 32 never ran
-    assert "1 runs (1 ok)" in (sweep / "summary.md").read_text()  # the report of what is on disk
+    assert "1 run (1 ok)" in (sweep / "summary.md").read_text()  # the report of what is on disk
     assert not [p for p in sweep.rglob("*") if p.is_file() and p.stat().st_size == 0 and p.name != ".bsbench.lock"]
 
 

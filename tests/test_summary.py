@@ -18,11 +18,11 @@ def test_table_rows_in_the_published_shape_per_configuration():
     results = [run(256, 2800.0, world_size=4, train_time_s=170.0), run(256, 2900.0, world_size=4, train_time_s=176.0),
                run(513, 900.0, train_tflops=1.15, mfu=0.0092)]
     table = markdown_table(configurations(results)).splitlines()
-    assert table[2] == ("| 513 | 1 | 2.87 min | 9.00 s | 10 | Tesla V100 | 16-mixed | 900 | 1.15 (0.9%) | 0.7500 | "
+    assert table[2] == ("| 513 | 1 | 2.87 min | 9.00 s | 10 | Tesla V100 | 16-mixed | 900 | 1.15 (0.920%) | 0.7500 | "
                         "devices=1 |")
     # sd of 170 s and 176 s: 4.24 s = 0.07 min. samples/s: geometric mean sqrt(2800 * 2900) = 2849.6; on the log
     # scale sd = ln(2900 / 2800) / sqrt(2) = 0.02481, t(0.975, 1) = 12.706: 2849.6 * exp(-+12.706 * 0.02481 / sqrt(2))
-    assert table[3] == ("| 256 | 2 | 2.88 min ± 0.07 | 9.00 s ± 0.00 | 10 | 4x Tesla V100 | 16-mixed | 2850 (2280–3561) "
+    assert table[3] == ("| 256 | 2 | 2.88 ± 0.07 min | 9.00 ± 0.00 s | 10 | 4x Tesla V100 | 16-mixed | 2850 (2280–3561) "
                         "|  | 0.7500 | devices=4 |")
 
 

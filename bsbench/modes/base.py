@@ -8,6 +8,7 @@ a mode's run imports what it needs when it runs."""
 
 
 from bsbench.core.fields import Status
+from bsbench.core.numbers import number, quantity
 
 Progress = tuple[str, str] | None  # where a sweep is ("job 3 of 8", "2 min left"), for the job line
 
@@ -56,14 +57,16 @@ class Mode:
         return self.line(r, progress)
 
     def figures(self, r: dict) -> str:
-        shown = [f"{r[key]:{fmt}}{unit}" for key, fmt, unit in self.FIGURES if r.get(key) is not None]
+        shown = [f"{number(r[key]) if fmt is None else format(r[key], fmt)}{unit}" for key, fmt, unit in self.FIGURES
+                 if r.get(key) is not None]
         if r.get(self.MFU) is not None:
-            shown.append(f"MFU {100 * r[self.MFU]:.1f}%")
+            shown.append(f"MFU {quantity(100 * r[self.MFU], '%')}")
         return ", ".join(shown) or "no figures"
 
-    # the headline figures of a job's line: (field, format, unit), and the MFU shown beside them
-    FIGURES = (("train_samples_per_s", ".0f", " samples/s"), ("train_time_s", ".1f", " s train"),
-               ("inference_time_s", ".1f", " s inference"), ("test_acc", ".3f", " test acc"))
+    # the headline figures of a job's line: (field, format, unit), and the MFU shown beside them; format
+    # None: three significant digits (bsbench.report.numbers), as the report gives them
+    FIGURES = (("train_samples_per_s", None, " samples/s"), ("train_time_s", None, " s train"),
+               ("inference_time_s", None, " s inference"), ("test_acc", ".3f", " test acc"))
     MFU = "mfu"
 
 

@@ -11,8 +11,8 @@ class Inference(Mode):
     measures = "inference"
     one_device = "times forward passes"
     sections = ("inference",)
-    FIGURES = (("inference_samples_per_s", ".0f", " samples/s"), ("latency_median_ms", ".4g", " ms per batch"),
-               ("latency_p95_ms", ".4g", " ms p95"))
+    FIGURES = (("inference_samples_per_s", None, " samples/s"), ("latency_median_ms", None, " ms per batch"),
+               ("latency_p95_ms", None, " ms p95"))
     MFU = "inference_mfu"
 
     def check(self, cfg, here):

@@ -1,18 +1,24 @@
 """PNG plots of a sweep: throughput, time per epoch, MFU and (mode=inference) latency against batch
-size, one line per setting through the geometric means, every run beside them, 95% intervals as error
-bars where a batch size ran at least twice, the powers of two and multiples of 8 marked, and the
-y-axis from zero."""
+size. One series per setting (its own colour and marker, set a little apart where several share a batch
+size) through the geometric means, every run beside them, 95% intervals as error bars where a batch
+size ran at least twice (a mode=compare run's throughput: over its rounds); the powers of two and
+multiples of 8 marked by lines behind the data and by their tick labels, never over a point; ticks only
+at batch sizes that ran; the y-axis from zero to above the highest interval; title, caption and legend
+inside the figure, the legend beside the axes, not on the data."""
 
 import io
+import math
+import textwrap
 from pathlib import Path
 
 # The object-oriented API without pyplot: files only, no display, and no backend chosen for whoever
 # else in the process uses matplotlib.
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
 
 from bsbench.core.results import write_atomic
 from bsbench.report.stats import describe
+from bsbench.report.summary import over_rounds
 from bsbench.report.verdict import is_power_of_two
 
 PLOTS = {
@@ -21,6 +27,10 @@ PLOTS = {
     "mfu.png": ("mfu_percent_values", "{measures} model FLOPs utilization (% of the devices' dense peak)"),
     "latency.png": ("latency_median_ms_values", "inference latency per batch, median (ms)"),
 }
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 markers against 10 colours: 70 series before a pair repeats
+POWER_OF_TWO, MULTIPLE_OF_8 = "crimson", "darkorange"
+MAX_TICKS = 20  # beyond it, every k-th batch size that ran is labelled (and every power of two)
+SPREAD = 0.4  # of the gap between neighbouring batch sizes: how far apart the series at one batch size are
 
 
 def _label(template: str, field: str, rows: list[dict]) -> str:
@@ -37,65 +47,104 @@ def _error(values: list[float]) -> tuple[float, float, float]:
     return stats["mean"], stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]
 
 
+def values(row: dict, field: str) -> list[float]:
+    """What a point's mean and interval are computed from: its runs' values, or for the throughput of a
+    mode=compare configuration, its rounds (as summary.md gives it)."""
+    if field == "samples_per_s_values" and over_rounds(row):
+        return [v for rounds in row["round_values"].values() for v in rounds]
+    return row[field]
+
+
 def title(rows: list[dict], ylabel: str) -> str:
     """What every plotted configuration shares: model, image size, device, precision, mode (what differs
     between them is in the legend)."""
     def common(field):
-        values = {row.get(field) for row in rows}
-        return values.pop() if len(values) == 1 else None
+        found = {row.get(field) for row in rows}
+        return found.pop() if len(found) == 1 else None
 
     parts = [common("model"), f"{common('image_size')} px" if common("image_size") else None,
              common("device_name"), common("precision_used"), f"mode={common('mode')}" if common("mode") else None]
     return f"{ylabel.split(' (')[0]}: " + ", ".join(str(p) for p in parts if p)
 
 
-def figure(rows: list[dict], field: str, ylabel: str):
-    fig = Figure(figsize=(9, 5), dpi=100)
-    ax = fig.subplots()
+def caption(rows: list[dict], field: str, repeated: bool) -> str:
+    """What the error bars are, or why there are none and what would give them."""
+    rounds = [row for row in rows if row.get("round_values")]
+    if repeated:
+        over = " (a compare run's: over its rounds)" if field == "samples_per_s_values" and rounds else ""
+        text = f"error bars: 95% interval of the geometric mean over a batch size's runs{over}; dots: single values"
+    elif rounds and len(rounds) == len(rows):
+        text = ("one compare round per batch size: no interval (compare.rounds=3 or more gives one)"
+                if field == "samples_per_s_values" else
+                "one value per compare run: its interval over rounds is on the samples/s plot")
+    else:
+        text = "one run per batch size: no interval (repeats=3 gives one)"
+    return f"{text}; y-axis from 0"
+
+
+def ticks(sizes: list[int]) -> list[int]:
+    """The batch sizes labelled on the x-axis: every one that ran, or where they are too many to read,
+    every k-th and every power of two."""
+    if len(sizes) <= MAX_TICKS:
+        return sizes
+    step = math.ceil(len(sizes) / MAX_TICKS)
+    return sorted(set(sizes[::step]) | {b for b in sizes if is_power_of_two(b)})
+
+
+def figure(rows: list[dict], field: str, ylabel: str) -> Figure:
     groups: dict[str, list[dict]] = {}
     for row in rows:
         if row.get(field):
             groups.setdefault(row["setting"], []).append(row)
     plotted = [row for group in groups.values() for row in group]
     sizes = sorted({row["batch_size"] for row in plotted})
-    repeated = any(len(row[field]) > 1 for row in plotted)
-    for setting, group in groups.items():
+    repeated = any(len(values(row, field)) > 1 for row in plotted)
+    gap = min((b - a for a, b in zip(sizes, sizes[1:])), default=max(1, sizes[0] // 4))
+    step = SPREAD * gap / len(groups)  # between the series at one batch size
+    fig = Figure(figsize=(9, 5), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    top = 0.0
+    handles = []
+    for i, (setting, group) in enumerate(groups.items()):
         group.sort(key=lambda row: row["batch_size"])
-        x = [row["batch_size"] for row in group]
-        means, below, above = zip(*(_error(row[field]) for row in group))
-        line = ax.errorbar(x, means, yerr=[below, above] if repeated else None, marker="o", ms=4, capsize=3,
-                           label=setting or ("geometric mean of the runs" if repeated else "one run per batch size"))
-        if repeated:  # every run beside the mean (a little to its right, clear of the error bar)
-            runs_x = [row["batch_size"] + 0.12 for row in group for _ in row[field]]
-            runs_y = [value for row in group for value in row[field]]
-            ax.plot(runs_x, runs_y, ".", ms=5, alpha=0.45, color=line.lines[0].get_color())
-        for xi, yi in zip(x, means):
-            if is_power_of_two(xi):
-                ax.plot(xi, yi, marker="*", ms=16, color="crimson", zorder=3)
-            elif xi % 8 == 0:
-                ax.plot(xi, yi, marker="D", ms=8, mfc="none", mec="darkorange", mew=2, zorder=3)
-    for size in sizes:
-        if is_power_of_two(size):
-            ax.axvline(size, color="crimson", lw=0.8, ls="--", alpha=0.6)
-        elif size % 8 == 0:
-            ax.axvline(size, color="darkorange", lw=0.8, ls=":", alpha=0.6)
-    ax.plot([], [], "*", ms=12, color="crimson", label="power of two")
-    ax.plot([], [], "D", ms=7, mfc="none", mec="darkorange", mew=2, label="multiple of 8")
+        shift = (i - (len(groups) - 1) / 2) * step
+        x = [row["batch_size"] + shift for row in group]
+        means, below, above = zip(*(_error(values(row, field)) for row in group))
+        color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
+        name = setting or ("geometric mean of the runs" if repeated else "one run per batch size")
+        container = ax.errorbar(x, means, yerr=[below, above] if repeated else None, color=color, marker=marker,
+                                ms=6, capsize=3, lw=1.2, zorder=3, label=textwrap.fill(name, 32))
+        handles.append(container)
+        top = max(top, *(m + a for m, a in zip(means, above)))
+        if repeated:  # every value beside its mean (a little to its right, clear of the error bar)
+            runs_x = [row["batch_size"] + shift + step / 3 for row in group for _ in values(row, field)]
+            runs_y = [v for row in group for v in values(row, field)]
+            ax.plot(runs_x, runs_y, ".", ms=5, alpha=0.45, color=color, zorder=2)
+            top = max(top, *runs_y)
+    marks = {"power of two": ([b for b in sizes if is_power_of_two(b)], POWER_OF_TWO, "--"),
+             "multiple of 8": ([b for b in sizes if b % 8 == 0 and not is_power_of_two(b)], MULTIPLE_OF_8, ":")}
+    for name, (at, color, style) in marks.items():
+        for size in at:  # behind every point (zorder 0), thin: they never hide one
+            ax.axvline(size, color=color, lw=0.9, ls=style, alpha=0.7, zorder=0, gid=name)
+        if at:
+            handles.append(Line2D([], [], color=color, lw=0.9, ls=style, label=f"{name} (line, tick label)"))
     if repeated:
-        ax.plot([], [], ".", ms=5, alpha=0.45, color="gray", label="single runs")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        handles.append(Line2D([], [], ls="none", marker=".", ms=5, alpha=0.45, color="gray", label="single values"))
+    labelled = ticks(sizes)
+    ax.set_xticks(labelled, [str(b) for b in labelled], rotation=45 if len(labelled) > 12 else 0, fontsize=8)
+    for text, size in zip(ax.get_xticklabels(), labelled):
+        if is_power_of_two(size) or size % 8 == 0:
+            text.set_color(POWER_OF_TWO if is_power_of_two(size) else MULTIPLE_OF_8)
+            text.set_fontweight("bold")
+    ax.set_xlim(sizes[0] - 0.6 * gap, sizes[-1] + 0.6 * gap)
+    # from zero (a 2% difference looks like one; the verdict gives it with its interval) to above every interval
+    ax.set_ylim(0, top * 1.08)
     ax.set_xlabel("batch size (per device)")
-    ax.set_ylabel(ylabel)
-    # from zero: a 2% difference looks like one (the verdict gives it with its interval)
-    ax.set_ylim(0, max(max(row[field]) for row in plotted) * 1.12)
-    ax.set_title(title(plotted, ylabel), fontsize=11)
-    note = ("error bars: 95% interval of the geometric mean over a batch size's runs" if repeated
-            else "one run per batch size: no interval (repeats=3 gives one)")
-    ax.text(0.99, 0.02, note + "; y-axis from 0", transform=ax.transAxes, ha="right", va="bottom", fontsize=8,
-            color="dimgray")
+    ax.set_ylabel(textwrap.fill(ylabel, 48))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
+    ax.set_title(textwrap.fill(title(plotted, ylabel), 72), fontsize=11)  # over the axes, clear of the legend
+    fig.supxlabel(textwrap.fill(caption(plotted, field, repeated), 120), fontsize=8, color="dimgray")
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
 
 

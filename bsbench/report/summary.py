@@ -10,6 +10,7 @@ from pathlib import Path
 from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_key
 from bsbench.core.results import write_atomic
 from bsbench.modes import MODES
+from bsbench.core.numbers import number, quantity
 from bsbench.report.stats import describe
 
 # Per-configuration statistics: (result field or derived name, heading). All are positive quantities:
@@ -45,13 +46,36 @@ def group_key(result: dict) -> str:
 
 def label_groups(results: list[dict]) -> dict[str, str]:
     """A short name per group: the settings that differ between groups, each once, and the device
-    where devices differ, e.g. 'precision=bf16-mixed'."""
+    where devices differ, e.g. 'precision=bf16-mixed'. Where the groups' modes differ, a key that only
+    follows from the mode (each mode's rows share its value, and no command set it: mode=inference's
+    trainer.max_steps) is left out: the mode names it."""
     groups = {group_key(r): (setting(r), r.get("device_name")) for r in results}
     keys = sorted({k for s, _ in groups.values() for k in s})
     varying = [k for k in keys if len({json.dumps(s.get(k), default=str) for s, _ in groups.values()}) > 1]
+    if "mode" in varying:
+        written = {o.split("=", 1)[0].lstrip("+~") for r in results for o in r.get("overrides") or []
+                   if isinstance(o, str)}
+        varying = [k for k in varying if k == "mode" or k in written or not _follows_mode(k, groups.values())]
     devices_vary = len({device for _, device in groups.values()}) > 1
     return {g: " ".join([f"{k}={s.get(k)}" for k in varying] + ([f"device={device}"] if devices_vary else []))
             for g, (s, device) in groups.items()}
+
+
+def shared_settings(results: list[dict]) -> dict:
+    """The settings every finished run shares (report.html lists them beside what differs)."""
+    settings = [setting(r) for r in results if r.get("status") == Status.OK]
+    if not settings:
+        return {}
+    return {k: v for k, v in settings[0].items()
+            if all(json.dumps(s.get(k), default=str) == json.dumps(v, default=str) for s in settings[1:])}
+
+
+def _follows_mode(key: str, groups) -> bool:
+    """Whether every group of one mode has the same value of `key`."""
+    by_mode: dict[str, set] = {}
+    for s, _ in groups:
+        by_mode.setdefault(str(s.get("mode")), set()).add(json.dumps(s.get(key), default=str))
+    return all(len(found) == 1 for found in by_mode.values())
 
 
 def _rounds(r: dict) -> bool:
@@ -59,6 +83,12 @@ def _rounds(r: dict) -> bool:
     rounds = r.get("round_samples_per_s")
     return isinstance(r.get("compare_id"), str) and isinstance(rounds, list) and bool(rounds) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in rounds)
+
+
+def over_rounds(row: dict) -> bool:
+    """Whether a configuration's samples/s interval is over rounds: every run of it was a mode=compare
+    run that recorded its rate per round."""
+    return bool(row.get("round_values")) and len(row["round_values"]) == row["runs"]
 
 
 def measures(r: dict) -> str:
@@ -102,7 +132,7 @@ def configurations(results: list[dict]) -> list[dict]:
         row["round_values"] = {r["compare_id"]: r["round_samples_per_s"] for r in runs if _rounds(r)}
         for metric in METRICS:
             values = [value(r, metric) for r in runs]
-            if metric == "samples_per_s" and row["round_values"] and len(row["round_values"]) == len(runs):
+            if metric == "samples_per_s" and over_rounds(row):
                 values = [v for rounds in row["round_values"].values() for v in rounds]  # the interval over rounds
             stats = describe([v for v in values if v is not None], log=True)
             row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
@@ -138,17 +168,18 @@ def format_duration(seconds: float | None) -> str:
     """Minutes, like the published table, once runs take that long; seconds below a minute."""
     if seconds is None:
         return ""
-    return f"{seconds / 60:.2f} min" if seconds >= 60 else f"{seconds:.2f} s"
+    return quantity(seconds / 60, "min") if seconds >= 60 else quantity(seconds, "s")
 
 
 def _spread(row: dict, metric: str) -> str:
+    """'1.23 ± 0.05 s': the mean and the standard deviation, in the mean's unit and decimals."""
     mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
     if mean is None:
         return ""
-    text = format_duration(mean)
-    if sd is not None:  # in the mean's unit
-        text += f" ± {sd / 60:.2f}" if mean >= 60 else f" ± {sd:.2f}"
-    return text
+    if sd is None:
+        return format_duration(mean)
+    scale, unit = (60, "min") if mean >= 60 else (1, "s")
+    return f"{number(mean / scale)} ± {quantity(sd / scale, unit, like=mean / scale)}"
 
 
 def _device(row: dict) -> str:
@@ -165,7 +196,7 @@ def _flops(row: dict) -> str:
     tflops, mfu = row["tflops_mean"], row["mfu_mean"]
     if tflops is None:
         return ""
-    return f"{tflops:.3g}" + (f" ({100 * mfu:.1f}%)" if mfu is not None else "")
+    return number(tflops) + (f" ({quantity(100 * mfu, '%')})" if mfu is not None else "")
 
 
 def _runs(row: dict) -> str:
@@ -175,12 +206,12 @@ def _runs(row: dict) -> str:
 
 def _joules(row: dict) -> str:
     mean = row["joules_per_sample_mean"]
-    return "" if mean is None else f"{mean:.3g}"
+    return "" if mean is None else number(mean)
 
 
 def _latency(row: dict) -> str:
     median, p95 = row["latency_median_ms_mean"], row["latency_p95_ms_mean"]
-    return "" if median is None else f"{median:.3g} / {p95:.3g}"
+    return "" if median is None else f"{number(median)} / {number(p95)}"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -199,9 +230,9 @@ def markdown_table(rows: list[dict]) -> str:
     lines = [header, ["---"] * len(header)]
     for row in rows:
         rate = row["samples_per_s_mean"]
-        rate_text = f"{rate:.0f}" if rate else ""
-        if row["samples_per_s_ci_low"] is not None:
-            rate_text += f" ({row['samples_per_s_ci_low']:.0f}–{row['samples_per_s_ci_high']:.0f})"
+        rate_text = number(rate) if rate else ""
+        if row["samples_per_s_ci_low"] is not None:  # the interval's ends in the mean's decimals
+            rate_text += f" ({number(row['samples_per_s_ci_low'], rate)}–{number(row['samples_per_s_ci_high'], rate)})"
         acc = row["test_acc_mean"]
         lines.append([
             str(row["batch_size"]), _runs(row), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),
@@ -210,6 +241,8 @@ def markdown_table(rows: list[dict]) -> str:
             *([_latency(row)] if latency else []), _flops(row),
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
+    if not any(row["setting"] for row in rows):  # one setting: no column that names nothing
+        lines = [line[:-1] for line in lines]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
@@ -242,6 +275,13 @@ def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) ->
     return "".join(f"- {n}\n" for n in notes)
 
 
+METHOD = "docs/method.md"  # bsbench's documentation page that tells the method in full
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def summary_markdown(directories: list[Path], results: list[dict], rows: list[dict],
                      unreadable: list[tuple[str, str]] = ()) -> str:
     counts = ", ".join(f"{sum(r.get('status') == s for r in results)} {s}"
@@ -249,12 +289,9 @@ def summary_markdown(directories: list[Path], results: list[dict], rows: list[di
     notes = status_notes(results, unreadable)
     return (
         f"# bsbench summary: {', '.join(str(d) for d in directories)}\n\n"
-        f"{len(results)} runs ({counts or 'none'}) in {len(rows)} configurations. Times are wall-clock geometric "
-        "means ± standard deviation over the runs of a configuration; samples/s is the steady-state training rate "
-        "(warm-up steps excluded), its geometric mean with a 95% confidence interval (on the log scale, as the "
-        "verdict compares rates) where a configuration ran at least twice (a `mode=compare` run: over its "
-        "rounds); in `mode=inference` it is the rate of the timed forward passes, with the median and 95th "
-        "percentile of their latency per batch. TFLOP/s is the achieved rate of the model's counted FLOPs, "
-        "with MFU, its fraction of the devices' dense peak, where bsbench knows the peak.\n\n"
+        f"{plural(len(results), 'run')} ({counts or 'none'}) in {plural(len(rows), 'configuration')}. Times: "
+        "geometric mean ± standard deviation over a configuration's runs. samples/s: the steady-state rate (warm-up "
+        "excluded) with its 95% interval over the runs, or a compare run's rounds. How each figure is measured: "
+        f"*The method* in bsbench's documentation ({METHOD}).\n\n"
         + markdown_table(rows) + ("\n" + notes if notes else "")
     )

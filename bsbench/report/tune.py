@@ -244,7 +244,7 @@ def figure(one: dict):
     and the powers of two marked."""
     a = analyse(one)
     stages = [s for s in ("batch", "near") if _measured(one["stages"].get(s) or [], a["objective"])]
-    fig = Figure(figsize=(11, 4.8), dpi=100)
+    fig = Figure(figsize=(11, 5), dpi=100, layout="constrained")
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
     for ax, stage in zip(axes, stages):
         points = {r["batch_size"]: tune.values(r, a["objective"]) for r in _measured(one["stages"][stage], a["objective"])}
@@ -255,15 +255,16 @@ def figure(one: dict):
         means = [s["mean"] for s in stats]
         below = [s["mean"] - s["ci_low"] if s["ci_low"] is not None else 0 for s in stats]
         above = [s["ci_high"] - s["mean"] if s["ci_high"] is not None else 0 for s in stats]
-        ax.errorbar([at[b] for b in sizes], means, yerr=[below, above], fmt="o", ms=5, capsize=3,
+        ax.errorbar([at[b] for b in sizes], means, yerr=[below, above], fmt="o", ms=5, capsize=3, zorder=3,
                     label="batch size (95% interval)")
+        # the marks behind the points they mark (zorder): a ring, a star, never over a point
         powers = [b for b in sizes if tune.is_power_of_two(b)]
         if powers:
             ax.plot([at[b] for b in powers], [means[sizes.index(b)] for b in powers], "o", ms=12, mfc="none",
-                    mec="crimson", mew=1.5, label="power of two", zorder=3)
+                    mec="crimson", mew=1.5, label="power of two", zorder=2)
         if a.get("leader") in points:
-            ax.plot([at[a["leader"]]], [means[sizes.index(a["leader"])]], "*", ms=16, color="gold", mec="black",
-                    label=f"fastest: {a['leader']}", zorder=4)
+            ax.plot([at[a["leader"]]], [means[sizes.index(a["leader"])]], "*", ms=18, color="gold", mec="black",
+                    label=f"fastest: {a['leader']}", zorder=1)
         if stage == "batch" and len(sizes) > 1 and sizes[-1] / sizes[0] > 4:
             ax.set_xscale("log", base=2)
             ax.minorticks_off()
@@ -275,9 +276,12 @@ def figure(one: dict):
         ax.set_ylim(0, max(m + h for m, h in zip(means, above)) * 1.1)
         ax.set_title("the grid below the memory edge" if stage == "batch" else "near the grid's fastest", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    drawn = {}  # each entry once, for what either panel draws
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            drawn.setdefault(label, handle)
+    fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle("mode=tune: batch sizes raced at your starting settings (paired rounds in one process)", fontsize=11)
-    fig.tight_layout()
     return fig
 
 

@@ -7,6 +7,7 @@ from statistics import median
 
 from bsbench.core.stopping import sentence
 from bsbench.report.stats import compare, paired
+from bsbench.report.summary import METHOD
 
 # what a comparison's samples/s is the rate of, by what its rows measure (bsbench.report.summary.measures)
 WHAT_IS_TIMED = {"training": "training steps", "inference": "forward passes, `mode=inference`",
@@ -153,13 +154,12 @@ def verdict_markdown(rows: list[dict], stops: list[dict] = (), results: list[dic
     if not found and by_setting:
         return "\n".join(lines[:-2] + told + [""])
     if not found:
-        return "\n".join(lines + ["The sweep holds no power of two or multiple of 8 with a neighbour to compare it with "
+        return "\n".join(lines + [f"{scope(results)} holds no power of two or multiple of 8 with a neighbour to compare it with "
                                   "(sweep a range around one, e.g. `batch_size=range(500,516)`).", *told, ""])
     rates = " and ".join(sorted({WHAT_IS_TIMED[c["measures"] or "training"] for c in found}))
-    lines += ["Each power of two and multiple of 8 in the sweep against its nearest smaller and larger batch size of "
-              f"the same setting, on steady-state throughput (samples/s of {rates}). The difference is how much faster "
-              "the first is, with a 95% confidence interval: paired t on the log ratios of the rounds where both were "
-              "measured in one process (`mode=compare`), Welch's t on log throughput of separate runs otherwise.", ""]
+    lines += ["Each power of two and multiple of 8 against its nearest smaller and larger batch size of the same "
+              f"setting, on steady-state samples/s of {rates}: how much faster it is, with a 95% interval (paired over "
+              f"the rounds of a `mode=compare` run, Welch's t over separate runs; {METHOD}).", ""]
     models = list(dict.fromkeys(c["model"] for c in found))
     for model in models:  # several architectures (experiment=b3_models): a verdict for each
         ours = [c for c in found if c["model"] == model]
@@ -176,12 +176,23 @@ def verdict_markdown(rows: list[dict], stops: list[dict] = (), results: list[dic
         lines += ["", _counts(found)]
     detectable = [c["detectable"] for c in found if c["detectable"] is not None]
     if detectable:
-        lines.append(f"This sweep could have detected differences of about {median(detectable):.1%} or more "
+        lines.append(f"{scope(results)} could have detected differences of about {median(detectable):.1%} or more "
                      "(median over the comparisons; 95% confidence, 80% power). More repeats (or rounds) detect smaller "
                      "ones.")
     lines += told
     return "\n".join(lines) + "\n"
 
+
+
+def scope(results) -> str:
+    """What the verdict speaks of: this run, this comparison (one compare run), or this sweep."""
+    results = list(results)
+    if len(results) == 1:
+        return "This run"
+    compared = {r.get("compare_id") for r in results}
+    if len(compared) == 1 and isinstance(next(iter(compared)), str):
+        return "This comparison"
+    return "This sweep"
 
 
 def _tally(found: list[dict]) -> tuple[int, int, int]:
@@ -199,10 +210,12 @@ def _counts(found: list[dict]) -> str:
 
 def _table(found: list[dict]) -> list[str]:
     """The comparisons' table and what they add up to."""
-    header = ["batch size", "", "against", "runs", "difference in samples/s", "95% interval", "reading", "setting"]
+    named = any(c["setting"] for c in found)  # one setting: no column that names nothing
+    header = ["batch size", "", "against", "runs", "difference in samples/s", "95% interval", "reading",
+              *(["setting"] if named else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in found:
         interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
         lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs']} | "
-                     f"{_pct(c['ratio'])} | {interval} | {c['reading']} | {c['setting']} |")
+                     f"{_pct(c['ratio'])} | {interval} | {c['reading']} |" + (f" {c['setting']} |" if named else ""))
     return lines + ["", _counts(found), ""]

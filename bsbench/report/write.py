@@ -1,5 +1,6 @@
 """The report's files, derived from results.json files and nothing else: runs.csv, summary.csv,
-summary.md, verdict.md (with mode=profile's "What differs" section) and the PNG plots. Run by itself
+summary.md, verdict.md (with mode=profile's "What differs" section), the PNG plots and report.html (all of
+it on one self-contained page). Run by itself
 at the end of every multirun."""
 
 from pathlib import Path
@@ -8,9 +9,10 @@ from bsbench.core.results import read_results, write_atomic
 from bsbench.core.stopping import read_stop, usable
 from bsbench.modes.compare import arm_names
 from bsbench.report.differences import differences_markdown
+from bsbench.report.html import differences_html, report_html
 from bsbench.report.plots import write_plots
-from bsbench.report.summary import (SUMMARY_LEADING, configurations, group_key, label_groups, summary_markdown,
-                                    write_csv)
+from bsbench.report.summary import (SUMMARY_LEADING, configurations, group_key, label_groups, shared_settings,
+                                    summary_markdown, write_csv)
 from bsbench.report.tune import write_tune
 from bsbench.report.verdict import verdict_markdown
 
@@ -78,8 +80,13 @@ def write_report(directories: list[Path], out: Path | None = None) -> tuple[str,
         write_atomic(out / "verdict.md", verdict)
         plots = write_plots(rows, out)
         tuned, tune_files = write_tune(results, out)  # mode=tune's: what trains fastest, what matters
+        images = [*plots, *(p for p in tune_files if p.suffix == ".png")]
+        page = report_html(f"bsbench report: {', '.join(d.name for d in directories)}", [summary, verdict, tuned],
+                           images, differences_html(label_groups(results), shared_settings(results)))
+        write_atomic(out / "report.html", page)
     except OSError as exc:
         raise ReportNotWritten(f"{summary}\n{verdict}", exc) from None
-    files = ["runs.csv", "summary.csv", "summary.md", "verdict.md", *(p.name for p in [*plots, *tune_files])]
+    files = ["runs.csv", "summary.csv", "summary.md", "verdict.md", *(p.name for p in [*plots, *tune_files]),
+             "report.html"]
     tuned = f"\n{tuned}" if tuned else ""
     return f"{summary}\n{verdict}{tuned}\nbsbench: wrote {', '.join(files)} in {out}\n", results
