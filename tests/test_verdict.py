@@ -80,3 +80,31 @@ def test_inference_runs_are_compared_on_their_forward_passes():
     (c,) = comparisons(configurations(results))
     assert c["ratio"] > 0.45 and "faster" in c["reading"]
     assert "samples/s of forward passes, `mode=inference`" in verdict_markdown(configurations(results))
+
+
+def test_the_words_fit_what_ran_and_the_method_is_told_once_short():
+    from bsbench.report.summary import summary_markdown
+
+    rng = random.Random(7)
+    sweep = runs({31: noisy(1000, 3, rng), 32: noisy(1000, 3, rng)})
+    compared = [{**r, "compare_id": "c1", "round_samples_per_s": noisy(1000, 4, rng)}
+                for r in runs({31: [1e3], 32: [1e3]})]
+    (single,) = runs({30: [1000.0]})
+    assert "This sweep could have detected" in verdict_markdown(configurations(sweep), results=sweep)
+    assert "This comparison could have detected" in verdict_markdown(configurations(compared), results=compared)
+    assert verdict_markdown(configurations([single]), results=[single]).count("This run holds no power of two") == 1
+    for results in (sweep, compared, [single]):  # at most about 400 characters before the first table, a link after
+        text = summary_markdown([], results, configurations(results))
+        prose = text.split("\n\n", 1)[1].split("\n|", 1)[0]
+        assert len(prose) <= 420 and "docs/method.md" in prose, prose
+    assert summary_markdown([], [single], configurations([single])).split("\n\n")[1].startswith("1 run (1 ok) in 1 "
+                                                                                                 "configuration.")
+
+
+def test_numbers_read_alike_side_by_side():
+    from bsbench.core.numbers import number, quantity
+
+    assert [number(x) for x in (12345.6, 1234.5, 123.4, 12.345, 1.2345, 0.12345, 0.012345)] == [
+        "12346", "1234", "123", "12.3", "1.23", "0.123", "0.0123"]
+    assert quantity(281.4, "ms") == "281 ms" and quantity(227.4, "ms") == "227 ms"  # not "227.4 ms" beside "281 ms"
+    assert number(52.123, like=59.2) == "52.1" and number(0.07, like=2.88) == "0.07" and quantity(45.23, "%") == "45.2%"

@@ -64,7 +64,7 @@ class Mode:
         return ", ".join(shown) or "no figures"
 
     # the headline figures of a job's line: (field, format, unit), and the MFU shown beside them; format
-    # None: three significant digits (bsbench.report.numbers), as the report gives them
+    # None: three significant digits (bsbench.core.numbers), as the report gives them
     FIGURES = (("train_samples_per_s", None, " samples/s"), ("train_time_s", None, " s train"),
                ("inference_time_s", None, " s inference"), ("test_acc", ".3f", " test acc"))
     MFU = "mfu"

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_key
+from bsbench.core.numbers import number, quantity
 from bsbench.core.results import write_atomic
 from bsbench.modes import MODES
-from bsbench.core.numbers import number, quantity
 from bsbench.report.stats import describe
 
 # Per-configuration statistics: (result field or derived name, heading). All are positive quantities:
@@ -232,7 +232,8 @@ def markdown_table(rows: list[dict]) -> str:
         rate = row["samples_per_s_mean"]
         rate_text = number(rate) if rate else ""
         if row["samples_per_s_ci_low"] is not None:  # the interval's ends in the mean's decimals
-            rate_text += f" ({number(row['samples_per_s_ci_low'], rate)}–{number(row['samples_per_s_ci_high'], rate)})"
+            low, high = row["samples_per_s_ci_low"], row["samples_per_s_ci_high"]
+            rate_text += f" ({number(low, rate)}–{number(high, rate)})"
         acc = row["test_acc_mean"]
         lines.append([
             str(row["batch_size"]), _runs(row), _spread(row, "train_time_s"), _spread(row, "inference_time_s"),

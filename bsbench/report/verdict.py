@@ -154,8 +154,9 @@ def verdict_markdown(rows: list[dict], stops: list[dict] = (), results: list[dic
     if not found and by_setting:
         return "\n".join(lines[:-2] + told + [""])
     if not found:
-        return "\n".join(lines + [f"{scope(results)} holds no power of two or multiple of 8 with a neighbour to compare it with "
-                                  "(sweep a range around one, e.g. `batch_size=range(500,516)`).", *told, ""])
+        return "\n".join(lines + [f"{scope(results)} holds no power of two or multiple of 8 with a neighbour to "
+                                  "compare it with (sweep a range around one, e.g. `batch_size=range(500,516)`).",
+                                  *told, ""])
     rates = " and ".join(sorted({WHAT_IS_TIMED[c["measures"] or "training"] for c in found}))
     lines += ["Each power of two and multiple of 8 against its nearest smaller and larger batch size of the same "
               f"setting, on steady-state samples/s of {rates}: how much faster it is, with a 95% interval (paired over "
