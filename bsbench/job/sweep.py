@@ -124,13 +124,14 @@ def _composer(load: Callable[[list[str]], DictConfig]) -> Callable[[list[str]], 
 
     def compose(overrides: list[str]) -> DictConfig:
         parsed = parser.parse_overrides(list(overrides))
-        shaping = [o for o in parsed if _shapes(o)]
+        shapes = [_shapes(o) for o in parsed]
+        shaping = [o for o, s in zip(parsed, shapes) if s]
         key = tuple(o.input_line for o in shaping)
         if key not in bases:
             bases[key] = load(list(key))
         base = bases[key]
         cfg = copy.deepcopy(base)
-        apply([o for o in parsed if not _shapes(o)], cfg)
+        apply([o for o, s in zip(parsed, shapes) if not s], cfg)
         # what `load` put before the job's own overrides (the sweep's Hydra overrides, the test's), then the job's
         hydra_before = list(base.hydra.overrides.hydra)[:len(base.hydra.overrides.hydra)
                                                           - sum(o.is_hydra_override() for o in shaping)]
