@@ -7,7 +7,7 @@ from statistics import median
 
 from bsbench.core.stopping import sentence
 from bsbench.report.stats import compare, paired
-from bsbench.report.summary import METHOD
+from bsbench.report.summary import METHOD, plural
 
 # what a comparison's samples/s is the rate of, by what its rows measure (bsbench.report.summary.measures)
 WHAT_IS_TIMED = {"training": "training steps", "inference": "forward passes, `mode=inference`",
@@ -205,7 +205,8 @@ def _tally(found: list[dict]) -> tuple[int, int, int]:
 
 def _counts(found: list[dict]) -> str:
     faster, slower, neither = _tally(found)
-    return (f"Of {len(found)} comparisons, {faster} found the power of two or multiple of 8 faster, {slower} slower, "
+    return (f"Of {plural(len(found), 'comparison')}, {faster} found the power of two or multiple of 8 faster, "
+            f"{slower} slower, "
             f"and {neither} no detectable difference (or too few runs to tell).")
 
 
