@@ -15,6 +15,10 @@ from pathlib import Path
 # Set before torch is imported here or in any command a test starts.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One family for every process of the test session (bsbench.job.noise): the workers' tests run beside each
+# other on purpose, and a job that sees the other worker's is not on a busy machine for what the tests check.
+# test_noise.py's busy machine is a job of another family.
+os.environ.setdefault("BSBENCH_FAMILY", f"bsbench-tests-{os.getpid()}")
 
 import numpy as np
 import pytest
@@ -75,9 +79,21 @@ class Zygote:
 
     def _start(self) -> None:
         env = {**CLI.env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-        self.proc = subprocess.Popen([sys.executable, str(HELPERS / "zygote.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
+        self.socket = Path(tempfile.mkdtemp(prefix="bsbench-zygote-")) / "socket"
+        self.proc = subprocess.Popen([sys.executable, str(HELPERS / "zygote.py"), str(self.socket)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
         self.ended, self.pending = {}, b""
+
+    def _running(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+
+    def python(self) -> dict:
+        """The environment under which a script's `$PYTHON -m bsbench ...` (.ci/gpu-check's) is forked from
+        this zygote (tests/helpers/zygote_client.py) once it listens; other commands run as they are."""
+        self._running()
+        wait_for(self.socket.exists, timeout=120)
+        return {"PYTHON": f"{sys.executable} {HELPERS / 'zygote_client.py'}", "BSBENCH_ZYGOTE": str(self.socket)}
 
     def _next(self, timeout: float | None) -> dict | None:
         """The zygote's next message, or None after `timeout` seconds."""
@@ -100,8 +116,7 @@ class Zygote:
         return message
 
     def start(self, args: list[str], cwd: Path, env: dict) -> "Forked":
-        if self.proc is None or self.proc.poll() is not None:
-            self._start()
+        self._running()
         folder = Path(tempfile.mkdtemp(prefix="bsbench-cli-"))
         out, err = folder / "stdout", folder / "stderr"
         request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
@@ -283,7 +298,8 @@ def slurm_cli(cli, slurm_conf, monkeypatch) -> CLI:
 # they run beside everything else instead of last and alone; the SLURM tests all on one worker, in turn
 # (they share the test cluster's two nodes: two at once would wait on each other's jobs).
 FIRST = ("test_slurm.py", "test_gpu_check.py")
-TOGETHER = "tests/test_slurm.py::"
+# one unit each, for one worker: the SLURM tests, and the noise sentinel's (each measures the other's load)
+TOGETHER = ("tests/test_slurm.py::", "tests/test_noise.py::")
 
 
 def pytest_collection_modifyitems(items):
@@ -299,13 +315,13 @@ def pytest_xdist_auto_num_workers(config):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Tests handed out one at a time as workers free up, in the order above, except the SLURM tests:
-    one unit for one worker. (xdist's own `xdist_group` mark does not group under pytest 9: the name
+    """Tests handed out one at a time as workers free up, in the order above, except the files of TOGETHER:
+    one unit each, for one worker. (xdist's own `xdist_group` mark does not group under pytest 9: the name
     it appends to each test's id is lost.)"""
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return TOGETHER if nodeid.startswith(TOGETHER) else nodeid
+            return next((unit for unit in TOGETHER if nodeid.startswith(unit)), nodeid)
 
     return Scheduling(config, log)

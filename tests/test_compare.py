@@ -207,14 +207,18 @@ def test_the_verdict_tells_each_compare_runs_stop_by_its_setting():
 
 
 def test_a_full_disk_loses_no_compared_batch_size(cli):
-    # the first result written fails: the terminal gets the whole comparison, every batch size in it
+    # the first result written fails: the terminal gets the whole comparison, every batch size's result as its
+    # results.json would have been (its own batch size at the top, not the config's default)
     proc = cli(*COMPARE, "compare.rounds=2", "target_ci=null", "+callbacks.fault._target_=faults.DiskFullAtRecord",
                "+callbacks.fault.batch_size=15")
     assert proc.returncode == 1
-    (kept,) = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
-    assert [(arm["batch_size"], len(arm["round_samples_per_s"])) for arm in kept["arms"]] == [(15, 2), (16, 2), (17, 2)]
+    start = next(i for i, line in enumerate(proc.stderr.splitlines()) if line.startswith("["))
+    kept, _ = json.JSONDecoder().raw_decode("\n".join(proc.stderr.splitlines()[start:]))
+    assert [(r["batch_size"], len(r["round_samples_per_s"])) for r in kept] == [(15, 2), (16, 2), (17, 2)]
+    assert [r["run_dir"].rsplit("/", 1)[-1] for r in kept] == ["bs15", "bs16", "bs17"]
     last = proc.stderr.splitlines()[-1]
-    assert "results.json (No space left on device); the run stops;" in last and "sweep" not in last  # one run
+    assert "results.json (No space left on device); the run stops; the results above are their only copy;" in last
+    assert "sweep" not in last  # one run
 
 
 def test_settings_crossed_with_batch_sizes_get_a_folder_a_config_and_a_verdict_each(cli):

@@ -157,3 +157,24 @@ def test_plots_say_what_they_show_and_start_at_zero():
     assert "error bars: 95% interval" in " ".join(t.get_text() for t in repeated.texts)
     points = [line for line in ax.lines if line.get_linestyle() == "None" and len(line.get_xdata()) == 5]
     assert points, "every run is drawn beside the means"
+
+
+def test_a_log_file_on_a_full_disk_says_so_once_without_a_traceback(capsys):
+    # /dev/full: every write fails with ENOSPC, as on a full disk
+    from bsbench.job.console import LogFile
+
+    handler = LogFile("/dev/full")
+    logger = logging.getLogger("bsbench.test.full")
+    logger.addHandler(handler)
+    try:
+        for k in range(3):
+            logger.warning("line %d", k)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert err == "bsbench: warning: could not write /dev/full (No space left on device); nothing more goes into " \
+                  "that log.\n"
+    # every log file of bsbench's is one: a job's (Hydra's config), a rank's, the sweep's
+    handlers = composed("hydra/job_logging=bsbench").hydra.job_logging.handlers
+    assert handlers.file["class"] == "bsbench.job.console.LogFile"

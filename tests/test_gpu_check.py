@@ -7,9 +7,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
+
+from conftest import ZYGOTE
 
 CI = Path(__file__).resolve().parents[1] / ".ci"
 SMOKE_SWEEP_JOBS = 16 * 6  # batch_size=range(24,40) repeats=6
@@ -20,7 +21,9 @@ TINY_TUNE = ["batch_size=16", "tune.max_batch_size=16", "tune.grid_points=2", "t
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict:
-    return {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
+    """The script's environment; its `$PYTHON -m bsbench ...` commands forked from the session's preloaded
+    interpreter (tests/helpers/zygote_client.py: about 5 s less per command, the script itself unchanged)."""
+    return {**os.environ, **ZYGOTE.python(), "OUT": str(tmp_path / "out"), "TMPDIR": str(tmp_path),
             "PYTHONWARNINGS": "ignore", **extra}
 
 

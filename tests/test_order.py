@@ -27,20 +27,22 @@ def test_shuffled_rounds_are_seeded_and_each_holds_every_configuration():
     assert rounds[0][:5] != rounds[1][:5]  # each round in its own order
 
 
-def test_a_sweep_composes_each_configuration_once_whatever_its_repeats():
-    from bsbench.job.sweep import _composed, _composer
+def test_a_sweep_composes_and_types_once_whatever_its_batch_sizes_and_repeats(monkeypatch):
+    import bsbench.job.sweep as sweep
+    from bsbench.core.config import typed
     from conftest import composed
 
-    calls = []
+    calls, typings = [], []
 
     def load(overrides):
         calls.append(overrides)
         return composed("experiment=smoke", *overrides)
 
-    jobs = sweep_order([["batch_size=8"], ["batch_size=9"]], 4, "interleaved", 0)
-    configs, settings = _composed(jobs, _composer(load))
-    # Hydra's composition costs about 0.25 s: once for the group choices both batch sizes share
-    # (bsbench.job.sweep._composer), each configuration typed once, whatever its repeats
-    assert calls == [[]] and len(settings) == 2
-    assert [(c.batch_size, c.repeat) for c in configs] == [(b, r) for r in range(4) for b in (8, 9)]
-    assert configs[0].repeat == 0 and configs[2].repeat == 1  # copies: setting one repeat changes no other
+    monkeypatch.setattr(sweep, "typed", lambda cfg: typings.append(1) or typed(cfg))
+    jobs = sweep_order([[f"batch_size={b}"] for b in range(8, 28)], 4, "interleaved", 0)
+    # Hydra's composition costs about 0.25 s and the typed merge 50 ms: once for the group choices every job
+    # shares (bsbench.job.sweep._composer), once for the first job (typed_jobs), whatever the batch sizes and
+    # repeats (a sweep of 500 batch sizes would otherwise wait half a minute before its first job)
+    seen = [(cfg.batch_size, cfg.repeat) for cfg in sweep.typed_jobs(jobs, sweep._composer(load))]
+    assert seen == [(b, r) for r in range(4) for b in range(8, 28)]
+    assert calls == [[]] and len(typings) == 1

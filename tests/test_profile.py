@@ -5,6 +5,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from bsbench.core.fields import setting
 from bsbench.report.differences import Profiles, differences
 from bsbench.training.profiling import STEP_PREFIX
@@ -96,3 +98,28 @@ def test_a_result_with_a_corrupt_profile_is_named_and_left_out(tmp_path):
     text, results = write_report([tmp_path])
     assert [Path(r["run_dir"]).name for r in results] == ["ok"]
     assert "not read:" in text and "profile_ops is not a list of operators" in text
+
+
+def test_a_trace_lost_to_a_full_disk_is_said_so_and_leaves_no_file(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    import bsbench.training.profiling as profiling
+
+    class Profiler:  # Kineto on a full disk: its temporary file written in part, the rename failing
+        def export_chrome_trace(self, path):
+            Path(path + ".tmp").write_text('{"traceEvents": [')
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+
+    callback = profiling.ProfileCallback(tmp_path, 16, 0, 1, 1, 1)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 0))
+    with pytest.raises(OSError) as full:
+        callback._save(Profiler())
+    assert full.value.errno == errno.ENOSPC and full.value.filename.endswith("bs16_p0.pt.trace.json")
+    assert list(tmp_path.iterdir()) == [] and callback.traces == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 30, 0, 10 << 30))
+    with pytest.raises(FileNotFoundError):  # not a full disk: the error as it was
+        callback._save(Profiler())
+    assert list(tmp_path.iterdir()) == []

@@ -133,7 +133,9 @@ def test_a_failed_write_stops_the_sweep_and_loses_nothing_finished(cli):
     assert len(errors) == 1 and "results.json (No space left on device); the sweep stops here" in errors[0], proc.stderr
     lost = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert len(lost) == 1 and lost[0]["batch_size"] == 31 and lost[0]["train_samples_per_s"] > 0  # its only copy
+    assert "the result that could not be written" not in proc.stdout  # once on the terminal; the log has it too
     sweep = cli.sweep_dir()
+    assert "the result that could not be written: {" in next(sweep.glob("bs31_*/bsbench.log")).read_text()
     assert sorted(r["batch_size"] for r in read_results(sweep)) == [30]  # 32 never ran
     assert "1 run (1 ok)" in (sweep / "summary.md").read_text()  # the report of what is on disk
     assert not [p for p in sweep.rglob("*") if p.is_file() and p.stat().st_size == 0 and p.name != ".bsbench.lock"]

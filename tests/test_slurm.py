@@ -1,5 +1,6 @@
 """hydra/launcher=slurm on a real SLURM cluster: two nodes on this machine (tests/slurm/start; CI starts
-it before the tests), every job a 2-node DDP run on the CPU (gloo), through the public command line."""
+it before the tests), through the public command line: 2-node DDP runs on the CPU (gloo) where the nodes
+matter, one task per job where a test is about how a sweep's jobs stop and resume."""
 
 import os
 import signal
@@ -11,6 +12,9 @@ from conftest import HELPERS, wait_for
 # 2-node DDP jobs, one rank per node, on the CPU
 SLURM = ["-m", "hydra/launcher=slurm", "accelerator=cpu", "strategy=ddp", "devices=1", "trainer.num_nodes=2",
          "experiment=smoke"]
+# one task per job, for the tests of how a sweep's jobs stop and resume (the 2-node path's stops are
+# test_a_cancelled_job_says_so_and_resume_finishes_the_sweep's): a fresh interpreter less per job
+ONE_NODE = [o for o in SLURM if not o.startswith("trainer.num_nodes=")]
 
 
 def _waiting(tmp_path: Path, batch_size: int) -> tuple[list[str], Path]:
@@ -35,8 +39,7 @@ def _slurm_state(job: str) -> str:
 def test_a_sweep_of_two_node_ddp_jobs_runs_and_a_rank_failing_on_one_node_fails_only_its_job(slurm_cli):
     # the node count swept too: each job is allocated its own (one SLURM array per allocation); rank 1, on
     # the second node, fails in the 2-node job of batch size 31 (the 1-node jobs have no rank 1)
-    command = [o for o in SLURM if not o.startswith("trainer.num_nodes=")]
-    proc = slurm_cli(*command, "trainer.num_nodes=2,1", "batch_size=30,31", "+callbacks.fault._target_=faults.FailOnRank",
+    proc = slurm_cli(*ONE_NODE, "trainer.num_nodes=2,1", "batch_size=30,31", "+callbacks.fault._target_=faults.FailOnRank",
                      "+callbacks.fault.rank=1", "+callbacks.fault.batch_size=31", timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]  # a failed run, told after every job ended
     runs = {(r["batch_size"], r["config"]["trainer"]["num_nodes"]): r for r in slurm_cli.results()}
@@ -87,10 +90,12 @@ def test_a_cancelled_job_says_so_and_resume_finishes_the_sweep(slurm_cli, tmp_pa
 
 
 def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(slurm_cli, tmp_path):
-    # SLURM warns (SIGUSR2) signal_delay_s before the limit, give or take its scheduling tick (about 30 s here)
+    # SLURM warns (SIGUSR2) at its first scheduling tick (every 30 s) less than signal_delay_s + 30 s before
+    # the limit: 25 to 55 s after the start here (the job waits in its first step by then); the limit itself
+    # is a tick later
     waiting, go = _waiting(tmp_path, 31)
-    proc = slurm_cli(*SLURM, "batch_size=31", *waiting, "hydra.launcher.timeout_min=2",
-                     "hydra.launcher.signal_delay_s=60", timeout=400)
+    proc = slurm_cli(*ONE_NODE, "batch_size=31", *waiting, "hydra.launcher.timeout_min=1",
+                     "hydra.launcher.signal_delay_s=5", timeout=400)
     assert proc.returncode == 1, proc.stderr[-3000:]
     (stopped,) = slurm_cli.results()
     assert stopped["status"] == "interrupted" and "time limit" in stopped["error"]
@@ -99,7 +104,7 @@ def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(slurm_cli, t
 
 def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
     waiting, go = _waiting(tmp_path, 31)
-    sweep, job = _started_waiting(slurm_cli, [*SLURM, "batch_size=30,31", *waiting], go)
+    sweep, job = _started_waiting(slurm_cli, [*ONE_NODE, "batch_size=30,31", *waiting], go)
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 130, err[-3000:]
@@ -114,7 +119,7 @@ def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
 
 def test_a_sweep_whose_jobs_still_run_is_not_resumed_a_second_time(slurm_cli, tmp_path):
     waiting, go = _waiting(tmp_path, 31)
-    command = [*SLURM, "batch_size=31", *waiting]
+    command = [*ONE_NODE, "batch_size=31", *waiting]
     sweep, job = _started_waiting(slurm_cli, command, go)
     os.killpg(sweep.pid, signal.SIGKILL)  # the submitting process dies (a closed session); its job runs on
     sweep.wait(timeout=60)

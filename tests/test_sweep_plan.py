@@ -52,3 +52,23 @@ def test_a_value_of_the_wrong_type_is_refused_as_before(tmp_path):
     compose = _composer(lambda overrides: composed(*SMOKE, *overrides))
     with pytest.raises(UserError, match=r"^compile=maybe is not true or false"):
         typed(compose(["compile=maybe"]))
+
+
+def test_jobs_that_differ_in_values_are_typed_from_the_first_as_the_typed_merge_types_them():
+    from bsbench.job.sweep import typed_jobs
+
+    compose = _composer(lambda overrides: composed(*SMOKE, *overrides))
+    jobs = [*JOBS, ["batch_size=31", "repeat=5"], ["batch_size='40'", "repeat=0"], ["batch_size=32", "repeat=1"],
+            ["mode=throughput", "trainer.max_steps=8", "timing.warmup_steps=1", "batch_size=18"],
+            ["logger=csv", "model.lr=0.5", "data.image_size=32", "trainer.max_epochs=${epochs}", "epochs=3"],
+            ["hydra/launcher=submitit_local", "batch_size=35", "compile=no"]]
+    for job, cfg in zip(jobs, typed_jobs(jobs, compose)):
+        expected = typed(composed(*SMOKE, *job))
+        assert OmegaConf.to_container(cfg) == OmegaConf.to_container(expected), job
+        assert job_id(cfg) == job_id(expected), job
+    # and a value the schema refuses is refused as the typed merge refuses it
+    from bsbench.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"^compile=maybe is not true or false"):
+        list(typed_jobs([["compile=no"], ["compile=maybe"]], compose))
+

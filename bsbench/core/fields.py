@@ -138,6 +138,12 @@ RESULT_FIELDS = (
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
+    Fields(("load_avg_1m", "machine_cpu_load", "other_cpu_load", "gpu_other_processes", "busy", "busy_reason"),
+           "the noise sentinel (see [the method](method.md#a-busy-machine-the-noise-sentinel)): the machine's 1-minute "
+           "load average when the job ended; the CPU cores' worth of time the whole machine, and other processes than "
+           "the job's own, spent while it ran (Linux only); the most other processes seen on its GPU (NVML); `busy`: "
+           "whether the machine had no core to spare while others held some, or others shared its GPU, `busy_reason` "
+           "says which; null where it could not be measured"),
     Fields(("nonfinite_values",), "fields whose value was not a finite number (NaN or an infinity, which JSON "
            "cannot hold), written null: each field's path with the value it had, as text"),
     Fields(("started_at", "finished_at"), "local time, ISO 8601, to the millisecond"),
@@ -197,7 +203,9 @@ FIELD_KINDS = {
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
     "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",
     "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "int",
-    "nonfinite_values": "object", "started_at": "str", "finished_at": "str", "device_type": "str",
+    "load_avg_1m": "number", "machine_cpu_load": "number", "other_cpu_load": "number",
+    "gpu_other_processes": "int", "busy": "bool",
+    "busy_reason": "str", "nonfinite_values": "object", "started_at": "str", "finished_at": "str", "device_type": "str",
     "device_name": "str", "sm_count": "int", "device_memory_gib": "number", "torch_version": "str",
     "lightning_version": "str", "cuda_version": "str", "cudnn_version": "int", "python_version": "str",
     "host": "str", "cpu_count": "int", "torch_num_threads": "int", "torch_num_interop_threads": "int",

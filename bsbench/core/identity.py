@@ -18,9 +18,13 @@ def identity(cfg: DictConfig) -> dict:
     """The job's flattened, resolved config, less sweep control and what comes from its directory."""
     unresolved = flatten(OmegaConf.to_container(cfg, resolve=False))
     from_directory = [key for key, value in unresolved.items() if isinstance(value, str) and "${hydra:" in value]
-    plain = cfg.copy()
-    for key in from_directory:
-        OmegaConf.update(plain, key, None, merge=False)
+    try:  # inside Hydra, where those resolve (they are left out below): no copy (a sweep plans 500 jobs)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:
+        plain = cfg.copy()
+        for key in from_directory:
+            OmegaConf.update(plain, key, None, merge=False)
+        resolved = OmegaConf.to_container(plain, resolve=True)
     mode = mode_of(cfg.get("mode"))
     unused = mode.unused(cfg)  # mode=compare of compare.batch_sizes: its batch_size is not what it runs
     # a mode's own section is part of that mode's jobs only (a throughput job is the same job whatever
@@ -30,8 +34,7 @@ def identity(cfg: DictConfig) -> dict:
         unused += ("compare.settings",)
     if cfg.data.get("shape", None) is None:  # and from before data.shape existed
         unused += ("data.shape",)
-    return without(flatten(OmegaConf.to_container(plain, resolve=True)),
-                   (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
+    return without(flatten(resolved), (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
 
 
 def job_id(cfg: DictConfig) -> str:

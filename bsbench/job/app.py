@@ -104,6 +104,9 @@ def check_setting_names(args: list[str]) -> None:
 
 
 def main() -> None:
+    from bsbench.job.noise import claim_family
+
+    claim_family()  # what this command starts (jobs, ranks, SLURM tasks) is not "other processes" to it
     try:
         check_group_choices(sys.argv[1:])
         check_setting_names(sys.argv[1:])

@@ -99,9 +99,35 @@ def route_library_output() -> None:
         logger.propagate = True
 
 
+class LogFile(logging.FileHandler):
+    """A log file that, once it cannot be written (a full disk, a read-only one), says so in one line
+    naming it and stops writing, where Python's handler prints a traceback for every record after."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        error = sys.exc_info()[1]
+        stream, self.stream = self.stream, None
+        try:  # what is still buffered cannot be written either
+            if stream is not None:
+                stream.close()
+        except OSError:
+            pass
+        why = getattr(error, "strerror", None) or error
+        print(f"bsbench: warning: could not write {self.baseFilename} ({why}); nothing more goes into that log.",
+              file=sys.stderr, flush=True)
+
+
 def configure_rank(log_file: str, verbose: bool, rank: str) -> None:
     """A DDP rank's logging: everything into the job's log file, the console as a job's."""
-    file = logging.FileHandler(log_file)
+    file = LogFile(log_file)
     file.setFormatter(logging.Formatter(f"[%(asctime)s][rank {rank}][%(name)s][%(levelname)s] - %(message)s"))
     console = logging.StreamHandler()
     console.addFilter(ConsoleFilter(verbose))
@@ -136,7 +162,7 @@ def follow_sweep(directory: Path, total: int) -> None:
     for name in ("hydra", "bsbench"):
         if _sweep_log is not None:
             logging.getLogger(name).removeHandler(_sweep_log)
-    _sweep_log = logging.FileHandler(Path(directory) / "sweep.log")
+    _sweep_log = LogFile(Path(directory) / "sweep.log")
     _sweep_log.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     for name in ("hydra", "bsbench"):
         logging.getLogger(name).addHandler(_sweep_log)

@@ -18,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bsbench.core import interrupt
+from bsbench.job import noise
 from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
@@ -51,6 +52,7 @@ def run_job(cfg: DictConfig) -> None:
               "slurm_job_id": slurm_job_id()}
     ranked = cluster_rank()  # SLURM started this job's ranks: each rank runs this function
     interrupt.install()  # from here on, a stop is recorded
+    watch = noise.Watch().start()  # how busy the machine is, apart from this job, while it runs
     try:
         interrupt.check()
         # counted before the run, so that recording an interrupted or failed run needs no second of counting
@@ -95,15 +97,18 @@ def run_job(cfg: DictConfig) -> None:
         if rank_failed:
             sys.exit(1)
         return
-    whole = {**result, **record}
-    for one in results_of(whole):  # mode=compare: one per arm
-        # failed, out of memory, compared: every result has the FLOP fields; a failed write prints the
-        # whole job's result, so no compared batch size is lost
-        _record(one if "train_flops_per_sample" in one else with_utilization(cfg, one), sweep_dir, whole)
+    whole = {**result, **record, **watch.stop()}
+    # mode=compare: one per arm; failed, out of memory, compared: every result has the FLOP fields
+    written = [{**one, **noise.judge(one)} for one in results_of(whole)]
+    written = [one if "train_flops_per_sample" in one else with_utilization(cfg, one) for one in written]
+    for one in written:  # a failed write prints every result of the job, so no compared batch size is lost
+        _record(one, sweep_dir, written)
     progress = sweep_progress(position) if multirun else None
     mode = mode_of(cfg.mode)
     line = mode.line(whole, progress)
     log.info("%s", line if multirun else f"{line}; result in {run_dir}")
+    for one in written:
+        noise.warn_once(one, line.split(": ", 1)[0] if multirun else "this run")
     if mode.reports_single_run and not multirun and result["status"] == Status.OK:
         from bsbench.report.write import write_report  # a compare run is a sweep's worth: its report
 
@@ -112,28 +117,29 @@ def run_job(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
-def _record(result: dict, sweep_dir: str | None, whole: dict | None = None) -> None:
+def _record(result: dict, sweep_dir: str | None, every: list[dict] | None = None) -> None:
     path = Path(result["run_dir"]) / RESULT_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # a compared batch size's own folder
         write_json_atomic(path, result)
     except OSError as exc:
-        stop_on_write_error(exc, whole or result, sweep_dir)
+        stop_on_write_error(exc, every or [result], sweep_dir)
     log.info("result: %s", path, extra={LOG_ONLY: True})
 
 
-def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None) -> None:
-    """A write failed (a full disk, a read-only one): the finished result, which now exists nowhere
-    else, goes to the terminal and the log as JSON; the sweep stops with one line naming the path
+def stop_on_write_error(exc: OSError, results: list[dict], sweep_dir: str | None) -> None:
+    """A write failed (a full disk, a read-only one): the job's finished results, which now exist
+    nowhere else, go to the terminal and the log as JSON (one object, or a list of a compare job's
+    arms, each as its results.json would have been); the sweep stops with one line naming the path
     and the error; the report of what is on disk is written where it can be; no zero-byte file stays."""
     from bsbench.job.sweep import remove_empty_files
 
-    where = exc.filename or (result or {}).get("run_dir") or sweep_dir
-    if result is not None:
-        text = to_json(result)
+    where = exc.filename or (results[0]["run_dir"] if results else sweep_dir)
+    if results:
+        text = to_json(results[0] if len(results) == 1 else results)
         print(text, file=sys.stderr, flush=True)
-        log.error("the result that could not be written: %s", text)
-    for directory in filter(None, [(result or {}).get("run_dir"), sweep_dir]):
+        log.error("the result that could not be written: %s", text, extra={LOG_ONLY: True})  # stderr has it
+    for directory in filter(None, [*(r.get("run_dir") for r in results), sweep_dir]):
         remove_empty_files(Path(directory))
     reported = ""
     if sweep_dir:
@@ -144,7 +150,8 @@ def stop_on_write_error(exc: OSError, result: dict | None, sweep_dir: str | None
             reported = f" the report of the runs on disk is in {sweep_dir};"
         except (OSError, ReportNotWritten):
             reported = " the report could not be written either;"
-    kept = " the result above is its only copy;" if result is not None else ""
+    kept = (" the result above is its only copy;" if len(results) == 1 else
+            " the results above are their only copy;" if results else "")
     resume = f" free space and resume with resume={sweep_dir}." if sweep_dir else " free space and run it again."
     stops = "the sweep stops here" if sweep_dir else "the run stops"
     print(f"bsbench: error: could not write {where} ({exc.strerror or exc}); {stops};{kept}{reported}"

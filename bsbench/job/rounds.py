@@ -63,6 +63,7 @@ class Arm:
     energy_reason: str | None = None
     round_joules_per_sample: list[float] = field(default_factory=list)
     telemetry: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in FIELDS})
+    gpu_others: list[int] = field(default_factory=list)  # other processes on the card, per telemetry sample
 
     @property
     def batch_size(self) -> int:
@@ -97,6 +98,7 @@ class Arm:
         if built.telemetry.sampler is not None:
             for name, values in built.telemetry.sampler.samples.items():
                 self.telemetry[name] += values
+            self.gpu_others += built.telemetry.sampler.others
 
     def out_of_memory(self, exc: BaseException) -> None:
         """This arm does not fit: it leaves the rounds, its memory given back; the others go on."""
@@ -272,7 +274,7 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
                         (None if ran else "no round ran")),
         "round_joules_per_sample": arm.round_joules_per_sample if arm.energy_mj is not None else [],
         **step_time_metrics(arm.step_times_s),
-        **summarize(arm.telemetry),
+        **summarize(arm.telemetry, arm.gpu_others),
     }
 
 

@@ -136,6 +136,7 @@ def configurations(results: list[dict]) -> list[dict]:
                 values = [v for rounds in row["round_values"].values() for v in rounds]  # the interval over rounds
             stats = describe([v for v in values if v is not None], log=True)
             row.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
+        row["busy_runs"] = sum(r.get("busy") is True for r in runs)  # measured on a busy machine (the noise sentinel)
         accs = [r["test_acc"] for r in runs if r.get("test_acc") is not None]
         row["test_acc_mean"] = sum(accs) / len(accs) if accs else None
         row["samples_per_s_values"] = [v for r in runs if (v := value(r, "samples_per_s"))]
@@ -201,7 +202,8 @@ def _flops(row: dict) -> str:
 
 def _runs(row: dict) -> str:
     rounds = sum(len(v) for v in (row.get("round_values") or {}).values())
-    return f"{row['runs']} ({rounds} rounds)" if rounds else str(row["runs"])
+    notes = [f"{rounds} rounds"] * bool(rounds) + [f"{row['busy_runs']} busy"] * bool(row.get("busy_runs"))
+    return f"{row['runs']} ({', '.join(notes)})" if notes else str(row["runs"])
 
 
 def _joules(row: dict) -> str:
@@ -271,6 +273,12 @@ def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) ->
         if r.get("nonfinite_loss_steps"):
             notes.append(f"batch size {r['batch_size']} ({r['run_dir']}): the training loss was NaN or infinite in "
                          f"{r['nonfinite_loss_steps']} steps; its timings stand, its accuracy does not.")
+    busy = [r for r in results if r.get("busy") is True and r.get("report_row") is not False]
+    if busy:
+        where = ", ".join(f"batch size {r['batch_size']} ({Path(str(r.get('run_dir'))).name})" for r in busy[:8])
+        notes.append(f"Measured on a busy machine ({len(busy)} of {plural(len(results), 'run')}; `busy` in runs.csv, "
+                     f"marked in the runs column and the verdict): {where}{', ...' if len(busy) > 8 else ''}; "
+                     f"{busy[0]['busy_reason']}. Their figures are slower and noisier than a quiet machine gives.")
     for path, why in unreadable:
         notes.append(f"not read: {path} ({why})")
     return "".join(f"- {n}\n" for n in notes)

@@ -73,7 +73,8 @@ def comparisons(rows: list[dict]) -> list[dict]:
             row = by_size[b]
             c = compare_rows(row, by_size[n])
             found.append({"setting": row["setting"], "model": row.get("model"), "measures": row.get("measures"),
-                          "batch_size": b, "kind": kind(b), "against": n, **c, "reading": reading(c)})
+                          "batch_size": b, "kind": kind(b), "against": n, **c, "reading": reading(c),
+                          "busy": bool(row.get("busy_runs") or by_size[n].get("busy_runs"))})
     return found
 
 
@@ -104,7 +105,8 @@ def setting_comparisons(results: list[dict]) -> list[dict]:
             if _rates(arms[i].get("round_joules_per_sample")) and _rates(arms[base].get("round_joules_per_sample")):
                 energy = paired(arms[base]["round_joules_per_sample"], arms[i]["round_joules_per_sample"])
             found.append({"setting": names[i], "against": names[base], "model": arms[i].get("model"),
-                          "runs": f"{c['pairs']} rounds, paired", **c, "reading": reading(c), "energy": energy})
+                          "runs": f"{c['pairs']} rounds, paired", **c, "reading": reading(c), "energy": energy,
+                          "busy": arms[i].get("busy") is True or arms[base].get("busy") is True})
     return found
 
 
@@ -128,8 +130,27 @@ def settings_markdown(found: list[dict]) -> list[str]:
     for c in found:
         interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
         lines.append(f"| {c['setting']} | {c['against']} | {c['runs']} | {_pct(c['ratio'])} | {interval} | "
-                     f"{c['reading']} |")
-    return lines + [""]
+                     f"{_marked(c)} |")
+    return lines + ["", *_busy_note(found)]
+
+
+BUSY = "busy machine"
+
+
+def _marked(c: dict) -> str:
+    """A comparison's reading, marked where a run it compares was measured on a busy machine."""
+    return f"{c['reading']} ({BUSY})" if c.get("busy") else c["reading"]
+
+
+def _busy_note(found: list[dict]) -> list[str]:
+    busy = sum(bool(c.get("busy")) for c in found)
+    if not busy:
+        return []
+    which = ("This comparison uses" if len(found) == 1 else f"All {len(found)} comparisons use" if busy == len(found)
+             else f"{busy} of these {len(found)} comparisons {'uses' if busy == 1 else 'use'}")
+    return [f"*{BUSY}*: {which} runs measured while other processes took the machine's CPU cores or its GPU "
+            "(summary.md names them); measure again on a quiet machine before trusting "
+            f"{'it' if busy == 1 else 'them'}.", ""]
 
 
 def _in_words(c: dict) -> str:
@@ -219,5 +240,5 @@ def _table(found: list[dict]) -> list[str]:
     for c in found:
         interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
         lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs']} | "
-                     f"{_pct(c['ratio'])} | {interval} | {c['reading']} |" + (f" {c['setting']} |" if named else ""))
-    return lines + ["", _counts(found), ""]
+                     f"{_pct(c['ratio'])} | {interval} | {_marked(c)} |" + (f" {c['setting']} |" if named else ""))
+    return lines + ["", _counts(found), "", *_busy_note(found)]

@@ -14,10 +14,12 @@ TensorBoard's profiler open it). Every figure in the result is read back from th
 Each operator's time is given per sample (per image of the batch), per profile, with its share of
 the step (the traced steps' wall-clock, `ProfilerStep#*`)."""
 
+import errno
 import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections import defaultdict
@@ -28,6 +30,8 @@ import lightning as L
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from bsbench.training.parts import samples_in
+
+FULL_BELOW = 1 << 20  # free bytes under which a trace that could not be written was lost to a full disk
 
 # what the profiler's native library says: the job's log only (an INFO record of another library's
 # logger never reaches the terminal, bsbench.job.console)
@@ -113,7 +117,15 @@ class ProfileCallback(L.Callback):
 
     def _save(self, profiler: profile) -> None:
         path = self.directory / f"bs{self.batch_size}_p{len(self.traces)}.pt.trace.json"
-        profiler.export_chrome_trace(str(path))
+        try:
+            profiler.export_chrome_trace(str(path))
+        except Exception as exc:
+            # Kineto writes <path>.tmp and renames it; on a full disk the rename fails, as a FileNotFoundError
+            for leftover in (path, path.with_name(path.name + ".tmp")):
+                leftover.unlink(missing_ok=True)
+            if shutil.disk_usage(self.directory).free < FULL_BELOW:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+            raise
         self.traces.append(path)
 
     def metrics(self, run_dir: Path, top: int) -> dict:

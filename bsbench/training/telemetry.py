@@ -1,8 +1,10 @@
 """GPU telemetry during training, through NVML (nvidia-ml-py, optional: pip install "bsbench[nvml]"):
 temperature, SM clock and power, sampled in a background thread, so a report can show whether a card
-throttled during a sweep. Without NVML or a CUDA device the fields are null and the run goes on."""
+throttled during a sweep, and the other processes on the card (the noise sentinel, bsbench.job.noise).
+Without NVML or a CUDA device the fields are null and the run goes on."""
 
 import logging
+import os
 import threading
 
 import lightning as L
@@ -27,6 +29,7 @@ class NvmlSampler:
     def __init__(self, nvml, handle, interval_s: float):
         self.nvml, self.handle, self.interval_s = nvml, handle, interval_s
         self.samples: dict[str, list[float]] = {name: [] for name in FIELDS}
+        self.others: list[int] = []  # other processes on the card, per sample
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="bsbench-nvml", daemon=True)
 
@@ -35,6 +38,10 @@ class NvmlSampler:
         self.samples["gpu_temp_c"].append(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
         self.samples["sm_clock_mhz"].append(nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM))
         self.samples["power_w"].append(nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)  # milliwatts
+        try:
+            self.others.append(other_processes(nvml, handle))
+        except Exception:  # a driver that does not list processes: the count stays unknown
+            pass
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -53,6 +60,16 @@ class NvmlSampler:
         self._thread.join(timeout=5 * self.interval_s + 1)
 
 
+def other_processes(nvml, handle) -> int:
+    """Processes other than this one with a context on the card. In a container, NVML names processes
+    by the host's pids, so none is this one's: then one of them is taken to be this process."""
+    pids = {p.pid for get in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses)
+            for p in get(handle)}
+    if os.getpid() in pids:
+        return len(pids) - 1
+    return max(0, len(pids) - 1)
+
+
 def _handle(nvml, device):
     """NVML numbers GPUs apart from CUDA (CUDA_VISIBLE_DEVICES renumbers them): match by UUID."""
     import torch
@@ -66,9 +83,10 @@ def _handle(nvml, device):
     return nvml.nvmlDeviceGetHandleByIndex(device.index or 0)
 
 
-def summarize(samples: dict[str, list[float]] | None) -> dict:
-    """min, mean and max of every field; null where nothing was sampled."""
-    out = {}
+def summarize(samples: dict[str, list[float]] | None, others: list[int] | None = None) -> dict:
+    """min, mean and max of every field; null where nothing was sampled. `others`: the other processes on
+    the card at each sample, of which the most is kept."""
+    out = {"gpu_other_processes": max(others) if others else None}
     for name in FIELDS:
         values = (samples or {}).get(name) or []
         out[f"{name}_min"] = min(values) if values else None
@@ -107,4 +125,4 @@ class TelemetryCallback(L.Callback):
         self.on_fit_end(trainer, pl_module)
 
     def metrics(self) -> dict:
-        return summarize(self.sampler.samples if self.sampler else None)
+        return summarize(*((self.sampler.samples, self.sampler.others) if self.sampler else (None,)))
