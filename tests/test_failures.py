@@ -200,3 +200,24 @@ def test_a_stop_between_two_jobs_reports_what_finished_and_how_to_resume(tmp_pat
     assert "| 31 |" in out and "| 32 |" in out  # the summary of what finished
     assert f"interrupted between jobs; finished results are kept in {tmp_path}; resume with resume={tmp_path}" in err
     assert (tmp_path / "summary.md").is_file()
+
+
+def test_a_stop_before_a_job_starts_leaves_no_folder_without_its_result(tmp_path, monkeypatch):
+    # Ctrl-C after Hydra made the next job's folder, before the job began: that folder goes; what this
+    # launch did not make (an earlier, killed launch's job) and what finished stay
+    import time
+
+    import bsbench
+    from bsbench.job.hooks import stopped_outside_a_job
+
+    monkeypatch.setattr(bsbench, "STARTED_AT", time.time() - 60)
+    earlier, finished, unstarted = (tmp_path / name for name in ("bs30_r0_a", "bs31_r0_b", "bs32_r0_c"))
+    for folder in (earlier, finished, unstarted):
+        (folder / ".hydra").mkdir(parents=True)
+    os.utime(earlier, (time.time() - 3600, time.time() - 3600))
+    (finished / "results.json").write_text("{}")
+    monkeypatch.setattr("bsbench.report.write.write_report", lambda directories: ("the report", []))
+    with pytest.raises(SystemExit) as stop:
+        stopped_outside_a_job(str(tmp_path))
+    assert stop.value.code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bs30_r0_a", "bs31_r0_b"]

@@ -129,3 +129,21 @@ def test_the_report_marks_only_what_was_busy():
     assert "busy machine" not in against_31 and against_33.endswith("(busy machine) |")
     assert "*busy machine*: 1 of these 2 comparisons uses runs" in verdict
     assert "Measured on a busy machine (1 of 9 runs;" in status_notes(results)
+
+
+def test_other_processes_on_the_gpu_are_counted_from_nvml(monkeypatch):
+    from types import SimpleNamespace
+
+    from bsbench.training.telemetry import other_processes, summarize
+
+    def nvml(compute, graphics=()):
+        listed = lambda pids: lambda handle: [SimpleNamespace(pid=pid) for pid in pids]  # noqa: E731
+        return SimpleNamespace(nvmlDeviceGetComputeRunningProcesses=listed(compute),
+                               nvmlDeviceGetGraphicsRunningProcesses=listed(graphics))
+
+    me = os.getpid()
+    assert other_processes(nvml([me]), None) == 0  # this process alone
+    assert other_processes(nvml([me, 4242], [4243]), None) == 2
+    assert other_processes(nvml([90001, 90002]), None) == 1  # a container: host pids, one of them this process
+    assert summarize(None)["gpu_other_processes"] is None  # no NVML: not known
+    assert summarize({}, [0, 2, 1])["gpu_other_processes"] == 2  # the most seen while it trained

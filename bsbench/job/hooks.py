@@ -104,6 +104,8 @@ def stopped_outside_a_job(sweep_dir: str | None) -> None:
     never a traceback."""
     _ignore_stops()
     directory = Path(sweep_dir) if sweep_dir else None
+    if directory is not None and directory.is_dir():
+        _remove_unstarted_jobs(directory)
     if directory is None or not directory.is_dir() or not any(directory.rglob("results.json")):
         print("\nbsbench: interrupted before any job finished; nothing to keep.", file=sys.stderr, flush=True)
         sys.exit(130)
@@ -117,3 +119,19 @@ def stopped_outside_a_job(sweep_dir: str | None) -> None:
     print(f"\nbsbench: interrupted between jobs; finished results are kept in {directory}; resume with "
           f"resume={directory}", file=sys.stderr, flush=True)
     sys.exit(130)
+
+
+def _remove_unstarted_jobs(directory: Path) -> None:
+    """The folders Hydra made in this process for a job that the stop came before (no result in it yet):
+    no job folder stays without its results.json. Not on SLURM, where a job's folder may be its running
+    job's, which records its own stop."""
+    import shutil
+
+    import bsbench
+
+    if (directory / ".submitit").exists():
+        return
+    for folder in directory.iterdir():
+        if folder.is_dir() and not folder.name.startswith(".") and folder.stat().st_mtime >= bsbench.STARTED_AT \
+                and not any(folder.rglob("results.json")):
+            shutil.rmtree(folder, ignore_errors=True)

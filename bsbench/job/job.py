@@ -18,12 +18,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bsbench.core import interrupt
-from bsbench.job import noise
 from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
 from bsbench.core.results import RESULT_FILE, results_of, to_json, unfinished, write_json_atomic
+from bsbench.job import noise
 from bsbench.job.console import LOG_ONLY, route_library_output, sweep_progress
 from bsbench.modes import mode_of
 

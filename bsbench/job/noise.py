@@ -17,6 +17,7 @@ tests declare a whole test session one family). Stdlib only."""
 
 import logging
 import os
+import threading
 import time
 
 log = logging.getLogger("bsbench")
@@ -45,8 +46,8 @@ def _machine_ticks() -> int | None:
     return user + nice + system + irq + softirq + steal
 
 
-def _processes() -> dict[int, tuple[int, int]]:
-    """Every process: pid -> (parent pid, its CPU time and that of its children it waited for, in ticks)."""
+def _processes() -> dict[int, tuple[int, int, int]]:
+    """Every process: pid -> (parent pid, start time, CPU time so far), times in clock ticks."""
     found = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -57,8 +58,8 @@ def _processes() -> dict[int, tuple[int, int]]:
         except OSError:  # ended meanwhile
             continue
         fields = stat[stat.rfind(")") + 2:].split()  # after the command name, which may hold spaces
-        try:  # state ppid ... utime(14) stime cutime cstime, numbered from 1 as proc(5) does
-            found[int(name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
+        try:  # from field 3 of proc(5): ppid is its 4th, utime and stime the 14th and 15th, starttime the 22nd
+            found[int(name)] = (int(fields[1]), int(fields[19]), int(fields[11]) + int(fields[12]))
         except (IndexError, ValueError):
             continue
     return found
@@ -72,41 +73,68 @@ def _carries(pid: int, token: bytes) -> bool:
         return False
 
 
-def _family_ticks(processes: dict[int, tuple[int, int]]) -> int:
-    """The CPU time of this process, its descendants and the processes of its family."""
-    me = os.getpid()
-    token = f"{FAMILY_ENV}={os.environ.get(FAMILY_ENV, '')}".encode()
-    children: dict[int, list[int]] = {}
-    for pid, (parent, _) in processes.items():
-        children.setdefault(parent, []).append(pid)
-    ours, todo = set(), [me]
-    todo += [pid for pid in processes if pid != me and os.environ.get(FAMILY_ENV) and _carries(pid, token)]
-    while todo:
-        pid = todo.pop()
-        if pid in ours or pid not in processes:
-            continue
-        ours.add(pid)
-        todo += children.get(pid, [])
-    return sum(processes[pid][1] for pid in ours)
-
-
 class Watch:
-    """The machine's load while a job runs: start() before it, stop() after it gives the fields."""
+    """The machine's load while a job runs: start() before it, stop() after it gives the fields. A thread
+    reads every process's CPU time each INTERVAL seconds and adds up what the job's own processes spent
+    between readings, so that a process that ends (a DDP rank, a SLURM task) takes at most one interval
+    of its time with it."""
+
+    INTERVAL = 0.5
 
     def __init__(self):
-        self._start = None
+        self._token = f"{FAMILY_ENV}={os.environ.get(FAMILY_ENV, '')}".encode() if os.environ.get(FAMILY_ENV) else None
+        self._carriers: dict[tuple[int, int], bool] = {}  # (pid, start time) -> whether it is of the family
+        self._last: dict[int, tuple[int, int, int]] = {}
+        self._ours = 0
+        self._begin = None  # (monotonic time, the machine's busy ticks)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bsbench-noise", daemon=True)
 
-    def _now(self):
-        machine = _machine_ticks()
-        if machine is None:
-            return None
-        try:
-            return time.monotonic(), machine, _family_ticks(_processes())
-        except OSError:
-            return None
+    def _family(self, processes: dict) -> set[int]:
+        """This process, its descendants, and the processes that carry its family's name, with theirs."""
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _, _) in processes.items():
+            children.setdefault(parent, []).append(pid)
+        todo = [os.getpid()]
+        if self._token is not None:
+            for pid, (_, started, _) in processes.items():
+                if (pid, started) not in self._carriers:
+                    self._carriers[pid, started] = _carries(pid, self._token)
+                if self._carriers[pid, started]:
+                    todo.append(pid)
+        ours = set()
+        while todo:
+            pid = todo.pop()
+            if pid not in ours and pid in processes:
+                ours.add(pid)
+                todo += children.get(pid, [])
+        return ours
+
+    def _read(self) -> None:
+        processes = _processes()
+        for pid in self._family(processes):
+            before = self._last.get(pid)
+            same = before is not None and before[1] == processes[pid][1]  # not a new process under an old pid
+            self._ours += processes[pid][2] - (before[2] if same else 0)
+        self._last = processes
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            try:
+                self._read()
+            except OSError:
+                return
 
     def start(self) -> "Watch":
-        self._start = self._now()
+        machine = _machine_ticks()
+        if machine is None:
+            return self
+        try:
+            self._last = _processes()
+        except OSError:
+            return self
+        self._begin = (time.monotonic(), machine)
+        self._thread.start()
         return self
 
     def stop(self) -> dict:
@@ -114,12 +142,18 @@ class Watch:
             load = round(os.getloadavg()[0], 2)
         except (AttributeError, OSError):  # not on this system
             load = None
-        end = self._now()
         machine = other = None
-        if self._start is not None and end is not None and end[0] > self._start[0]:
-            per_second = os.sysconf("SC_CLK_TCK") * (end[0] - self._start[0])
-            busy, ours = end[1] - self._start[1], end[2] - self._start[2]
-            machine, other = round(busy / per_second, 2), round(max(0.0, (busy - ours) / per_second), 2)
+        if self._begin is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            try:
+                self._read()
+                busy = _machine_ticks() - self._begin[1]
+                per_second = os.sysconf("SC_CLK_TCK") * max(1e-9, time.monotonic() - self._begin[0])
+                machine = round(busy / per_second, 2)
+                other = round(min(max(0.0, (busy - self._ours) / per_second), machine), 2)
+            except (OSError, TypeError):
+                pass
         return {"load_avg_1m": load, "machine_cpu_load": machine, "other_cpu_load": other}
 
 

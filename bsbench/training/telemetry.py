@@ -65,9 +65,7 @@ def other_processes(nvml, handle) -> int:
     by the host's pids, so none is this one's: then one of them is taken to be this process."""
     pids = {p.pid for get in (nvml.nvmlDeviceGetComputeRunningProcesses, nvml.nvmlDeviceGetGraphicsRunningProcesses)
             for p in get(handle)}
-    if os.getpid() in pids:
-        return len(pids) - 1
-    return max(0, len(pids) - 1)
+    return len(pids - {os.getpid()}) if os.getpid() in pids else max(0, len(pids) - 1)
 
 
 def _handle(nvml, device):
