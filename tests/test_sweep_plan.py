@@ -42,6 +42,8 @@ def test_each_job_is_what_hydra_composes_for_it_with_one_composition_per_group_c
         planned, hydras = typed(planned), typed(hydras)
         assert OmegaConf.to_container(planned) == OmegaConf.to_container(hydras), job
         assert job_id(planned) == job_id(hydras), job
+        # a job id reads the config as it is (logger=csv's directory from Hydra is nulled and put back)
+        assert OmegaConf.to_container(planned) == OmegaConf.to_container(hydras), job
     # the value overrides of a job never reach Hydra: the jobs above hold 7 distinct group choices
     assert len(calls) == 7 and all("batch_size=30" not in c and not any("sweep" in o for o in c) for c in calls)
 

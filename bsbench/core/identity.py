@@ -18,13 +18,7 @@ def identity(cfg: DictConfig) -> dict:
     """The job's flattened, resolved config, less sweep control and what comes from its directory."""
     unresolved = flatten(OmegaConf.to_container(cfg, resolve=False))
     from_directory = [key for key, value in unresolved.items() if isinstance(value, str) and "${hydra:" in value]
-    try:  # inside Hydra, where those resolve (they are left out below): no copy (a sweep plans 500 jobs)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:
-        plain = cfg.copy()
-        for key in from_directory:
-            OmegaConf.update(plain, key, None, merge=False)
-        resolved = OmegaConf.to_container(plain, resolve=True)
+    resolved = _resolved_without(cfg, from_directory)
     mode = mode_of(cfg.get("mode"))
     unused = mode.unused(cfg)  # mode=compare of compare.batch_sizes: its batch_size is not what it runs
     # a mode's own section is part of that mode's jobs only (a throughput job is the same job whatever
@@ -35,6 +29,22 @@ def identity(cfg: DictConfig) -> dict:
     if cfg.data.get("shape", None) is None:  # and from before data.shape existed
         unused += ("data.shape",)
     return without(flatten(resolved), (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
+
+
+def _resolved_without(cfg: DictConfig, keys: list[str]) -> dict:
+    """cfg resolved, with `keys` null (they cannot be resolved outside Hydra's job): set in place and put
+    back, as a copy of the config would cost more than the rest of a job id (a sweep plans 500 jobs)."""
+    saved = {}
+    try:
+        for key in keys:
+            parent_key, _, leaf = key.rpartition(".")
+            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+            saved[key] = parent._get_node(leaf)._value()
+            OmegaConf.update(cfg, key, None, merge=False)
+        return OmegaConf.to_container(cfg, resolve=True)
+    finally:
+        for key, value in saved.items():
+            OmegaConf.update(cfg, key, value, merge=False)
 
 
 def job_id(cfg: DictConfig) -> str:
