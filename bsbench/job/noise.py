@@ -7,9 +7,9 @@ its cores, the cores' worth of CPU time the whole machine and other processes sp
 (`machine_cpu_load`, `other_cpu_load`, from /proc on Linux: the machine's busy time, and that less
 this job's own processes'), and on a GPU the other processes on its device (bsbench.training.telemetry,
 through NVML). A run is `busy` when its machine had no core to spare and other processes held some of
-them, or when others shared its GPU; `busy_reason` says which. bsbench
-warns once per sweep when a run was busy or its step times scattered widely, and the summary and
-the verdict mark what was measured on a busy machine.
+them, or when others shared its GPU; `busy_reason` says which. bsbench warns once per sweep when a
+run was busy or its step times scattered widely, and the summary and the verdict mark what was
+measured on a busy machine.
 
 A job's own processes: itself and its descendants (DDP ranks, loader workers), and every process
 that carries this sweep's BSBENCH_FAMILY in its environment (a SLURM job's tasks on one node; the
