@@ -214,6 +214,14 @@ def typed(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+def node_of(cfg: DictConfig, key: str):
+    """(the container holding `key` (`a.b.c`), its last name, the node there or None): what setting a
+    value in place, and putting it back as it was (raw, interpolations kept), needs."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    return parent, leaf, parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+
+
 def _check_finite(values, key: str = "", skip: tuple[str, ...] = ()) -> None:
     """No setting holds NaN or an infinity (`cooldown_s=nan` would pass every range check: every
     comparison with NaN is false). A class of the user's gets its keys as given (`skip`)."""

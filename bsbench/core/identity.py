@@ -10,6 +10,7 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from bsbench.core.config import node_of
 from bsbench.core.fields import MODE_SECTIONS, SWEEP_CONTROL, flatten, without
 from bsbench.modes import mode_of
 
@@ -37,9 +38,7 @@ def _resolved_without(cfg: DictConfig, keys: list[str]) -> dict:
     saved = {}
     try:
         for key in keys:
-            parent_key, _, leaf = key.rpartition(".")
-            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-            saved[key] = parent._get_node(leaf)._value()
+            saved[key] = node_of(cfg, key)[2]._value()
             OmegaConf.update(cfg, key, None, merge=False)
         return OmegaConf.to_container(cfg, resolve=True)
     finally:

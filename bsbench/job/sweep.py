@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from omegaconf import DictConfig, open_dict, read_write
 
-from bsbench.core.config import typed
+from bsbench.core.config import node_of, typed
 from bsbench.core.errors import UserError
 from bsbench.core.identity import job_dir_name, job_id
 from bsbench.core import stopping
@@ -117,9 +117,7 @@ def _set_values(cfg: DictConfig, values: dict) -> dict | None:
     saved = {}
     try:
         for key, value in values.items():
-            parent_key, _, leaf = key.rpartition(".")
-            parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-            held = parent._get_node(leaf) if isinstance(parent, DictConfig) else None
+            parent, leaf, held = node_of(cfg, key)
             if not isinstance(held, ValueNode) or held._is_interpolation() or not _plain(value):
                 raise ValueError(key)
             saved[key] = held._value()
