@@ -79,7 +79,8 @@ class Zygote:
 
     def _start(self) -> None:
         env = {**CLI.env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-        self.socket = Path(tempfile.mkdtemp(prefix="bsbench-zygote-")) / "socket"
+        self.root = Path(tempfile.mkdtemp(prefix="bsbench-zygote-"))  # its socket and each command's output
+        self.socket = self.root / "socket"
         self.proc = subprocess.Popen([sys.executable, str(HELPERS / "zygote.py"), str(self.socket)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=tempfile.gettempdir())
         self.ended, self.pending = {}, b""
@@ -117,7 +118,7 @@ class Zygote:
 
     def start(self, args: list[str], cwd: Path, env: dict) -> "Forked":
         self._running()
-        folder = Path(tempfile.mkdtemp(prefix="bsbench-cli-"))
+        folder = Path(tempfile.mkdtemp(prefix="cli-", dir=self.root))
         out, err = folder / "stdout", folder / "stderr"
         request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
@@ -140,6 +141,8 @@ class Zygote:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
+        if self.proc is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 class Forked:

@@ -172,9 +172,24 @@ except KeyboardInterrupt as exc:
     assert proc.stdout.splitlines() == ["went on", "stopped: signal 15"], proc.stdout + proc.stderr
 
 
+def test_ctrl_c_that_the_shell_made_bsbench_ignore_stays_ignored():
+    # a script's background job (`python -m bsbench ... &`) starts with SIGINT ignored, so that Ctrl-C
+    # reaches the script's foreground alone: bsbench keeps it so for the whole sweep (it used to take
+    # Ctrl-C from its first job on, and not before), and SIGTERM still stops it
+    code = ("import signal; from bsbench.core import interrupt; interrupt.install(); "
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is interrupt._on_signal)")
+
+    def ignoring_ctrl_c():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    for start, expected in ((ignoring_ctrl_c, "True True"), (None, "False True")):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, preexec_fn=start)
+        assert proc.stdout.strip() == expected, proc.stdout + proc.stderr
+
+
 def test_a_stop_while_the_sweep_is_planned_ends_in_one_line_without_a_traceback(cli):
-    # 300 jobs: their planning (composing and checking each) takes far longer than the 2 s before the stop
-    proc = cli.start("-m", "batch_size=range(30,330)", *SMOKE, "mode=throughput")
+    # 3000 jobs: their planning (each typed and checked, a few ms) takes longer than the 2 s before the stop
+    proc = cli.start("-m", "batch_size=range(30,3030)", *SMOKE, "data.num_train_images=4000", "mode=throughput")
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.05)

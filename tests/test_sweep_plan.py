@@ -57,17 +57,29 @@ def test_a_value_of_the_wrong_type_is_refused_as_before(tmp_path):
 
 
 def test_jobs_that_differ_in_values_are_typed_from_the_first_as_the_typed_merge_types_them():
+    from bsbench.core.identity import JobIds
     from bsbench.job.sweep import typed_jobs
 
     compose = _composer(lambda overrides: composed(*SMOKE, *overrides))
+    compare = ["mode=compare", "data=synthetic", "compare.batch_sizes=[8,9]"]
     jobs = [*JOBS, ["batch_size=31", "repeat=5"], ["batch_size='40'", "repeat=0"], ["batch_size=32", "repeat=1"],
+            ["batch_size=${epochs}", "repeat=1"],
             ["mode=throughput", "trainer.max_steps=8", "timing.warmup_steps=1", "batch_size=18"],
             ["logger=csv", "model.lr=0.5", "data.image_size=32", "trainer.max_epochs=${epochs}", "epochs=3"],
+            ["data=synthetic", "epochs=3"], ["data=synthetic", "epochs=4"], [*compare, "batch_size=7"],
+            [*compare, "batch_size=6"],
             ["hydra/launcher=submitit_local", "batch_size=35", "compile=no"]]
-    for job, cfg in zip(jobs, typed_jobs(jobs, compose)):
+    # and each job's id as the plan gives it: from the first job of its kind where an interpolation does not
+    # read what changed (trainer.max_epochs is ${epochs}), and the batch size not part of a compare job
+    identify, ids, kinds = JobIds(), [], []
+    for job, (cfg, changed) in zip(jobs, typed_jobs(jobs, compose)):
         expected = typed(composed(*SMOKE, *job))
         assert OmegaConf.to_container(cfg) == OmegaConf.to_container(expected), job
-        assert job_id(cfg) == job_id(expected), job
+        assert identify(cfg, changed) == job_id(cfg) == job_id(expected), job
+        ids.append(job_id(expected))
+        kinds.append(changed)
+    assert ids[-2] == ids[-3] and ids[-4] != ids[-5] and ids[-7] != ids[-8]
+    assert kinds[-5:-1] == [(), ("epochs",), (), ("batch_size",)]
     # and a value the schema refuses is refused as the typed merge refuses it
     from bsbench.core.errors import UserError
 

@@ -277,7 +277,13 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 def without(flat: dict, keys) -> dict:
     """A flattened config less the given keys and everything under them, sorted by key."""
-    return {key: value for key, value in sorted(flat.items()) if not any(key == n or key.startswith(n + ".") for n in keys)}
+    keys = set(keys)
+
+    def kept(key: str) -> bool:
+        parts = key.split(".")
+        return not any(".".join(parts[:i]) in keys for i in range(1, len(parts) + 1))
+
+    return {key: value for key, value in sorted(flat.items()) if kept(key)}
 
 
 def setting_of(config: dict) -> dict:

@@ -7,6 +7,7 @@ cooldown_s=30` are the same jobs, `trainer.max_steps=100` is another."""
 
 import hashlib
 import json
+import re
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,9 +18,67 @@ from bsbench.modes import mode_of
 
 def identity(cfg: DictConfig) -> dict:
     """The job's flattened, resolved config, less sweep control and what comes from its directory."""
-    unresolved = flatten(OmegaConf.to_container(cfg, resolve=False))
-    from_directory = [key for key, value in unresolved.items() if isinstance(value, str) and "${hydra:" in value]
-    resolved = _resolved_without(cfg, from_directory)
+    return Template(cfg).identity(cfg, ())
+
+
+def job_id(cfg: DictConfig) -> str:
+    return _hashed(identity(cfg))
+
+
+class Template:
+    """A config's identity, kept to give the identities of configs that differ from it only in the
+    plain values of some keys (a sweep's 500 batch sizes, bsbench.job.sweep.typed_jobs) without
+    resolving each whole config again (two walks of the tree, most of a job id's cost)."""
+
+    def __init__(self, cfg: DictConfig):
+        unresolved = flatten(OmegaConf.to_container(cfg, resolve=False))
+        interpolations = [value for value in unresolved.values() if isinstance(value, str) and "${" in value]
+        self.from_directory = [key for key, value in unresolved.items()
+                               if isinstance(value, str) and "${hydra:" in value]
+        self.resolved = flatten(_resolved_without(cfg, self.from_directory))
+        # every name an interpolation mentions (its keys' parts, relative or not, and its resolvers')
+        self.read = {name for text in interpolations for name in re.findall(r"[A-Za-z_][\w-]*", text)}
+
+    def identity(self, cfg: DictConfig, changed) -> dict | None:
+        """The identity of `cfg`, this template's config with the keys `changed` (`a.b`) set to other
+        plain values; None where that cannot be told from the template (an interpolation may read a
+        changed key, or a value is one) and the config must be resolved whole."""
+        resolved = self.resolved
+        if changed:
+            values = {}
+            for key in changed:
+                node = node_of(cfg, key)[2]
+                if key not in resolved or node is None or node._is_interpolation() or \
+                        not self.read.isdisjoint(key.split(".")):
+                    return None
+                values[key] = node._value()
+            resolved = {**resolved, **values}
+        return without(resolved, (*SWEEP_CONTROL, "hydra", *self.from_directory, *_unused(cfg)))
+
+    def job_id(self, cfg: DictConfig, changed) -> str:
+        """job_id(cfg), from this template where it can be."""
+        found = self.identity(cfg, changed)
+        return job_id(cfg) if found is None else _hashed(found)
+
+
+class JobIds:
+    """The job ids of the configs bsbench.job.sweep.typed_jobs yields, each from the template of the
+    first config of its kind where it can be: `ids(cfg, changed)`."""
+
+    def __init__(self):
+        self._templates: dict[int, Template] = {}  # by the first config, which typed_jobs keeps alive
+
+    def __call__(self, cfg: DictConfig, changed: tuple[str, ...] | None) -> str:
+        if changed is None:  # a config of its own
+            return job_id(cfg)
+        template = self._templates.get(id(cfg)) if changed else None
+        if template is None:
+            template = self._templates[id(cfg)] = Template(cfg)
+        return template.job_id(cfg, changed)
+
+
+def _unused(cfg: DictConfig) -> tuple[str, ...]:
+    """The keys of the config that are not part of what its job is."""
     mode = mode_of(cfg.get("mode"))
     unused = mode.unused(cfg)  # mode=compare of compare.batch_sizes: its batch_size is not what it runs
     # a mode's own section is part of that mode's jobs only (a throughput job is the same job whatever
@@ -29,7 +88,12 @@ def identity(cfg: DictConfig) -> dict:
         unused += ("compare.settings",)
     if cfg.data.get("shape", None) is None:  # and from before data.shape existed
         unused += ("data.shape",)
-    return without(flatten(resolved), (*SWEEP_CONTROL, "hydra", *from_directory, *unused))
+    return unused
+
+
+def _hashed(identity_: dict) -> str:
+    canonical = json.dumps(identity_, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _resolved_without(cfg: DictConfig, keys: list[str]) -> dict:
@@ -44,11 +108,6 @@ def _resolved_without(cfg: DictConfig, keys: list[str]) -> dict:
     finally:
         for key, value in saved.items():
             OmegaConf.update(cfg, key, value, merge=False)
-
-
-def job_id(cfg: DictConfig) -> str:
-    canonical = json.dumps(identity(cfg), sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def job_dir_name(cfg: DictConfig, job: str) -> str:

@@ -32,8 +32,11 @@ def _on_signal(signum, frame):
 
 def install() -> None:
     sys.unraisablehook = _quiet_when_swallowed
+    import bsbench
+
     signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    if not bsbench.SIGINT_IGNORED:  # a background job of a script: Ctrl-C is its foreground's
+        signal.signal(signal.SIGINT, _on_signal)
     if "SLURM_JOB_ID" in os.environ and hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, _on_signal)
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from bsbench.core.config import node_of, typed
 from bsbench.core.errors import UserError
-from bsbench.core.identity import job_dir_name, job_id
+from bsbench.core.identity import JobIds, job_dir_name
 from bsbench.core import stopping
 from bsbench.core.results import RESULT_FILE, finished_runs, read_results, write_json_atomic
 from bsbench.core.stopping import STOP_FILE
@@ -44,13 +44,13 @@ def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: b
     directory. `compose` gives a job's config from its overrides (`_composer`)."""
     from bsbench.job.validate import validate  # torch: after the types, which need none
 
-    ids, names, validated = [], [], set()
-    for overrides, cfg in zip(jobs, typed_jobs(jobs, compose)):
+    ids, names, validated, identify = [], [], set(), JobIds()
+    for overrides, (cfg, changed) in zip(jobs, typed_jobs(jobs, compose)):
         setting_ = tuple(o for o in overrides if not o.startswith("repeat="))
         if setting_ not in validated:  # each configuration once, not once per repeat
             validate(cfg, here=here)
             validated.add(setting_)
-        ids.append(job_id(cfg))
+        ids.append(identify(cfg, changed))
         names.append(job_dir_name(cfg, ids[-1]))
     for i, job in enumerate(ids):
         if job in ids[:i]:
@@ -73,7 +73,8 @@ def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: b
     return planned
 
 
-def typed_jobs(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig]) -> Iterator[DictConfig]:
+def typed_jobs(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig]) \
+        -> Iterator[tuple[DictConfig, tuple[str, ...] | None]]:
     """Every job's typed config, in turn, as `typed(compose(overrides))` gives it, at a fraction of the
     cost: the first job of each choice of config groups is composed and typed (50 ms); a later one
     that differs from it only in the values of the same keys (`batch_size=501`, `repeat=2`) is that
@@ -81,30 +82,39 @@ def typed_jobs(jobs: list[list[str]], compose: Callable[[list[str]], DictConfig]
     merge would (a fraction of a millisecond), and put back before the next. So a yielded config is
     valid until the next is asked for: read it, do not keep it. A value the schema refuses, one that
     is not finite, or a key the first job did not set takes the slow path, and its error is the
-    typed merge's own."""
+    typed merge's own.
+
+    Each config comes with what it is: `()` for the first of its kind (the same object is yielded
+    again for its kind's later jobs), the keys set in place for one of those, None for a config of
+    its own."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
+    parsed_once: dict[str, object] = {}  # a sweep's jobs repeat most of their overrides (Hydra parses in ms)
     firsts: dict[tuple, tuple[DictConfig, dict]] = {}  # group choices -> (typed config, its value overrides)
     for overrides in jobs:
-        parsed = parser.parse_overrides(list(overrides))
+        parsed = []
+        for override in overrides:
+            if override not in parsed_once:
+                parsed_once[override] = parser.parse_overrides([override])[0]
+            parsed.append(parsed_once[override])
         shaping = tuple(o.input_line for o in parsed if _shapes(o))
         values = {o.key_or_group: o.value() for o in parsed
                   if not _shapes(o) and not o.key_or_group.startswith("hydra.")}
         first = firsts.get(shaping)
         if first is None or first[1].keys() != values.keys():
             cfg = typed(compose(list(overrides)))
-            firsts.setdefault(shaping, (cfg, values))
-            yield cfg
+            kept = firsts.setdefault(shaping, (cfg, values))[0] is cfg
+            yield cfg, () if kept else None
             continue
         cfg = first[0]
         changed = {key: value for key, value in values.items() if value != first[1][key]}
         saved = _set_values(cfg, changed)
         if saved is None:
-            yield typed(compose(list(overrides)))
+            yield typed(compose(list(overrides))), None
             continue
         try:
-            yield cfg
+            yield cfg, tuple(changed)
         finally:
             _set_values(cfg, saved)
 

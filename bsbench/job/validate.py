@@ -207,7 +207,7 @@ def _check_split(cfg: DictConfig, batch_size: int, subject: str) -> None:
 def _check_model(arch: str, image_size: int | None) -> None:
     if arch.startswith(TIMM):
         _check_timm(arch[len(TIMM):])
-    elif arch not in torchvision.models.list_models(module=torchvision.models):
+    elif arch not in _torchvision_models():
         raise UserError(
             f"model.arch={arch} is not a torchvision classification model; "
             f"use e.g. mobilenet_v3_large, mobilenet_v3_small, resnet18, or {TIMM}<a timm model>."
@@ -220,6 +220,12 @@ def _check_model(arch: str, image_size: int | None) -> None:
     if problem:
         raise UserError(f"data.image_size={image_size} does not fit model.arch={arch} ({problem}); "
                         "use e.g. data.image_size=224.")
+
+
+@functools.lru_cache(maxsize=None)
+def _torchvision_models() -> frozenset[str]:
+    """torchvision's classification models (listing them walks the module: 2 ms, once per job of a sweep)."""
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
 
 
 def _check_timm(name: str) -> None:
