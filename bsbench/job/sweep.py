@@ -52,9 +52,10 @@ def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: b
             validated.add(setting_)
         ids.append(identify(cfg, changed))
         names.append(job_dir_name(cfg, ids[-1]))
+    seen: dict[str, int] = {}
     for i, job in enumerate(ids):
-        if job in ids[:i]:
-            first = jobs[ids.index(job)]
+        if seen.setdefault(job, i) != i:
+            first = jobs[seen[job]]
             raise UserError(f"{' '.join(jobs[i])} is the same job as {' '.join(first)} (they would share a folder); "
                             "use repeats=N to run a configuration N times.")
     directory = claim(config)
