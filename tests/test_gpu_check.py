@@ -29,7 +29,7 @@ def env_for(tmp_path: Path, **extra: str) -> dict:
 
 def test_gpu_check_cut_by_its_budget_reports_what_finished_and_exits_0(tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run(["bash", str(CI / "gpu-check"), "--smoke"], env=env_for(tmp_path, BSBENCH_CHECK_BUDGET_S="80"),
+    proc = subprocess.run(["bash", str(CI / "gpu-check"), "--smoke"], env=env_for(tmp_path, BSBENCH_CHECK_BUDGET_S="60"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -7,13 +7,15 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import HELPERS, wait_for
+import pytest
+
+from conftest import CLI, HELPERS, ZYGOTE, wait_for
 
 # 2-node DDP jobs, one rank per node, on the CPU
 SLURM = ["-m", "hydra/launcher=slurm", "accelerator=cpu", "strategy=ddp", "devices=1", "trainer.num_nodes=2",
          "experiment=smoke"]
-# one task per job, for the tests of how a sweep's jobs stop and resume (the 2-node path's stops are
-# test_a_cancelled_job_says_so_and_resume_finishes_the_sweep's): a fresh interpreter less per job
+# one task per job, for the tests of how a sweep's jobs stop and resume (the 2-node path's stop is
+# test_ctrl_c_cancels_the_sweeps_slurm_jobs'): a fresh interpreter less per job, and one node left free
 ONE_NODE = [o for o in SLURM if not o.startswith("trainer.num_nodes=")]
 
 
@@ -65,46 +67,10 @@ def test_a_sweep_of_two_node_ddp_jobs_runs_and_a_rank_failing_on_one_node_fails_
     assert "sacct" not in proc.stdout + proc.stderr and "(submitit)" not in proc.stdout + proc.stderr
 
 
-def test_a_cancelled_job_says_so_and_resume_finishes_the_sweep(slurm_cli, tmp_path):
-    waiting, go = _waiting(tmp_path, 31)
-    command = [*SLURM, "batch_size=30,31", *waiting]
-    sweep, job = _started_waiting(slurm_cli, command, go)
-    subprocess.run(["scancel", job], check=True)
-    out, err = sweep.communicate(timeout=300)
-    assert sweep.returncode == 1, err[-3000:]
-    runs = {r["batch_size"]: r for r in slurm_cli.results()}
-    assert runs[30]["status"] == "ok"
-    cancelled = runs[31]
-    assert cancelled["status"] == "interrupted" and cancelled["slurm_state"] == "CANCELLED"
-    assert cancelled["slurm_job_id"] == job and cancelled["error"] == f"SLURM job {job} was cancelled (scancel)"
-    directory = slurm_cli.sweep_dir()
-    assert f"resume={directory.relative_to(slurm_cli.cwd)} runs them again" in err
-
-    go.write_text("")
-    proc = slurm_cli(*command, f"resume={directory}", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = {r["batch_size"]: r for r in slurm_cli.results()}
-    assert all(r["status"] == "ok" for r in runs.values())
-    assert runs[31]["slurm_job_id"] != job  # run again, as a new SLURM job, into the same folder
-    assert "1 of 2 jobs already done there, 1 to run" in proc.stdout
-
-
-def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(slurm_cli, tmp_path):
-    # SLURM warns (SIGUSR2) at its first scheduling tick (every 30 s) less than signal_delay_s + 30 s before
-    # the limit: 25 to 55 s after the start here (the job waits in its first step by then); the limit itself
-    # is a tick later
-    waiting, go = _waiting(tmp_path, 31)
-    proc = slurm_cli(*ONE_NODE, "batch_size=31", *waiting, "hydra.launcher.timeout_min=1",
-                     "hydra.launcher.signal_delay_s=5", timeout=400)
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    (stopped,) = slurm_cli.results()
-    assert stopped["status"] == "interrupted" and "time limit" in stopped["error"]
-    assert "hydra.launcher.timeout_min" in stopped["error"]
-
-
 def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
+    # 2-node jobs: the stop of a job with a task on each node
     waiting, go = _waiting(tmp_path, 31)
-    sweep, job = _started_waiting(slurm_cli, [*ONE_NODE, "batch_size=30,31", *waiting], go)
+    sweep, job = _started_waiting(slurm_cli, [*SLURM, "batch_size=30,31", *waiting], go)
     os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in the terminal
     out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 130, err[-3000:]
@@ -117,13 +83,44 @@ def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
     assert (slurm_cli.sweep_dir() / "summary.md").is_file()
 
 
-def test_a_sweep_whose_jobs_still_run_is_not_resumed_a_second_time(slurm_cli, tmp_path):
+@pytest.fixture(scope="module")
+def time_limited(slurm_conf, tmp_path_factory):
+    """The sweep of test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it, started before the
+    one-node tests below: its job waits about a minute on one node for SLURM's warning while they use
+    the other. (its process, its CLI)"""
+    cli = CLI(tmp_path_factory.mktemp("time-limit"))
+    waiting, _ = _waiting(cli.cwd, 31)
+    env = {**CLI.env(), "SLURM_CONF": str(slurm_conf), "OMP_NUM_THREADS": "1"}
+    proc = ZYGOTE.start([*ONE_NODE, "batch_size=31", *waiting, "hydra.launcher.timeout_min=1",
+                         "hydra.launcher.signal_delay_s=5"], cwd=cli.cwd, env=env)
+    yield proc, cli
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)  # its SLURM job cancelled with it
+        proc.communicate(timeout=120)
+
+
+@pytest.mark.usefixtures("time_limited")
+def test_a_cancelled_job_says_so_a_sweep_whose_jobs_still_run_is_not_resumed_twice_and_resume_finishes(
+        slurm_cli, tmp_path):
     waiting, go = _waiting(tmp_path, 31)
-    command = [*ONE_NODE, "batch_size=31", *waiting]
+    command = [*ONE_NODE, "batch_size=30,31", *waiting]
     sweep, job = _started_waiting(slurm_cli, command, go)
-    os.killpg(sweep.pid, signal.SIGKILL)  # the submitting process dies (a closed session); its job runs on
-    sweep.wait(timeout=60)
+    subprocess.run(["scancel", job], check=True)
+    out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1, err[-3000:]
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert runs[30]["status"] == "ok"
+    cancelled = runs[31]
+    assert cancelled["status"] == "interrupted" and cancelled["slurm_state"] == "CANCELLED"
+    assert cancelled["slurm_job_id"] == job and cancelled["error"] == f"SLURM job {job} was cancelled (scancel)"
     directory = slurm_cli.sweep_dir()
+    assert f"resume={directory.relative_to(slurm_cli.cwd)} runs them again" in err
+
+    # resumed, and its submitting process dies (a closed session) while the job runs on: no second resume
+    Path(f"{go}.waiting").unlink()
+    resumed, job = _started_waiting(slurm_cli, [*command, f"resume={directory}"], go)
+    os.killpg(resumed.pid, signal.SIGKILL)
+    resumed.wait(timeout=60)
     proc = slurm_cli(*command, f"resume={directory}", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
@@ -131,11 +128,14 @@ def test_a_sweep_whose_jobs_still_run_is_not_resumed_a_second_time(slurm_cli, tm
         f"(squeue -j {job.split('_')[0]}) or cancel them (scancel {job}), then resume.")
     subprocess.run(["scancel", job], check=True)
     wait_for(lambda: _slurm_state(job) in ("CANCELLED", "FAILED", ""))
+
     go.write_text("")
     proc = slurm_cli(*command, f"resume={directory}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (r,) = slurm_cli.results()
-    assert r["status"] == "ok" and r["slurm_job_id"] != job
+    runs = {r["batch_size"]: r for r in slurm_cli.results()}
+    assert all(r["status"] == "ok" for r in runs.values())
+    assert runs[31]["slurm_job_id"] not in (cancelled["slurm_job_id"], job)  # a new SLURM job, the same folder
+    assert "1 of 2 jobs already done there, 1 to run" in proc.stdout
 
 
 def test_a_partition_slurm_does_not_know_ends_the_sweep_in_one_line(slurm_cli):
@@ -178,3 +178,15 @@ def test_job_states_are_read_from_sacct_and_squeue():
     # sacct names who cancelled a job after its state; squeue gives one line per array task
     assert _parse("7_0|COMPLETED\n7_1|CANCELLED by 0\n") == {"7_0": "COMPLETED", "7_1": "CANCELLED"}
     assert _parse("12|RUNNING\n") == {"12": "RUNNING"}
+
+
+def test_a_job_at_its_time_limit_records_that_it_was_stopped_for_it(time_limited):
+    # SLURM warns (SIGUSR2) at its first scheduling tick (every 30 s) less than signal_delay_s + 30 s before
+    # the limit: 25 to 55 s after the start (the job waits in its first step by then); the limit itself is
+    # a tick later. The sweep started before the one-node tests above (`time_limited`).
+    proc, cli = time_limited
+    out, err = proc.communicate(timeout=400)
+    assert proc.returncode == 1, err[-3000:]
+    (stopped,) = cli.results()
+    assert stopped["status"] == "interrupted" and "time limit" in stopped["error"]
+    assert "hydra.launcher.timeout_min" in stopped["error"]
