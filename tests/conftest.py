@@ -1,3 +1,5 @@
+import copy
+import functools
 import json
 import os
 import pickle
@@ -218,7 +220,14 @@ def cli(tmp_path) -> CLI:
 
 
 def composed(*overrides):
-    """The config `python -m bsbench <overrides>` composes, Hydra's own section included."""
+    """The config `python -m bsbench <overrides>` composes, Hydra's own section included: a copy of the
+    session's composition of these overrides in this directory (Hydra composes in a quarter of a second,
+    and many tests compose the same commands)."""
+    return copy.deepcopy(_composed(overrides, os.getcwd()))
+
+
+@functools.lru_cache(maxsize=None)
+def _composed(overrides: tuple[str, ...], cwd: str):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
