@@ -128,7 +128,11 @@ def test_the_report_marks_only_what_was_busy():
     (against_33,) = [line for line in verdict.splitlines() if line.startswith("| 32 | 2^5, 8×4 | 33 |")]
     assert "busy machine" not in against_31 and against_33.endswith("(busy machine) |")
     assert "*busy machine*: 1 of these 2 comparisons uses runs" in verdict
-    assert "Measured on a busy machine (1 of 9 runs;" in status_notes(results)
+    # each busy run with its own reason (a GPU shared with others is not a CPU that others kept busy)
+    gpu = {**results[0], "busy": True, "busy_reason": "2 other processes used its GPU", "run_dir": "bs31"}
+    notes = status_notes([gpu, *results[1:]])
+    assert "Measured on a busy machine (2 of 9 runs;" in notes
+    assert "batch size 31 (bs31: 2 other processes used its GPU); batch size 33 (d: others)." in notes
 
 
 def test_other_processes_on_the_gpu_are_counted_from_nvml(monkeypatch):

@@ -194,3 +194,20 @@ def test_the_legend_lists_only_what_is_drawn():
     check_drawn(fig, {30, 31})
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["one run per batch size"]
     assert not any(isinstance(h, Line2D) and h.get_gid() in MARKS for h in fig.axes[0].lines)
+
+
+def test_a_point_with_a_run_from_a_busy_machine_is_ringed_and_the_legend_says_why():
+    from bsbench.report.plots import BUSY
+
+    results = [result(b, 50.0 + b, repeat=k) for b in (30, 31, 32) for k in range(2)]
+    results[2]["busy"] = True  # batch size 31's first run: the noise sentinel's mark
+    fig = figure(configurations(results), "samples_per_s_values", "samples/s")
+    check_drawn(fig, {30, 31, 32})
+    (ring,) = [line for line in fig.axes[0].lines if line.get_gid() == BUSY]
+    assert list(ring.get_xdata()) == [31] and ring.get_markerfacecolor() == "none"
+    assert "ringed: a run measured on a busy machine" in " ".join(t.get_text().replace("\n", " ")
+                                                                   for t in fig.legends[0].get_texts())
+    results[2]["busy"] = False
+    quiet = figure(configurations(results), "samples_per_s_values", "samples/s")
+    assert not [line for line in quiet.axes[0].lines if line.get_gid() == BUSY]
+    assert "busy" not in " ".join(t.get_text() for t in quiet.legends[0].get_texts())

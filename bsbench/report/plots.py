@@ -2,8 +2,9 @@
 size. One series per setting (its own colour and marker, set a little apart where several share a batch
 size) through the geometric means, every run beside them, 95% intervals as error bars where a batch
 size ran at least twice (a mode=compare run's throughput: over its rounds); the powers of two and
-multiples of 8 marked by lines behind the data and by their tick labels, never over a point; ticks only
-at batch sizes that ran; the y-axis from zero to above the highest interval; title, caption and legend
+multiples of 8 marked by lines behind the data and by their tick labels, never over a point; a ring
+around a point where a run was measured on a busy machine (bsbench.job.noise); ticks only at batch
+sizes that ran; the y-axis from zero to above the highest interval; title, caption and legend
 inside the figure, the legend beside the axes, not on the data."""
 
 import io
@@ -31,6 +32,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 markers against 10 colours: 7
 POWER_OF_TWO, MULTIPLE_OF_8 = "crimson", "darkorange"
 MAX_TICKS = 20  # beyond it, every k-th batch size that ran is labelled (and every power of two)
 SPREAD = 0.4  # of the gap between neighbouring batch sizes: how far apart the series at one batch size are
+BUSY = "busy machine"  # the ring around a point one of whose runs was measured on a busy machine
 
 
 def _label(template: str, field: str, rows: list[dict]) -> str:
@@ -115,6 +117,9 @@ def figure(rows: list[dict], field: str, ylabel: str) -> Figure:
         container = ax.errorbar(x, means, yerr=[below, above] if repeated else None, color=color, marker=marker,
                                 ms=6, capsize=3, lw=1.2, zorder=3, label=textwrap.fill(name, 32))
         handles.append(container)
+        busy = [(at, mean) for at, mean, row in zip(x, means, group) if row.get("busy_runs")]
+        if busy:  # a ring around the point (the noise sentinel): not a series, drawn over it, hiding nothing
+            ax.plot(*zip(*busy), ls="none", marker="o", ms=13, mfc="none", mec="black", mew=1.1, zorder=4, gid=BUSY)
         top = max(top, *(m + a for m, a in zip(means, above)))
         if repeated:  # every value beside its mean (a little to its right, clear of the error bar)
             runs_x = [row["batch_size"] + shift + step / 3 for row in group for _ in values(row, field)]
@@ -130,6 +135,10 @@ def figure(rows: list[dict], field: str, ylabel: str) -> Figure:
             handles.append(Line2D([], [], color=color, lw=0.9, ls=style, label=f"{name} (line, tick label)"))
     if repeated:
         handles.append(Line2D([], [], ls="none", marker=".", ms=5, alpha=0.45, color="gray", label="single values"))
+    if any(line.get_gid() == BUSY for line in ax.lines):
+        handles.append(Line2D([], [], ls="none", marker="o", ms=9, mfc="none", mec="black", mew=1.1,
+                              label=textwrap.fill("ringed: a run measured on a busy machine (summary.md says which)",
+                                                  32)))
     labelled = ticks(sizes)
     ax.set_xticks(labelled, [str(b) for b in labelled], rotation=45 if len(labelled) > 12 else 0, fontsize=8)
     for text, size in zip(ax.get_xticklabels(), labelled):

@@ -275,10 +275,11 @@ def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) ->
                          f"{r['nonfinite_loss_steps']} steps; its timings stand, its accuracy does not.")
     busy = [r for r in results if r.get("busy") is True and r.get("report_row") is not False]
     if busy:
-        where = ", ".join(f"batch size {r['batch_size']} ({Path(str(r.get('run_dir'))).name})" for r in busy[:8])
+        where = "; ".join(f"batch size {r['batch_size']} ({Path(str(r.get('run_dir'))).name}: {r.get('busy_reason')})"
+                          for r in busy[:8])
         notes.append(f"Measured on a busy machine ({len(busy)} of {plural(len(results), 'run')}; `busy` in runs.csv, "
-                     f"marked in the runs column and the verdict): {where}{', ...' if len(busy) > 8 else ''}; "
-                     f"{busy[0]['busy_reason']}. Their figures are slower and noisier than a quiet machine gives.")
+                     f"marked in the runs column, the plots and the verdict): {where}{'; ...' if len(busy) > 8 else ''}. "
+                     "Their figures are slower and noisier than a quiet machine gives.")
     for path, why in unreadable:
         notes.append(f"not read: {path} ({why})")
     return "".join(f"- {n}\n" for n in notes)
