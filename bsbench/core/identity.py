@@ -42,14 +42,14 @@ class Template:
     def identity(self, cfg: DictConfig, changed) -> dict | None:
         """The identity of `cfg`, this template's config with the keys `changed` (`a.b`) set to other
         plain values; None where that cannot be told from the template (an interpolation may read a
-        changed key, or a value is one) and the config must be resolved whole."""
+        changed key, a value is one, or replaces one of Hydra's) and the config must be resolved whole."""
         resolved = self.resolved
         if changed:
             values = {}
             for key in changed:
                 node = node_of(cfg, key)[2]
-                if key not in resolved or node is None or node._is_interpolation() or \
-                        not self.read.isdisjoint(key.split(".")):
+                if key not in resolved or key in self.from_directory or node is None or node._is_interpolation() \
+                        or not self.read.isdisjoint(key.split(".")):
                     return None
                 values[key] = node._value()
             resolved = {**resolved, **values}
