@@ -42,6 +42,18 @@ def test_runs_that_failed_alike_are_told_once():
     assert notes == "- failed, 10 runs (job directories 30, 31, 32, 33, 34, 35, 36, 37, ...): RuntimeError: same\n"
 
 
+def test_a_column_empty_in_every_row_is_left_out():
+    # mode=throughput times training steps: no inference, no whole epochs, no test accuracy, and here no TFLOP/s
+    steps = [run(b, 500.0, mode="throughput", epochs=None, inference_time_s=None, test_acc=None) for b in (31, 32)]
+    table = markdown_table(configurations(steps)).splitlines()
+    assert table[0] == "| batch size | runs | train time | device | precision | samples/s (95% CI) |"
+    assert table[2] == "| 31 | 1 | 2.87 min | Tesla V100 | 16-mixed | 500 |"
+    # one row that has them keeps the columns for all
+    mixed = markdown_table(configurations([*steps, run(33, 500.0)])).splitlines()
+    assert mixed[0] == "| batch size | runs | train time | inf. time | epochs | device | precision | samples/s (95% CI) | test acc |"
+    assert mixed[2] == "| 31 | 1 | 2.87 min |  |  | Tesla V100 | 16-mixed | 500 |  |"
+
+
 def test_epochs_are_shown_only_where_runs_train_whole_epochs():
     table = markdown_table(configurations([run(32, 500.0, mode="throughput", epochs=None), run(33, 500.0)])).splitlines()
     epochs = {line.split(" | ")[0]: line.split(" | ")[4] for line in table[2:]}

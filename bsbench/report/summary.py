@@ -218,7 +218,8 @@ def _latency(row: dict) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The summary table; mode=inference's rows add their latency column, and samples/s is each row's
-    own mode's rate (a `samples/s of` column says which where the table holds several)."""
+    own mode's rate (a `samples/s of` column says which where the table holds several). A column empty
+    in every row is left out."""
     latency = any(row["latency_median_ms_mean"] is not None for row in rows)
     both = len({row["measures"] for row in rows}) > 1
     header = list(TABLE_HEADER)
@@ -244,8 +245,10 @@ def markdown_table(rows: list[dict]) -> str:
             *([_latency(row)] if latency else []), _flops(row),
             f"{acc:.4f}" if acc is not None else "", row["setting"],
         ])
-    if not any(row["setting"] for row in rows):  # one setting: no column that names nothing
-        lines = [line[:-1] for line in lines]
+    if rows:  # no column that every row leaves empty (one setting: none that names nothing; mode=throughput:
+        # no test accuracy, no epochs)
+        kept = [i for i in range(len(header)) if any(line[i] for line in lines[2:])]
+        lines = [[line[i] for i in kept] for line in lines]
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
