@@ -118,18 +118,19 @@ class Zygote:
             self.ended[message["ended"]] = message["returncode"]
         return message
 
-    def start(self, args: list[str], cwd: Path, env: dict) -> "Forked":
+    def start(self, args: list[str], cwd: Path, env: dict, module: str = "bsbench") -> "Forked":
+        """`python -m <module> <args>`, forked."""
         self._running()
         folder = Path(tempfile.mkdtemp(prefix="cli-", dir=self.root))
         out, err = folder / "stdout", folder / "stderr"
-        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "module": module}
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
         while True:
             message = self._next(60)
             assert message is not None, "tests/helpers/zygote.py did not fork"
             if "started" in message:
-                return Forked(self, message["started"], CLI.command(*args), folder)
+                return Forked(self, message["started"], [sys.executable, "-m", module, *args], folder)
 
     def wait(self, pid: int, timeout: float | None) -> int | None:
         deadline = None if timeout is None else time.monotonic() + timeout

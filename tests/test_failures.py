@@ -128,7 +128,7 @@ def test_a_stopped_sweep_keeps_what_finished_and_marks_the_running_job(cli, sig)
 
 
 def test_a_killed_sweep_resumes_without_rerunning_what_finished(cli):
-    sweep_args = ["-m", "batch_size=30,31,32", *SMOKE, "epochs=4"]
+    sweep_args = ["-m", "batch_size=30,31,32", *SMOKE, "epochs=2"]  # seconds per job: the kill lands in job 2
     proc = cli.start(*sweep_args)
     wait_for(lambda: list(cli.outputs.rglob("results.json")))
     os.killpg(proc.pid, signal.SIGKILL)

@@ -8,7 +8,7 @@ import torch
 
 from bsbench.core.fields import FIELD_NAMES
 from bsbench.job.build import build
-from conftest import SMOKE, job_config
+from conftest import CLI, SMOKE, ZYGOTE, job_config
 
 
 def test_throughput_mode_times_fixed_steps_and_nothing_else(cli):
@@ -75,11 +75,10 @@ def test_speed_knobs_are_recorded(cli):
 
 def test_overhead_benchmark_prints_its_table_and_writes_figures(tmp_path):
     # 16-mixed with 2 DDP ranks (gloo): the per-step costs that only these show
-    proc = subprocess.run(
-        [sys.executable, "-m", "bsbench.bench", "--image-size", "32", "--batch-size", "8", "--warmup", "1",
-         "--steps", "2", "--rounds", "2", "--images", "64", "--precision", "16-mixed", "--devices", "2",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300)
+    # forked from the session's preloaded interpreter (tests/helpers/zygote.py); its ranks are torchrun's own
+    proc = ZYGOTE.start(["--image-size", "32", "--batch-size", "8", "--warmup", "1", "--steps", "2", "--rounds", "2",
+                         "--images", "64", "--precision", "16-mixed", "--devices", "2", "--out", str(tmp_path)],
+                        cwd=tmp_path, env=CLI.env(), module="bsbench.bench").run(300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads((tmp_path / "bench.json").read_text())
     assert len(figures["ratios"]) == 2 and figures["world_size"] == 2

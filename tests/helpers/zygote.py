@@ -9,7 +9,8 @@ command does after its start is the command's own: its sweep, its DDP ranks (tor
 processes), its SLURM jobs. Signals reach it as they reach a process started in a session of its own.
 Tests of what only a fresh interpreter shows (what it imports) start real processes instead.
 
-Protocol, one JSON object per line: a request {"args", "cwd", "env", "stdout", "stderr"} on stdin is
+Protocol, one JSON object per line: a request {"args", "cwd", "env", "stdout", "stderr"} (and "module"
+where it is not bsbench) on stdin is
 answered {"started": pid} once its child is forked; {"ended": pid, "returncode": ...} follows whenever
 a child ends (several may run at once, as two commands started together do). At the end of its input
 it kills what still runs and exits.
