@@ -1,10 +1,11 @@
 """`python -m bsbench ...` for the tests, without paying its imports each time.
 
 This process imports what a bsbench command imports (torch, Lightning, Hydra, matplotlib: about 5 s
-of a 2-core machine's time) and fills the caches most of them fill first (`warm`) once, then forks a child for each command it is sent. The child is set up
-as `python -m bsbench` would start in that directory with that environment (its own process, cwd,
-environment, sys.path from PYTHONPATH, argv, stdin, stdout and stderr files, torch's thread count from
-OMP_NUM_THREADS) and runs bsbench's __main__ as the interpreter would, exit status included. What a
+of a 2-core machine's time) and fills the caches most of them fill first (`warm`) once, then forks a
+child for each command it is sent. The child is set up as `python -m bsbench` would start in that
+directory with that environment (its own process, cwd, environment, sys.path from PYTHONPATH, argv,
+stdin, stdout and stderr files, torch's thread count from OMP_NUM_THREADS) and runs bsbench's
+__main__ as the interpreter would, exit status included. What a
 command does after its start is the command's own: its sweep, its DDP ranks (torchrun, fresh
 processes), its SLURM jobs. Signals reach it as they reach a process started in a session of its own.
 Tests of what only a fresh interpreter shows (what it imports) start real processes instead.
