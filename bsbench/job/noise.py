@@ -8,8 +8,8 @@ its cores, the cores' worth of CPU time the whole machine and other processes sp
 this job's own processes'), and on a GPU the other processes on its device (bsbench.training.telemetry,
 through NVML). A run is `busy` when its machine had no core to spare and other processes held some of
 them, or when others shared its GPU; `busy_reason` says which. bsbench warns once per sweep when a
-run was busy or its step times scattered widely, and the summary and the verdict mark what was
-measured on a busy machine.
+run was busy or its step times scattered widely, and the summary, the plots and the verdict mark what
+was measured on a busy machine.
 
 A job's own processes: itself and its descendants (DDP ranks, loader workers), and every process
 that carries this sweep's BSBENCH_FAMILY in its environment (a SLURM job's tasks on one node; the
@@ -199,5 +199,5 @@ def warn_once(result: dict, what: str) -> None:
     cpu = ", or give bsbench only the free cores (OMP_NUM_THREADS=<free cores>)" if result.get("device_type") == "cpu" \
         else ""
     log.warning("bsbench: warning: %s: %s, so its figures are slower or noisier than this machine gives when quiet; "
-                "stop the other work or wait for it to end%s (said once per sweep; summary.md and the verdict mark "
-                "every run measured on a busy machine).", what, " and ".join(problems), cpu)
+                "stop the other work or wait for it to end%s (said once per sweep; summary.md, the plots and the verdict "
+                "mark every run measured on a busy machine).", what, " and ".join(problems), cpu)

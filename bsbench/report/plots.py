@@ -20,7 +20,7 @@ from matplotlib.lines import Line2D
 from bsbench.core.results import write_atomic
 from bsbench.report.stats import describe
 from bsbench.report.summary import over_rounds
-from bsbench.report.verdict import is_power_of_two
+from bsbench.report.verdict import BUSY, is_power_of_two  # BUSY: the gid of the ring around a busy run's point
 
 PLOTS = {
     "samples_per_s.png": ("samples_per_s_values", "{measures} throughput (samples/s)"),
@@ -32,7 +32,6 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 markers against 10 colours: 7
 POWER_OF_TWO, MULTIPLE_OF_8 = "crimson", "darkorange"
 MAX_TICKS = 20  # beyond it, every k-th batch size that ran is labelled (and every power of two)
 SPREAD = 0.4  # of the gap between neighbouring batch sizes: how far apart the series at one batch size are
-BUSY = "busy machine"  # the ring around a point one of whose runs was measured on a busy machine
 
 
 def _label(template: str, field: str, rows: list[dict]) -> str:

@@ -123,4 +123,4 @@ class TelemetryCallback(L.Callback):
         self.on_fit_end(trainer, pl_module)
 
     def metrics(self) -> dict:
-        return summarize(*((self.sampler.samples, self.sampler.others) if self.sampler else (None,)))
+        return summarize(self.sampler.samples, self.sampler.others) if self.sampler else summarize(None)
