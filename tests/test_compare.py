@@ -13,7 +13,7 @@ from bsbench.core.order import round_order
 from bsbench.core.errors import UserError
 from bsbench.core.results import results_of
 from bsbench.job.hooks import check
-from bsbench.report.stats import compare, half_width, paired
+from bsbench.core.stats import compare, half_width, paired
 from bsbench.report.summary import configurations
 from bsbench.report.verdict import comparisons, neighbour_pairs, verdict_markdown
 from conftest import SMOKE, composed

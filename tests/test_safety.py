@@ -19,7 +19,7 @@ from bsbench.core.identity import job_id
 from bsbench.core.results import finished_runs, read_results, write_json_atomic
 from bsbench.job.hooks import check
 from bsbench.job.run import attempt
-from bsbench.report.stats import describe
+from bsbench.core.stats import describe
 from bsbench.report.summary import status_notes
 from bsbench.report.write import write_report
 from bsbench.training.model import ImageClassifier

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from bsbench.report.stats import compare, describe, t_quantile
+from bsbench.core.stats import compare, describe, t_quantile
 
 
 @pytest.mark.parametrize("df, p, table", [(1, 0.975, 12.706), (2, 0.975, 4.303), (4, 0.975, 2.776),

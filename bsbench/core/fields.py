@@ -127,14 +127,22 @@ RESULT_FIELDS = (
            "energy over the timed steps (or timed forward passes), every rank's GPU together, from NVML's total-energy "
            "counter (Volta and newer; the whole board), and per image; null elsewhere, with `energy_reason` saying "
            "why; `mode=compare` and `mode=tune`: joules per image in each round"),
-    Fields(("tune_stage", "tune_job_id", "tune_start", "report_row"),
-           "`mode=tune`: which stage measured this result (`edge`, `batch`, `near`, `knobs`, `confirm`), the tune it "
-           "belongs to, the starting configuration it was tuned from; `report_row` false: a result that measured "
-           "nothing itself (the edge search, the tune's summary), left out of the tables"),
-    Fields(("tune_edge", "tune_best", "tune_best_samples_per_s", "tune_best_ci", "tune_speedup", "tune_elapsed_s"),
-           "`mode=tune`'s summary (`results.json` in the tune's folder): the memory edge, the fastest setting found, "
-           "its samples/s with a 95% interval, its paired difference against the starting configuration (`ratio`, "
-           "`ci_low`, `ci_high`, or `reason` where not measured), and the time the tune took"),
+    Fields(("tune_stage", "tune_job_id", "tune_start", "tune_not_measured", "report_row"),
+           "`mode=tune`: which stage measured this result (`edge`, `knobs`, `batch`, `near`, `confirm`), the tune it "
+           "belongs to, the starting configuration it was tuned from, the stage's settings the budget left unmeasured; "
+           "`report_row` false: a result that measured nothing itself (the edge search, the tune's summary), left "
+           "out of the tables"),
+    Fields(("tune_decision", "tune_best", "tune_speedup", "tune_resolution", "tune_basis", "tune_best_samples_per_s",
+            "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s"),
+           "`mode=tune`'s summary (`results.json` in the tune's folder): the advice, `change` or `keep` (keep unless a "
+           "change was clearly faster than the starting configuration: [the decision rule](modes/tune.md)); the "
+           "setting advised (the start's batch size and the keys it changes; the start itself for keep); its "
+           "difference against the start (`ratio`, `ci_low`, `ci_high`, the interval's `confidence`, simultaneous "
+           "over `comparisons`, or `reason`); for keep, the smallest difference the tune could have shown "
+           "(`detectable`) and what `budget_min` would show half of it; the race the advice rests on (`confirm`, or "
+           "an earlier one where the budget ended first); the advised setting's samples/s with a 95% interval; the "
+           "memory edge; the knobs the batch races ran with; the stages the budget left out; the time the tune took, "
+           "earlier runs of it (resume=) included"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
@@ -198,8 +206,10 @@ FIELD_KINDS = {
     "profile_top": "list", "profile_step_us_per_sample": "numbers", "profile_matmul_share": "number",
     "max_batch_size": "int", "find_max_stop": "str", "find_max_trials": "list", "energy_j": "number",
     "joules_per_sample": "number", "energy_reason": "str", "round_joules_per_sample": "list", "tune_stage": "str",
-    "tune_job_id": "str", "tune_start": "any", "report_row": "bool", "tune_edge": "any", "tune_best": "any",
-    "tune_best_samples_per_s": "number", "tune_best_ci": "any", "tune_speedup": "any", "tune_elapsed_s": "number",
+    "tune_job_id": "str", "tune_start": "any", "tune_not_measured": "list", "report_row": "bool", "tune_edge": "any",
+    "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str",
+    "tune_chosen_knobs": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
+    "tune_speedup": "any", "tune_elapsed_s": "number",
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
     "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",
     "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "int",

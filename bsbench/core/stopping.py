@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-TARGET, BUDGET, CAP = "target_ci", "budget_min", "cap"
+TARGET, BUDGET, CAP, ONE_LEFT = "target_ci", "budget_min", "cap", "one_left"
 STOP_FILE = "stop.json"  # a sweep's stop, beside its results (a compare run's is in its results)
 
 
@@ -49,8 +49,10 @@ def sentence(stop: dict, unit: str = "rounds") -> str:
                 f"(target_ci={target}).")
     missed = f"; target_ci={target} was not reached" if target is not None else ""
     if stop["stop"] == BUDGET:
-        return (f"Stopped by the budget after {ran}: another round would have passed budget_min={stop['budget_min']} "
-                f"min; the widest 95% interval is {widest_text}{missed}.")
+        return (f"Stopped by the budget after {ran}: another round would have passed budget_min="
+                f"{stop['budget_min']:.3g} min; the widest 95% interval is {widest_text}{missed}.")
+    if stop["stop"] == ONE_LEFT:
+        return f"Stopped after {ran}: every other arm had left, its comparison decided (the racing rule)."
     return f"Ran all {ran}; the widest 95% interval is {widest_text}{missed}."
 
 
@@ -59,7 +61,7 @@ def usable(stop) -> bool:
     def number(key, kind=(int, float)):
         return isinstance(stop.get(key), kind) and not isinstance(stop.get(key), bool)
 
-    return (isinstance(stop, dict) and stop.get("stop") in (TARGET, BUDGET, CAP) and number("rounds", int)
+    return (isinstance(stop, dict) and stop.get("stop") in (TARGET, BUDGET, CAP, ONE_LEFT) and number("rounds", int)
             and number("cap", int) and number("elapsed_s")
             and all(stop.get(k) is None or number(k) for k in ("target_ci", "budget_min", "widest_half_width")))
 

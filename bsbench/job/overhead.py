@@ -22,7 +22,7 @@ from bsbench.core.config import typed
 from bsbench.core.order import round_order
 from bsbench.job.app import config_dir
 from bsbench.job.build import build
-from bsbench.report.stats import paired
+from bsbench.core.stats import paired
 from bsbench.training.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized
 from bsbench.training.environment import describe
 from bsbench.training.timing import synchronize

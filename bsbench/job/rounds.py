@@ -13,7 +13,6 @@ holds (the float32 matmul precision), so nothing leaks from one arm into the nex
 ranks every rank runs the same loop and rank 0 decides when it ends."""
 
 import logging
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,15 +22,13 @@ import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bsbench.core import stopping
+from bsbench.core import racing
 from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
-from bsbench.core.order import round_order
 from bsbench.core.results import setup_fields
 from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
 from bsbench.job.run import fit
-from bsbench.report.stats import half_width, paired
 from bsbench.training.energy import energy_fields
 from bsbench.training.telemetry import FIELDS, summarize
 from bsbench.training.timing import step_time_metrics
@@ -99,6 +96,11 @@ class Arm:
             for name, values in built.telemetry.sampler.samples.items():
                 self.telemetry[name] += values
             self.gpu_others += built.telemetry.sampler.others
+
+    def leave(self) -> None:
+        """Out of the rounds (the racing rule decided it): its model and Trainer given back."""
+        self.built = None
+        garbage_collection_cuda()
 
     def out_of_memory(self, exc: BaseException) -> None:
         """This arm does not fit: it leaves the rounds, its memory given back; the others go on."""
@@ -200,45 +202,32 @@ def rates(arm: Arm) -> list[float]:
     return arm.rates
 
 
-def race(arms: list[Arm], spec: DictConfig, pairs: Callable[[list[Arm]], list[tuple[int, int]]], *, cap: int,
-         target_ci: float | None, budget_s: float | None, min_rounds: int,
-         eliminate: Callable[[list[Arm]], list[Arm]] | None = None, label: str = "round",
-         value: Callable[[Arm], list[float]] = rates, budget_after: int = 1, hard_s: float | None = None) -> dict:
-    """Rounds over the live arms until every comparison `pairs(arms)` names (index pairs into `arms`)
-    has its 95% interval within `target_ci`, another round would pass `budget_s`, or `cap` rounds
-    have run; `eliminate(arms)`, after each round, names arms to leave the rounds; `value(arm)`: what
-    the comparisons compare, per round; the budget stops nothing before `budget_after` rounds (2: every
-    comparison gets an interval), except that no round starts that would end past `hard_s`. Returns the
-    stop record (bsbench.core.stopping)."""
-    started = time.monotonic()
-    done, reason, found = 0, None, []
+def play(arm: Arm, spec: DictConfig) -> None:
+    """One round of one arm: a fresh Trainer on its model, `spec.warmup_steps` untimed steps and
+    `spec.steps` timed ones; an arm that runs out of memory leaves the race."""
+    built = build(fit_config(arm.cfg, spec.warmup_steps, spec.steps), reuse=arm.built)
+    if _fit_or_oom(arm, built):
+        arm.add(built)
+
+
+def race(arms: list[Arm], spec: DictConfig, pairs: Callable[[list[Arm], racing.Race], list[tuple[int, int]]], *,
+         cap: int, target_ci: float | None, budget_s: float | None, min_rounds: int,
+         eliminate: Callable[[list[Arm], racing.Race], list[int]] | None = None, label: str = "round",
+         value: Callable[[Arm], list[float]] = rates, budget_after: int = 1, hard_s: float | None = None,
+         on_round: Callable[[int, list[Arm]], None] | None = None) -> dict:
+    """The arms' rounds on this device (bsbench.core.racing.race says when they end), Lightning's
+    banners once per arm, each round's rates in the log. Returns the stop record."""
+
+    def logged(done: int, arms: list[Arm]) -> None:
+        log.info("%s %d: %s", label, done, ", ".join(f"{_name(a.setting)}: {a.rates[-1]:.1f}" for a in arms
+                                                    if a.live and a.rates), extra={LOG_ONLY: True})
+        if on_round is not None:
+            on_round(done, arms)
+
     with quiet_lightning():
-        while reason is None:
-            live = [arm for arm in arms if arm.live]
-            if not live:
-                reason = stopping.CAP
-                break
-            round_start = time.monotonic()
-            for arm in round_order(live, done):
-                built = build(fit_config(arm.cfg, spec.warmup_steps, spec.steps), reuse=arm.built)
-                if _fit_or_oom(arm, built):
-                    arm.add(built)
-            done += 1
-            found = [half_width(paired(value(arms[a]), value(arms[b]))) for a, b in pairs(arms)]
-            budget_min = budget_s / 60 if budget_s is not None and done >= budget_after else None
-            if hard_s is not None and time.monotonic() - started + (time.monotonic() - round_start) > hard_s:
-                budget_min = min(budget_min if budget_min is not None else hard_s / 60, hard_s / 60)
-            reason = agreed(stopping.decide(found, done, cap, target_ci=target_ci, budget_min=budget_min,
-                                            elapsed_s=time.monotonic() - started,
-                                            round_s=time.monotonic() - round_start, min_rounds=min_rounds))
-            if reason is None and eliminate is not None:
-                for arm in agreed(eliminate(arms)):
-                    arm.built = None  # out of the rounds: its model and Trainer are given back
-                garbage_collection_cuda()
-            log.info("%s %d: %s", label, done, ", ".join(f"{_name(a.setting)}: {a.rates[-1]:.1f}" for a in arms
-                                                        if a.live and a.rates), extra={LOG_ONLY: True})
-    return stopping.record(reason, done, cap, target_ci, budget_s / 60 if budget_s is not None else None,
-                           time.monotonic() - started, found)
+        return racing.race(arms, lambda arm: play(arm, spec), pairs, value=value, cap=cap, target_ci=target_ci,
+                           budget_s=budget_s, min_rounds=min_rounds, eliminate=eliminate, budget_after=budget_after,
+                           hard_s=hard_s, agree=agreed, on_round=logged)
 
 
 def _name(setting: dict) -> str:

@@ -366,7 +366,7 @@ class Stopper:
 
     def after_round(self, round_: int, jobs_left: int) -> bool:
         """Whether the sweep stops after round `round_` (0-based); records why when it does."""
-        from bsbench.report.stats import half_width
+        from bsbench.core.stats import half_width
         from bsbench.report.summary import configurations
         from bsbench.report.verdict import comparisons
 

@@ -10,12 +10,11 @@ pass `budget_min`, or `compare.rounds` have run (bsbench.core.stopping). The com
 of two or multiple of 8 against its neighbours among an arm's batch sizes (the verdict's question),
 and each setting against the first setting at the same batch size."""
 
-import re
-
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bsbench.core import parts
+from bsbench.core.arms import against_first, arm_names, describe, folder, neighbour_pairs, varying
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
@@ -42,35 +41,6 @@ def arm_settings(spec, batch_size: int) -> list[dict]:
     return [{"batch_size": b, **s} for s in settings for b in sizes]
 
 
-def folder(setting: dict) -> str:
-    """An arm's folder under its job's: bs512, bs512_channels_last-true, bs256_precision-bf16-mixed."""
-    name = f"bs{setting['batch_size']}" + "".join(f"_{k}-{_text(v)}" for k, v in setting.items() if k != "batch_size")
-    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
-
-
-def _text(value) -> str:
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def describe(setting: dict, keys=None) -> str:
-    """An arm in words: `channels_last=true precision=bf16-mixed` (only `keys`, where given)."""
-    return " ".join(f"{k}={_text(v)}" for k, v in setting.items() if keys is None or k in keys)
-
-
-def varying(settings: list[dict]) -> list[str]:
-    """The keys whose values differ between arms, in the order the arms name them."""
-    keys = list(dict.fromkeys(k for s in settings for k in s))
-    return [k for k in keys if len({_text(s.get(k)) for s in settings}) > 1]
-
-
-def arm_names(settings: list[dict]) -> list[str]:
-    """Each arm by what sets it apart: `512` where only batch sizes differ, else its differing keys."""
-    keys = varying(settings)
-    if keys == ["batch_size"]:
-        return [str(s["batch_size"]) for s in settings]
-    return [describe(s, keys) or describe(s) for s in settings]
-
-
 def config_with(config: dict, setting: dict) -> dict:
     """A plain config (a result's) with an arm's keys set."""
     out = {**config}
@@ -82,17 +52,6 @@ def config_with(config: dict, setting: dict) -> dict:
             node = node[section]
         node[last] = value
     return out
-
-
-def against_first(settings: list[dict]) -> list[tuple[int, int]]:
-    """(arm, the first setting's arm at the same batch size) for every other setting's arm."""
-    first: dict[int, int] = {}
-    pairs = []
-    for i, s in enumerate(settings):
-        base = first.setdefault(s["batch_size"], i)
-        if base != i:
-            pairs.append((i, base))
-    return pairs
 
 
 def _check_settings(cfg, here: bool) -> None:
@@ -141,8 +100,6 @@ class Compare(Mode):
 
     def check(self, cfg, here):
         from bsbench.job.validate import check_stopping, validate_run
-        from bsbench.report.verdict import neighbour_pairs
-
         spec = cfg.compare
         if spec.settings:
             validate_run(cfg, here, batches=[])  # the base first: its own mistakes are not a setting's
@@ -203,9 +160,7 @@ class Compare(Mode):
 
     def line(self, r, progress):
         """Each arm's rate, each comparison with its interval, what ended the rounds."""
-        from bsbench.report.stats import half_width, paired
-        from bsbench.report.verdict import neighbour_pairs
-
+        from bsbench.core.stats import Race, half_width
         config = r.get("config") or {}
         settings = arm_settings(config.get("compare") or {}, config.get("batch_size"))
         keys = varying(settings)
@@ -226,9 +181,10 @@ class Compare(Mode):
             by_size.setdefault(describe(s, [k for k in keys if k != "batch_size"]), {})[s["batch_size"]] = i
         for group in by_size.values():
             pairs += [(group[b], group[n]) for b, n in neighbour_pairs(group)]
+        table = Race([a.get("round_samples_per_s") or [] for a in arms])  # the noise of every arm of the run
         for i, j in pairs:
             if arms[i].get("round_samples_per_s") and arms[j].get("round_samples_per_s"):
-                c = paired(arms[i]["round_samples_per_s"], arms[j]["round_samples_per_s"])
+                c = table.compare(i, j)
                 width = half_width(c)
                 shown += f"; {names[i]} vs {names[j]} {c['ratio']:+.1%}" + (f" (±{width:.1%})" if width is not None else "")
         stop = r["compare_stop"]

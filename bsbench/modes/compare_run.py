@@ -5,11 +5,11 @@ import uuid
 
 from omegaconf import DictConfig
 
+from bsbench.core.arms import against_first, neighbour_pairs, varying
 from bsbench.core.fields import Status
 from bsbench.core.results import now, setup_fields
 from bsbench.job import rounds
-from bsbench.modes.compare import against_first, arm_settings, varying
-from bsbench.report.verdict import neighbour_pairs
+from bsbench.modes.compare import arm_settings
 from bsbench.training.environment import describe
 
 
@@ -34,7 +34,7 @@ def run_compare(cfg: DictConfig, started_at: str) -> dict | None:
     with rounds.recompile_room(compiled) as limit:
         arms = [rounds.warm(cfg, s) for s in settings]
         budget_s = cfg.budget_min * 60 if cfg.budget_min is not None else None
-        stop = rounds.race(arms, spec, lambda arms: pairs, cap=spec.rounds, target_ci=cfg.target_ci,
+        stop = rounds.race(arms, spec, lambda arms, table: pairs, cap=spec.rounds, target_ci=cfg.target_ci,
                            budget_s=budget_s, min_rounds=2 * len(arms))
     trainer = next((arm.built.trainer for arm in arms if arm.built is not None), None)
     if trainer is not None and not trainer.is_global_zero:

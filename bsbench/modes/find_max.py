@@ -17,18 +17,19 @@ STOPS = ("memory", "max_val", "dataset", "max_trials", "budget")
 
 
 def search(start: int, max_val: int, train_images: int, max_trials: int, fits: Callable[[int], bool],
-           more: Callable[[], bool] = lambda: True, tolerance: Callable[[int], int] = lambda largest: 1) -> dict:
+           more: Callable[[int], bool] = lambda size: True, tolerance: Callable[[int], int] = lambda largest: 1) -> dict:
     """Run `fits(batch_size)` (False: out of memory) on the sizes the search needs; report the largest
     that ran, what ended the search, and every trial. The answer is always a size that ran. mode=tune's
-    search: `more()` false after a trial that ran ends it there (its time budget), and the bisection
-    stops once the sizes that ran and did not are `tolerance(largest that ran)` apart."""
+    search: `more(size)` false before the trial of `size`, once one ran, ends it there (its time
+    budget); the bisection stops once the sizes that ran and did not are `tolerance(largest that ran)`
+    apart."""
     limit = min(max_val, train_images)
     at_limit = "max_val" if max_val <= train_images else "dataset"
     trials: list[dict] = []
     largest_ok, smallest_oom = 0, None
     size, stop = min(start, limit), "max_trials"
     while len(trials) < max_trials:
-        if largest_ok and not more():
+        if largest_ok and not more(size):
             stop = "budget"
             break
         ok = fits(size)

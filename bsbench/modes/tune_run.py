@@ -1,7 +1,11 @@
-"""mode=tune's run (the stages are described in bsbench.modes.tune): each stage measures, writes its
-arms' results and a done.json, and hands the next stage what it found; a stage already done in the
-tune's folder (resume=) is read back instead of measured again."""
+"""mode=tune's measurements on the device: the lab that bsbench.core.tuning's procedure runs its stages in.
+Each stage's arms are built and warmed up here (bsbench.job.rounds), each of its rounds played here, and
+each arm written as a result (`<stage>/<arm>/results.json`, with `busy` as any run's) with a done.json per
+finished stage; a stage already done in the tune's folder (resume=) is read back instead of measured
+again, and the time the earlier run spent counts against the budget."""
 
+import json
+import logging
 import shutil
 import time
 import uuid
@@ -11,68 +15,58 @@ import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf
 
-from bsbench.core import parts
+from bsbench.core import parts, tuning
+from bsbench.core.arms import describe as named
+from bsbench.core.arms import folder
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.core.identity import job_id
 from bsbench.core.oom import is_oom
 from bsbench.core.results import RESULT_FILE, now, read_results, setup_fields, write_json_atomic
-from bsbench.job import rounds
+from bsbench.job import noise, rounds
 from bsbench.job.build import build
 from bsbench.job.run import fit, with_utilization
-from bsbench.modes import tune
-from bsbench.modes.compare import describe as named
-from bsbench.modes.compare import folder
 from bsbench.modes.find_max import find_max
-from bsbench.report.stats import describe as statistics
-from bsbench.report.stats import paired
 from bsbench.training.environment import describe
 
+log = logging.getLogger("bsbench")
+COMPILED_ARMS = 32  # more than a tune's races hold together
 
-class Tuner:
-    def __init__(self, cfg: DictConfig, started_at: str):
-        self.cfg, self.started_at = cfg, started_at
+class DeviceLab:
+    def __init__(self, cfg: DictConfig, started_at: str, start: dict):
+        self.cfg, self.started_at, self.start = cfg, started_at, start
         self.dir = Path(OmegaConf.to_container(cfg.trainer, resolve=True).get("default_root_dir") or ".")
         self.job = job_id(cfg)
-        self.t0 = time.monotonic()
-        self.budget_s = cfg.budget_min * 60
-        self.start = {"batch_size": cfg.batch_size, "precision": str(cfg.precision), "channels_last": cfg.channels_last,
-                      "compile": cfg.compile}
-        if parts.builds_optimizer(cfg):  # a module of the user's builds its own
-            self.start["model.fused_adam"] = cfg.model.fused_adam
-        self.warmed: dict[str, rounds.Arm] = {}  # arms built in this process, by setting, for later stages
-        self.device = None
         self.objective = cfg.tune.objective
-        self.skipped: list[str] = []  # stages the budget left no time for
+        self.warmed_arms: dict[str, rounds.Arm] = {}  # arms built in this process, by setting, for later stages
+        self.device = None
+        self.watch: noise.Watch | None = None  # the machine's load while a stage measures (bsbench.job.noise)
+        self.recompile_limit: int | None = None
 
-    def value(self, arm: rounds.Arm) -> list[float]:
-        """An arm's rounds as the objective ranks them (larger is better)."""
-        if self.objective == "energy":
-            return [1 / j for j in arm.round_joules_per_sample if j]
-        return arm.rates
+    clock = staticmethod(time.monotonic)
 
-    # --- time ---
-    def deadline(self, stage: str) -> float:
-        """When a stage must end: its share and every earlier stage's, from the tune's start."""
-        shares = list(tune.SHARES.values())
-        return self.t0 + self.budget_s * sum(shares[: tune.STAGES.index(stage) + 1])
+    def say(self, line: str) -> None:
+        log.info("%s", line)
 
-    def left(self, stage: str) -> float:
-        return max(0.0, self.deadline(stage) - time.monotonic())
-
-    def spent(self) -> bool:
-        """The whole budget is spent: no further stage starts (resume= with a larger budget_min runs it)."""
-        return time.monotonic() >= self.t0 + self.budget_s
+    def spent(self) -> float:
+        """The time the runs before this one spent on the stages they finished (resume=)."""
+        spent = 0.0
+        for marker in self.dir.glob(f"*/{tuning.DONE_FILE}"):
+            try:
+                elapsed = json.loads(marker.read_text()).get("tune_elapsed_s")
+            except (OSError, ValueError):
+                continue
+            if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and elapsed > 0:
+                spent = max(spent, float(elapsed))
+        return spent
 
     # --- stages on disk ---
     def done(self, stage: str) -> list[dict] | None:
-        """A stage finished in this folder earlier (resume=): its results; a stage begun and not
-        finished is removed, to be measured again."""
+        """A stage finished in this folder earlier (resume=): its results; a stage begun and not finished
+        is removed, to be measured again."""
         where = self.dir / stage
-        marker = where / tune.DONE_FILE
+        marker = where / tuning.DONE_FILE
         if marker.is_file():
-            import json
-
             try:
                 record = json.loads(marker.read_text())
             except (OSError, ValueError):
@@ -80,17 +74,22 @@ class Tuner:
             if record.get("job_id") != self.job:
                 raise UserError(f"resume={self.dir} holds a tune of another configuration; resume it with its own "
                                 f"command (see {self.dir / '.hydra' / 'overrides.yaml'}), or tune anew without resume.")
+            if record.get("tune_procedure") != tuning.PROCEDURE:
+                raise UserError(f"resume={self.dir} holds a tune of an earlier bsbench, whose stages measured other "
+                                "things; tune anew without resume.")
             return [r for r in read_results(where) if r.get("tune_stage") == stage]
         if where.exists():
             shutil.rmtree(where)
         return None
 
-    def save(self, stage: str, results: list[dict]) -> None:
+    def _write(self, stage: str, results: list[dict], elapsed_s: float) -> None:
         for r in results:
             path = Path(r["run_dir"]) / RESULT_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, r)
-        write_json_atomic(self.dir / stage / tune.DONE_FILE, {"job_id": self.job, "stage": stage, "finished_at": now()})
+        write_json_atomic(self.dir / stage / tuning.DONE_FILE, {"job_id": self.job, "stage": stage, "finished_at": now(),
+                                                                "tune_elapsed_s": elapsed_s,
+                                                                "tune_procedure": tuning.PROCEDURE})
 
     def common(self) -> dict:
         """What every result of the tune holds besides its own measurement."""
@@ -98,32 +97,45 @@ class Tuner:
 
         overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
         return {"mode": "tune", "tune_job_id": self.job, "job_id": None, "started_at": self.started_at,
-                "tune_start": self.start,
-                "overrides": [o for o in overrides if not o.startswith("resume=")],
+                "tune_start": self.start, "overrides": [o for o in overrides if not o.startswith("resume=")],
                 **describe(self.device or rounds.device_of(self.cfg))}
 
     # --- 1. the memory edge ---
-    def edge(self) -> int:
+    def edge(self, seconds: float, costs: tuning.Costs) -> int:
         found = self.done("edge")
         if found:
             return found[0]["max_batch_size"]
-        cfg = self.cfg
+        cfg, started = self.cfg, time.monotonic()
+        self.begin("edge")
+        from bsbench.training.parts import train_samples
+
+        images = train_samples(cfg) or cfg.find_max.max_val
         if cfg.tune.max_batch_size is not None:
             edge, outcome = cfg.tune.max_batch_size, {"find_max_stop": "tune.max_batch_size", "find_max_trials": []}
+        elif on_cpu(cfg):  # the host's memory: nothing to search; a batch size too slow for the time is left out
+            edge = min(images, cfg.find_max.max_val)
+            outcome = {"find_max_stop": "dataset" if edge == images else "max_val", "find_max_trials": []}
         else:
-            from bsbench.training.parts import train_samples
+            def trial(config: DictConfig) -> None:
+                t = time.monotonic()
+                self._trial(config)
+                costs.add("trial", config.batch_size, time.monotonic() - t)
 
-            outcome = find_max(cfg, self._trial, train_samples(cfg) or cfg.find_max.max_val, is_oom,
-                               garbage_collection_cuda,
-                               more=lambda: self.left("edge") > 0, tolerance=tune.edge_tolerance)
+            # no trial that would, by what the trials so far took, end past the stage's time
+            outcome = find_max(cfg, trial, images, is_oom, garbage_collection_cuda,
+                               more=lambda size: time.monotonic() - started + costs.predict("trial", size) <= seconds,
+                               tolerance=tuning.edge_tolerance)
             edge = outcome["max_batch_size"]
             if edge is None:
                 raise UserError(f"batch_size={cfg.batch_size} ran out of memory, and so did every smaller batch size "
                                 "tried; tune a smaller model or image size, e.g. data.image_size=64.")
-        result = {**setup_fields(with_batch(cfg, edge)), **self.common(), "status": Status.OK, "tune_stage": "edge",
-                  "report_row": False, "max_batch_size": edge, **outcome, "finished_at": now(),
-                  "run_dir": str(self.dir / "edge")}
-        self.save("edge", [result])
+        load = self._busy()  # the machine's while the trials ran: none ran on a CPU, and nothing to mark
+        result = {**setup_fields(rounds.with_setting(cfg, {"batch_size": edge})), **self.common(), "status": Status.OK,
+                  "tune_stage": "edge", "report_row": False, "max_batch_size": edge, **outcome, "finished_at": now(),
+                  "run_dir": str(self.dir / "edge"), **(load if outcome["find_max_trials"] else {})}
+        self._write("edge", [{**result, **noise.judge(result)}], self.spent() + time.monotonic() - started)
+        words = tuning.edge_words(outcome["find_max_stop"], bool(outcome["find_max_trials"]))
+        self.say(f"tune: the memory edge: {edge} ({words})")
         return edge
 
     def _trial(self, trial: DictConfig) -> None:
@@ -132,138 +144,110 @@ class Tuner:
         fit(built)
 
     # --- 2-5. races ---
-    def race(self, stage: str, settings: list[dict], pairs, eliminate: bool) -> list[dict]:
-        """Measure `settings` against each other until the stage's deadline, its target or its cap;
-        returns their results (read back where the stage was done before)."""
-        found = self.done(stage)
-        if found is not None:
-            order = {named(s): i for i, s in enumerate(settings)}
-            return sorted(found, key=lambda r: order.get(named(r["compare_setting"]), len(order)))
-        if self.spent():
-            self.skipped.append(stage)
-            return []
-        cfg = self.cfg
-        arms = []
-        for setting in settings:
-            arm = self.warmed.get(named(setting))
-            arms.append(rounds.Arm(setting, arm.cfg, arm.built, arm.first_step_time_s, precision_used=arm.precision_used)
-                        if arm is not None and arm.live else rounds.warm(cfg, setting))
-            self.warmed[named(setting)] = arms[-1]
-            if arms[-1].built is not None:
-                self.device = arms[-1].built.trainer.strategy.root_device
+    def knobs(self) -> list[dict]:
+        on_cuda = (self.device or rounds.device_of(self.cfg)).type == "cuda"
+        bf16 = on_cuda and torch.cuda.is_bf16_supported()
+        return tuning.knob_settings(self.start, on_cuda, bf16, self.cfg.tune.compile, parts.builds_optimizer(self.cfg))
 
-        def drop(arms):
-            gone = tune.clearly_slower([self.value(a) for a in arms], [a.live for a in arms]) if eliminate else []
-            return [arms[i] for i in gone]
+    def begin(self, stage: str) -> None:
+        """A stage's measurement starts: the machine's load is watched from here to its results."""
+        if self.watch is not None:  # a stage the budget left unmeasured
+            self.watch.stop()
+        self.watch = noise.Watch().start()
 
-        compiled = sum(bool(a.cfg.compile) for a in arms)
-        with rounds.recompile_room(compiled) as limit:
-            stop = rounds.race(arms, cfg.compare, pairs, cap=cfg.compare.rounds, target_ci=cfg.target_ci,
-                               budget_s=self.left(stage), min_rounds=tune.MIN_ROUNDS, eliminate=drop, label=stage,
-                               value=self.value, budget_after=2,
-                               hard_s=self.t0 + self.budget_s - time.monotonic())
-        race_id = uuid.uuid4().hex[:12]
-        results = []
-        for arm in arms:
-            r = {**self.common(), **rounds.arm_result(arm, 1, cfg.compare), "status": arm.status, "tune_stage": stage,
-                 "compare_id": race_id, "compare_setting": arm.setting, "compare_settings": settings,
-                 "compare_stop": stop, "compile_recompile_limit": limit, "finished_at": now(),
-                 "config": OmegaConf.to_container(arm.cfg, resolve=True), "run_dir": str(self.dir / stage / folder(arm.setting))}
-            results.append(with_utilization(arm.cfg, r))
-        self.save(stage, results)
-        return results
+    def _busy(self) -> dict:
+        fields = self.watch.stop() if self.watch is not None else {}
+        self.watch = None
+        return fields
 
-    def against_leader(self, arms) -> list[tuple[int, int]]:
-        live = [i for i, a in enumerate(arms) if a.live and self.value(a)]
-        if len(live) < 2:
-            return []
-        lead = max(live, key=lambda i: tune.mean_log(self.value(arms[i])))
-        return [(i, lead) for i in live if i != lead]
+    def warmed(self, setting: dict) -> bool:
+        arm = self.warmed_arms.get(named(setting))
+        return arm is not None and arm.live
+
+    def warm(self, setting: dict) -> rounds.Arm:
+        before = self.warmed_arms.get(named(setting))
+        if before is not None and before.live:  # a fresh record of it for this stage, on the same model
+            arm = rounds.Arm(setting, before.cfg, before.built, before.first_step_time_s,
+                             precision_used=before.precision_used)
+        else:
+            arm = rounds.warm(self.cfg, setting)
+        self.warmed_arms[named(setting)] = arm
+        if arm.built is not None:
+            self.device = arm.built.trainer.strategy.root_device
+        return arm
+
+    def play(self, arm: rounds.Arm) -> None:
+        rounds.play(arm, self.cfg.compare)
+
+    def value(self, arm: rounds.Arm) -> list[float]:
+        """An arm's rounds as the objective ranks them (larger is better)."""
+        if self.objective == "energy":
+            return [1 / j for j in arm.round_joules_per_sample if j]
+        return arm.rates
 
     def keep_only(self, settings: list[dict]) -> None:
         """Give back the models of arms no later stage measures."""
         wanted = {named(s) for s in settings}
-        for name in [n for n in self.warmed if n not in wanted]:
-            del self.warmed[name]
+        for name in [n for n in self.warmed_arms if n not in wanted]:
+            del self.warmed_arms[name]
         garbage_collection_cuda()
 
+    def save(self, stage: str, arms: list[rounds.Arm], settings: list[dict], stop: dict, elapsed_s: float) -> list[dict]:
+        cfg, busy = self.cfg, self._busy()
+        race_id = uuid.uuid4().hex[:12]
+        measured = [arm.setting for arm in arms]
+        results = []
+        for arm in arms:
+            r = {**self.common(), **rounds.arm_result(arm, 1, cfg.compare), "status": arm.status, "tune_stage": stage,
+                 "compare_id": race_id, "compare_setting": arm.setting, "compare_settings": measured,
+                 "tune_not_measured": [s for s in settings if s not in measured], "compare_stop": stop,
+                 "compile_recompile_limit": self.recompile_limit, "finished_at": now(), "config": OmegaConf.to_container(arm.cfg, resolve=True),
+                 "run_dir": str(self.dir / stage / folder(arm.setting)), **busy}
+            r = with_utilization(arm.cfg, r)
+            results.append({**r, **noise.judge(r)})
+        self._write(stage, results, elapsed_s)
+        if any(r.get("busy") for r in results):
+            self.say(f"tune: warning: the {stage} race was measured on a busy machine ({results[0]['busy_reason']}); "
+                     "its intervals are wider and tune.md marks it")
+        return results
 
-def with_batch(cfg: DictConfig, batch_size: int) -> DictConfig:
-    return rounds.with_setting(cfg, {"batch_size": batch_size})
+
+def on_cpu(cfg: DictConfig) -> bool:
+    """Whether the tune trains on the CPU, whose memory is the host's: no device memory to run out of."""
+    accelerator = str(cfg.accelerator)
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                    and not torch.backends.mps.is_available())
 
 
-def leader_of(results: list[dict], objective: str) -> int:
-    """The best batch size of a batch race (ok arms only)."""
-    ok = [r for r in results if r.get("status") == Status.OK and tune.values(r, objective)]
-    if not ok:
-        raise RuntimeError("no batch size of the race was measured (every one ran out of memory)")
-    return ok[tune.fastest([tune.values(r, objective) for r in ok])]["batch_size"]
+def start_of(cfg: DictConfig) -> dict:
+    """The starting settings a tune measures changes against: batch_size and every knob's value."""
+    start = {"batch_size": cfg.batch_size, "precision": str(cfg.precision), "channels_last": cfg.channels_last,
+             "compile": cfg.compile}
+    if parts.builds_optimizer(cfg):  # a module of the user's builds its own
+        start["model.fused_adam"] = cfg.model.fused_adam
+    return start
 
 
 def run_tune(cfg: DictConfig, started_at: str) -> dict:
-    t = Tuner(cfg, started_at)
-    start = t.start
-    edge = t.edge()
-    at = lambda b: {"batch_size": b}  # noqa: E731 - an arm of the batch races: the start's settings at b
-
-    grid = tune.grid(edge, cfg.tune.grid_points, start["batch_size"])
-    objective = cfg.tune.objective
-    first = t.race("batch", [at(b) for b in grid], t.against_leader, eliminate=True)
-    leader = leader_of(first, objective) if first else min(start["batch_size"], edge)
-    near_sizes = tune.neighbourhood(leader, edge, start["batch_size"])
-    raced = [r for r in first if r.get("status") == Status.OK and tune.values(r, objective)]
-    if raced:  # the grid's sizes as fast as its leader as far as the rounds could tell: raced again
-        kept = tune.contenders([tune.values(r, objective) for r in raced])
-        near_sizes = sorted(set(near_sizes) | {raced[i]["batch_size"] for i in kept})
-    t.keep_only([at(b) for b in near_sizes])
-    near = t.race("near", [at(b) for b in near_sizes], t.against_leader, eliminate=True)
-    leader = leader_of(near, objective) if near else leader
-
-    on_cuda = (t.device or rounds.device_of(cfg)).type == "cuda"
-    bf16 = on_cuda and torch.cuda.is_bf16_supported()
-    knobs = tune.knob_settings(start, on_cuda, bf16, cfg.tune.compile, parts.builds_optimizer(cfg))
-    t.keep_only([at(leader), at(start["batch_size"])])
-    knob_arms = [at(leader)] + [{**at(leader), **k} for k in knobs]
-    measured = t.race("knobs", knob_arms, lambda arms: [(i, 0) for i in range(1, len(arms))], eliminate=False)
-    measured = measured or [{}]  # the budget spent before the knobs: none measured
-    base_values = tune.values(measured[0], objective)
-    effects = [paired(tune.values(r, objective), base_values) if tune.values(r, objective) and base_values
-               else {"ratio": None, "ci_low": None} for r in measured[1:]]
-    best = {**at(leader), **tune.combination(knobs, effects)}
-
-    t.keep_only([at(start["batch_size"]), best])
-    speedup = {"ratio": 0.0, "ci_low": None, "ci_high": None}
-    best_rates = measured[0].get("round_samples_per_s") if best == at(leader) else None
-    if named(best) != named(at(start["batch_size"])):
-        if start["batch_size"] > edge:
-            speedup = {"ratio": None, "ci_low": None, "ci_high": None,
-                       "reason": f"batch_size={start['batch_size']} is above the memory edge, {edge}"}
-            confirmed = t.race("confirm", [best], lambda arms: [], eliminate=False) or [{}]
-            best_rates = confirmed[0].get("round_samples_per_s")
-        else:
-            confirmed = t.race("confirm", [at(start["batch_size"]), best], lambda arms: [(1, 0)], eliminate=False)
-            if not confirmed:
-                speedup = {"ratio": None, "reason": "the budget was spent before the confirmation; resume with a larger "
-                                                    "budget_min"}
-                confirmed = [{}, {}]
-            elif all(tune.values(r, objective) for r in confirmed):
-                speedup = paired(tune.values(confirmed[1], objective), tune.values(confirmed[0], objective))
-            best_rates = confirmed[1].get("round_samples_per_s")
-    rate = statistics(best_rates or [], log=True)
-    t.keep_only([])
+    start = start_of(cfg)
+    lab = DeviceLab(cfg, started_at, start)
+    spec = tuning.Spec(start=start, budget_min=cfg.budget_min, grid_points=cfg.tune.grid_points,
+                       objective=cfg.tune.objective, target_ci=cfg.target_ci, cap=cfg.compare.rounds)
+    compiled = cfg.compile or cfg.tune.compile
+    try:  # a compiled arm per batch size, precision and memory format: room for the graphs of all of them
+        with rounds.quiet_lightning(), rounds.recompile_room(COMPILED_ARMS if compiled else 0) as limit:
+            lab.recompile_limit = limit
+            found = tuning.run(lab, spec)
+    finally:
+        if lab.watch is not None:
+            lab.watch.stop()
+        lab.keep_only([])
     return {
         "status": Status.OK,
         **setup_fields(cfg),
-        **t.common(),
+        **lab.common(),
         "job_id": job_id(cfg),
         "report_row": False,  # it measured nothing itself: its stages' results are the runs
-        "tune_edge": edge,
-        "tune_best": {k: v for k, v in best.items()},
-        "tune_start": start,
-        "tune_best_samples_per_s": rate["mean"],
-        "tune_best_ci": [rate["ci_low"], rate["ci_high"]],
-        "tune_speedup": {k: speedup.get(k) for k in ("ratio", "ci_low", "ci_high", "reason")},
-        "tune_elapsed_s": time.monotonic() - t.t0,
-        "tune_skipped": t.skipped,
+        **found,
         "finished_at": now(),
     }

@@ -20,7 +20,7 @@ from statistics import fmean
 
 from bsbench.core.fields import Status
 from bsbench.report.summary import group_key, label_groups
-from bsbench.report.verdict import neighbour_pairs
+from bsbench.core.arms import neighbour_pairs
 
 MIN_RUNS = 3
 MIN_SHARE = 0.005  # of the step, on at least one side

@@ -4,7 +4,8 @@ size) through the geometric means, every run beside them, 95% intervals as error
 size ran at least twice (a mode=compare run's throughput: over its rounds); the powers of two and
 multiples of 8 marked by lines behind the data and by their tick labels, never over a point; a ring
 around a point where a run was measured on a busy machine (bsbench.job.noise); ticks only at batch
-sizes that ran; the y-axis from zero to above the highest interval; title, caption and legend
+sizes that ran; the y-axis from zero to above the highest interval, or where one reaches far above the
+measured points, to above them, that interval cut with an arrow and its end written; title, caption and legend
 inside the figure, the legend beside the axes, not on the data."""
 
 import io
@@ -17,10 +18,12 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from bsbench.core.numbers import number
 from bsbench.core.results import write_atomic
-from bsbench.report.stats import describe
+from bsbench.core.stats import describe
 from bsbench.report.summary import over_rounds
-from bsbench.report.verdict import BUSY, is_power_of_two  # BUSY: the gid of the ring around a busy run's point
+from bsbench.core.arms import is_power_of_two
+from bsbench.report.verdict import BUSY  # the gid of the ring around a busy run's point
 
 PLOTS = {
     "samples_per_s.png": ("samples_per_s_values", "{measures} throughput (samples/s)"),
@@ -30,6 +33,7 @@ PLOTS = {
 }
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 markers against 10 colours: 70 series before a pair repeats
 POWER_OF_TWO, MULTIPLE_OF_8 = "crimson", "darkorange"
+CUT = 1.5  # an interval reaching above this many times the highest measured point is cut at the axis' top
 MAX_TICKS = 20  # beyond it, every k-th batch size that ran is labelled (and every power of two)
 SPREAD = 0.4  # of the gap between neighbouring batch sizes: how far apart the series at one batch size are
 
@@ -46,6 +50,32 @@ def _error(values: list[float]) -> tuple[float, float, float]:
     if stats["ci_low"] is None:
         return stats["mean"], 0.0, 0.0
     return stats["mean"], stats["mean"] - stats["ci_low"], stats["ci_high"] - stats["mean"]
+
+
+def axis_top(points: list[float], reaches: list[float]) -> float:
+    """The y-axis' top: above every interval's end where they stay near the measured points (means and single
+    values), else fitted to the points, with the intervals that reach further cut (interval_bars): one
+    two-round interval must not flatten every point into the bottom of the plot."""
+    highest = max(points)
+    reach = max([highest, *reaches])
+    return reach * 1.08 if reach <= CUT * highest else highest * 1.25
+
+
+def interval_bars(ax, x, means, below, above, top: float, **style):
+    """Error bars (none where `below` is None) whose ends above `top` are cut there: such a bar ends at the
+    axis with an arrow, its true end written beside it."""
+    if below is None:
+        return ax.errorbar(x, means, **style)
+    edge = top * 0.985
+    shown = [min(a, max(0.0, edge - m)) for m, a in zip(means, above)]
+    container = ax.errorbar(x, means, yerr=[below, shown], **style)
+    color = container.lines[0].get_color()
+    for at, m, a in zip(x, means, above):
+        if m + a > edge:
+            ax.plot([at], [edge], marker="^", ms=6, color=color, zorder=style.get("zorder", 3), clip_on=False)
+            ax.annotate(f"interval to {number(m + a)}", (at, edge), xytext=(5, -2), textcoords="offset points",
+                        fontsize=7, va="top", color=color)
+    return container
 
 
 def values(row: dict, field: str) -> list[float]:
@@ -104,27 +134,29 @@ def figure(rows: list[dict], field: str, ylabel: str) -> Figure:
     step = SPREAD * gap / len(groups)  # between the series at one batch size
     fig = Figure(figsize=(9, 5), dpi=100, layout="constrained")
     ax = fig.subplots()
-    top = 0.0
+    drawn = {setting: [_error(values(row, field)) for row in sorted(group, key=lambda row: row["batch_size"])]
+             for setting, group in groups.items()}
+    top = axis_top([m for bars in drawn.values() for m, _, _ in bars]
+                   + ([v for row in plotted for v in values(row, field)] if repeated else []),
+                   [m + a for bars in drawn.values() for m, _, a in bars])
     handles = []
     for i, (setting, group) in enumerate(groups.items()):
         group.sort(key=lambda row: row["batch_size"])
         shift = (i - (len(groups) - 1) / 2) * step
         x = [row["batch_size"] + shift for row in group]
-        means, below, above = zip(*(_error(values(row, field)) for row in group))
+        means, below, above = zip(*drawn[setting])
         color, marker = f"C{i % 10}", MARKERS[i % len(MARKERS)]
         name = setting or ("geometric mean of the runs" if repeated else "one run per batch size")
-        container = ax.errorbar(x, means, yerr=[below, above] if repeated else None, color=color, marker=marker,
-                                ms=6, capsize=3, lw=1.2, zorder=3, label=textwrap.fill(name, 32))
+        container = interval_bars(ax, x, means, below if repeated else None, above, top, color=color, marker=marker,
+                                  ms=6, capsize=3, lw=1.2, zorder=3, label=textwrap.fill(name, 32))
         handles.append(container)
         busy = [(at, mean) for at, mean, row in zip(x, means, group) if row.get("busy_runs")]
         if busy:  # a ring around the point (the noise sentinel): not a series, drawn over it, hiding nothing
             ax.plot(*zip(*busy), ls="none", marker="o", ms=13, mfc="none", mec="black", mew=1.1, zorder=4, gid=BUSY)
-        top = max(top, *(m + a for m, a in zip(means, above)))
         if repeated:  # every value beside its mean (a little to its right, clear of the error bar)
             runs_x = [row["batch_size"] + shift + step / 3 for row in group for _ in values(row, field)]
             runs_y = [v for row in group for v in values(row, field)]
             ax.plot(runs_x, runs_y, ".", ms=5, alpha=0.45, color=color, zorder=2)
-            top = max(top, *runs_y)
     marks = {"power of two": ([b for b in sizes if is_power_of_two(b)], POWER_OF_TWO, "--"),
              "multiple of 8": ([b for b in sizes if b % 8 == 0 and not is_power_of_two(b)], MULTIPLE_OF_8, ":")}
     for name, (at, color, style) in marks.items():
@@ -145,8 +177,8 @@ def figure(rows: list[dict], field: str, ylabel: str) -> Figure:
             text.set_color(POWER_OF_TWO if is_power_of_two(size) else MULTIPLE_OF_8)
             text.set_fontweight("bold")
     ax.set_xlim(sizes[0] - 0.6 * gap, sizes[-1] + 0.6 * gap)
-    # from zero (a 2% difference looks like one; the verdict gives it with its interval) to above every interval
-    ax.set_ylim(0, top * 1.08)
+    # from zero (a 2% difference looks like one; the verdict gives it with its interval) to above the points
+    ax.set_ylim(0, top)
     ax.set_xlabel("batch size (per device)")
     ax.set_ylabel(textwrap.fill(ylabel, 48))
     ax.grid(alpha=0.3)

@@ -11,10 +11,10 @@ from bsbench.core.fields import ANSWERED, FIELD_NAMES, Status, setting, setting_
 from bsbench.core.numbers import number, quantity
 from bsbench.core.results import write_atomic
 from bsbench.modes import MODES
-from bsbench.report.stats import describe
+from bsbench.core.stats import describe
 
 # Per-configuration statistics: (result field or derived name, heading). All are positive quantities:
-# geometric means and intervals on the log scale (bsbench.report.stats.describe).
+# geometric means and intervals on the log scale (bsbench.core.stats.describe).
 # samples_per_s, tflops and mfu are the rate a run's mode measures: training's, or mode=inference's
 # forward passes (RATE_FIELDS).
 METRICS = {
@@ -278,8 +278,7 @@ def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) ->
                          f"{r['nonfinite_loss_steps']} steps; its timings stand, its accuracy does not.")
     busy = [r for r in results if r.get("busy") is True and r.get("report_row") is not False]
     if busy:
-        where = "; ".join(f"batch size {r['batch_size']} ({Path(str(r.get('run_dir'))).name}: {r.get('busy_reason')})"
-                          for r in busy[:8])
+        where = "; ".join(f"batch size {r['batch_size']} ({_run_name(r)}: {r.get('busy_reason')})" for r in busy[:8])
         notes.append(f"Measured on a busy machine ({len(busy)} of {plural(len(results), 'run')}; `busy` in runs.csv, "
                      f"marked in the runs column, the plots and the verdict): {where}{'; ...' if len(busy) > 8 else ''}. "
                      "Their figures are slower and noisier than a quiet machine gives.")
@@ -308,3 +307,9 @@ def summary_markdown(directories: list[Path], results: list[dict], rows: list[di
         f"*The method* in bsbench's documentation ({METHOD}).\n\n"
         + markdown_table(rows) + ("\n" + notes if notes else "")
     )
+
+
+def _run_name(r: dict) -> str:
+    """A run as its folder names it: `bs32_r0_<id>`, or a tune's arm with its stage, `near/bs32`."""
+    path = Path(str(r.get("run_dir")))
+    return f"{path.parent.name}/{path.name}" if r.get("tune_stage") else path.name

@@ -1,37 +1,22 @@
-"""mode=tune's part of the report, from its results alone (bsbench.modes.tune describes the stages):
-tune.md (the fastest setting found, what matters ranked with intervals, the batch sizes that cannot
-be told apart from the fastest, a snippet to paste) and tune.png (samples/s against batch size)."""
+"""mode=tune's part of the report, from its results alone (bsbench.core.tuning describes the stages and the
+decision rule): tune.md (the advice, change or keep, with its interval; what matters, ranked by evidence;
+the batch sizes that cannot be told apart from the fastest; a snippet to paste where there is something
+to change) and tune.png (samples/s against batch size)."""
 
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from bsbench.core import tuning
+from bsbench.core.arms import changes, describe as named, is_power_of_two, text
 from bsbench.core.results import write_atomic
-from bsbench.modes import tune
-from bsbench.report.plots import save_png
-from bsbench.report.stats import describe, paired
+from bsbench.core.stats import Race, describe, readable, resolved, simultaneous
+from bsbench.report.plots import axis_top, interval_bars, save_png
+from bsbench.report.verdict import BUSY  # the words, and the gid of the ring around a busy race's point
 
 
 def _pct(x) -> str:
     return "" if x is None else f"{x:+.1%}"
-
-
-def _interval(c: dict) -> str:
-    return f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c.get("ci_low") is not None else "no interval yet"
-
-
-def _words(c: dict) -> str:
-    if c.get("ratio") is None:
-        return c.get("reason") or "not measured"
-    if c.get("ci_low") is None:
-        return f"{c['ratio']:+.1%} (too few rounds for an interval)"
-    if c["ci_low"] <= 0 <= c["ci_high"]:
-        return "no detectable difference"
-    return f"{abs(c['ratio']):.1%} {'faster' if c['ratio'] > 0 else 'slower'}"
-
-
-def _text(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _number(value) -> bool:
@@ -47,14 +32,17 @@ def _usable(r: dict) -> bool:
     one that is not is left out, as the summary table leaves out an unreadable file)."""
     if r.get("tune_stage") == "edge":
         return isinstance(r.get("max_batch_size"), int)
-    if r.get("tune_stage") in tune.STAGES:
+    if r.get("tune_stage") in tuning.STAGES:
         return (isinstance(r.get("compare_setting"), dict) and isinstance(r.get("batch_size"), int)
+                and isinstance(r["compare_setting"].get("batch_size"), int)
                 and _numbers(r.get("round_samples_per_s") or [], positive=True)
                 and _numbers(r.get("round_joules_per_sample") or [], positive=True))
     speedup, best, start = r.get("tune_speedup"), r.get("tune_best"), r.get("tune_start")
     return (isinstance(best, dict) and isinstance(best.get("batch_size"), int) and isinstance(speedup, dict)
-            and all(speedup.get(k) is None or _number(speedup[k]) for k in ("ratio", "ci_low", "ci_high"))
-            and (start is None or isinstance(start, dict))
+            and r.get("tune_decision") in (tuning.KEEP, tuning.CHANGE)
+            and all(speedup.get(k) is None or _number(speedup[k]) for k in ("ratio", "ci_low", "ci_high", "confidence"))
+            and isinstance(start, dict) and isinstance(start.get("batch_size"), int)
+            and isinstance(r.get("tune_resolution") or {}, dict)
             and all(r.get(k) is None or _number(r[k]) for k in ("tune_best_samples_per_s", "tune_elapsed_s"))
             and (r.get("tune_best_ci") is None or (_numbers([v for v in r["tune_best_ci"] if v is not None])
                                                    and len(r["tune_best_ci"]) == 2)))
@@ -68,7 +56,7 @@ def tunes(results: list[dict]) -> dict[str, dict]:
         if r.get("mode") != "tune" or not isinstance(key, str) or not _usable(r):
             continue
         one = found.setdefault(key, {"stages": {}, "summary": None})
-        if r.get("tune_stage") in tune.STAGES:
+        if r.get("tune_stage") in tuning.STAGES:
             one["stages"].setdefault(r["tune_stage"], []).append(r)
         elif r.get("status") == "ok":
             one["summary"] = r
@@ -79,70 +67,185 @@ def _objective(one: dict) -> str:
     for results in one["stages"].values():
         for r in results:
             objective = ((r.get("config") or {}).get("tune") or {}).get("objective")
-            if objective in tune.OBJECTIVES:
+            if objective in tuning.OBJECTIVES:
                 return objective
     return "time"
 
 
-def _measured(results: list[dict], objective: str) -> list[dict]:
-    return [r for r in results if r.get("status") == "ok" and tune.values(r, objective)]
+def _start(one: dict) -> dict:
+    if one["summary"] is not None:
+        return one["summary"]["tune_start"]
+    for results in one["stages"].values():
+        for r in results:
+            if isinstance(r.get("tune_start"), dict) and isinstance(r["tune_start"].get("batch_size"), int):
+                return r["tune_start"]
+    return {}
 
 
-def _compare(a: dict, b: dict, objective: str) -> dict:
-    return paired(tune.values(a, objective), tune.values(b, objective))
+def _busy(*results: dict) -> bool:
+    return any(r.get("busy") is True for r in results)
 
 
 def analyse(one: dict) -> dict:
-    """What a tune found, from its stages' results (as far as it got)."""
+    """What a tune found, from its stages' results (as far as it got): the edge, the batch race's leader and
+    the sizes as fast, and the rows of "what matters", each with an interval that holds together with the
+    others' (Bonferroni over the rows)."""
     objective = _objective(one)
     stages = one["stages"]
-    out: dict = {"objective": objective, "rows": [], "summary": one["summary"]}
+    start = _start(one)
+    out: dict = {"objective": objective, "rows": [], "summary": one["summary"], "start": start,
+                 "busy": [s for s in tuning.STAGES if _busy(*stages.get(s, []))]}
     edge = stages.get("edge", [{}])[0]
     out["edge"], out["edge_stop"] = edge.get("max_batch_size"), edge.get("find_max_stop")
-    race = _measured(stages.get("near") or stages.get("batch") or [], objective)
-    if not race:
-        return out
-    lead = race[tune.fastest([tune.values(r, objective) for r in race])]
-    sizes = [r["batch_size"] for r in race]
-    start = (one["summary"] or {}).get("tune_start") or race[0].get("tune_start") or {}
-    out["leader"], out["lead_result"] = lead["batch_size"], lead
-    same = tune.indistinguishable([tune.values(r, objective) for r in race], race.index(lead))
-    out["indistinguishable"] = sorted(race[i]["batch_size"] for i in same)
-    out["race_sizes"] = sorted(sizes)
-    powers = [b for b in sizes if tune.is_power_of_two(b)]
-    if powers:
-        nearest = min(powers, key=lambda b: (abs(b - lead["batch_size"]), b))
-        if nearest != lead["batch_size"]:
-            c = _compare(race[sizes.index(nearest)], lead, objective)
-            out["power_of_two"] = nearest
-            out["rows"].append({"what": f"power of two: {nearest}, the nearest, against the fastest {lead['batch_size']}",
-                                "kind": "power of two", **c})
-        else:
-            others = [r for r in race if not tune.is_power_of_two(r["batch_size"])]
-            out["power_of_two"] = nearest
-            if others:
-                best_other = others[tune.fastest([tune.values(r, objective) for r in others])]
-                c = _compare(best_other, lead, objective)
-                out["rows"].append({"what": f"power of two: the fastest, {nearest}, is one; the fastest other "
-                                            f"({best_other['batch_size']}) against it", "kind": "power of two", **c})
-    start_bs = start.get("batch_size")
-    if start_bs in sizes and start_bs != lead["batch_size"]:
-        c = _compare(lead, race[sizes.index(start_bs)], objective)
-        out["rows"].append({"what": f"batch size: {lead['batch_size']} against your {start_bs}", "kind": "batch size", **c})
-    knobs = stages.get("knobs") or []
-    base = next((r for r in knobs if tune.values(r, objective) and set(r["compare_setting"]) == {"batch_size"}), None)
-    for r in knobs:
-        if r is base or not isinstance(r.get("compare_setting"), dict):
+    out["edge_searched"] = bool(edge.get("find_max_trials"))
+    pending = []  # (what, kind, race, arm, against)
+    knobs = tuning.measured(stages.get("knobs") or [], objective)
+    base = next((r for r in knobs if set(r["compare_setting"]) == {"batch_size"}), None)
+    for r in stages.get("knobs") or []:
+        if r is base:
             continue
         changed = {k: v for k, v in r["compare_setting"].items() if k != "batch_size"}
-        what = " ".join(f"{k}={_text(v)}" for k, v in changed.items())
-        if r.get("status") != "ok" or base is None or not tune.values(r, objective):
-            out["rows"].append({"what": f"{what} (at {r['batch_size']})", "kind": "knob", "ratio": None,
-                                "ci_low": None, "ci_high": None, "reason": f"{r.get('status')}: {r.get('error', '')}"})
+        what = f"{named(changed)} (at your batch size, {r['batch_size']})"
+        if r not in knobs or base is None:
+            out["rows"].append({"what": what, "kind": "knob", "ratio": None, "ci_low": None, "ci_high": None,
+                                "reason": f"{r.get('status')}: {r.get('error', '')}", "busy": _busy(r)})
             continue
-        out["rows"].append({"what": f"{what} (at {r['batch_size']})", "kind": "knob", **_compare(r, base, objective)})
-    out["rows"].sort(key=lambda row: -abs(row["ratio"]) if row.get("ratio") is not None else 1)
+        pending.append((what, "knob", knobs, r, base))
+    race = tuning.measured(stages.get("near") or stages.get("batch") or [], objective)
+    if race:
+        rates = [tuning.values(r, objective) for r in race]
+        lead = race[tuning.fastest(rates)]
+        sizes = [r["batch_size"] for r in race]
+        knobs_on = {k: v for k, v in lead["compare_setting"].items() if k != "batch_size"}
+        with_knobs = f" (with {named(knobs_on)})" if knobs_on else ""
+        out["leader"], out["lead_result"], out["knobs_on"] = lead["batch_size"], lead, knobs_on
+        out["race_sizes"] = sorted(sizes)
+        powers = [b for b in sizes if is_power_of_two(b)]
+        if powers:
+            nearest = min(powers, key=lambda b: (abs(b - lead["batch_size"]), b))
+            out["power_of_two"] = nearest
+            if nearest != lead["batch_size"]:
+                pending.append((f"power of two: {nearest}, the nearest, against the fastest {lead['batch_size']}"
+                                f"{with_knobs}", "power of two", race, race[sizes.index(nearest)], lead))
+            else:
+                others = [r for r in race if not is_power_of_two(r["batch_size"])]
+                if others:
+                    other = others[tuning.fastest([tuning.values(r, objective) for r in others])]
+                    pending.append((f"power of two: the fastest, {nearest}, is one; the fastest other "
+                                    f"({other['batch_size']}) against it{with_knobs}", "power of two", race, other, lead))
+        start_bs = start.get("batch_size")
+        if start_bs in sizes and start_bs != lead["batch_size"]:
+            pending.append((f"batch size: {lead['batch_size']} against your {start_bs}{with_knobs}", "batch size", race,
+                            lead, race[sizes.index(start_bs)]))
+    level = simultaneous(tuning.CONFIDENCE, len(pending))
+    for what, kind, arms, arm, against in pending:
+        table = Race([tuning.values(r, objective) for r in arms])
+        c = table.compare(arms.index(arm), arms.index(against), level)
+        out["rows"].append({"what": what, "kind": kind, **c, "busy": _busy(arm, against)})
+    out["level"], out["comparisons"] = level, len(pending)
+    out["rows"] = ranked(out["rows"])
+    if race:  # at the table's confidence, so that "measurably slower" below says what its row says
+        lead = race.index(out["lead_result"])
+        same = tuning.indistinguishable([tuning.values(r, objective) for r in race], lead, level)
+        out["indistinguishable"] = sorted(race[i]["batch_size"] for i in same)
     return out
+
+
+def ranked(rows: list[dict]) -> list[dict]:
+    """What matters, by evidence: the effects whose interval excludes zero first, by the smallest effect their
+    interval supports (its end nearer zero); then those not resolved, the best resolved first; then those
+    not measured. No estimate of an unresolved effect ranks it above a clear one."""
+    def key(row):
+        if resolved(row):
+            supported = row["ci_low"] if row["ci_low"] > 0 else -row["ci_high"]
+            return (0, -abs(supported))
+        if row.get("ratio") is not None:
+            return (1, row["detectable"] if row.get("detectable") is not None else float("inf"))
+        return (2, 0)
+
+    return sorted(rows, key=key)
+
+
+def reading(c: dict) -> str:
+    """A row's reading: faster or slower by how much (at least), no detectable difference, or not resolved."""
+    if c.get("ratio") is None:
+        return c.get("reason") or "not measured"
+    if c.get("ci_low") is None:
+        return "not resolved: one round, no interval"
+    if resolved(c):
+        faster = c["ci_low"] > 0
+        word = "faster" if faster else "slower"
+        if readable(c):
+            return f"{abs(c['ratio']):.1%} {word}"
+        return f"{word}, by at least {abs(c['ci_low'] if faster else c['ci_high']):.1%}"
+    if c.get("detectable") is not None and c["detectable"] > tuning.RESOLVES:
+        return "not resolved: too few or too noisy rounds to show even a twofold difference"
+    shown = f"±{c['detectable']:.1%}" if c.get("detectable") is not None else "a larger difference"
+    if readable(c):
+        return f"no detectable difference ({shown} would have shown)"
+    return f"not resolved: only a difference beyond {shown} would have shown"
+
+
+def _row_cells(c: dict) -> tuple[str, str]:
+    """The difference and interval cells: none for an effect not resolved and too wide to read."""
+    if c.get("ratio") is None or c.get("ci_low") is None:
+        return "", ""
+    interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}"
+    if readable(c):
+        return _pct(c["ratio"]), interval
+    return ("", "not resolved") if not resolved(c) else ("", interval)
+
+
+def headline(summary: dict, objective: str, as_fast: list[int] | None = None) -> list[str]:
+    """The advice in one paragraph: change (what, by how much, its interval; `as_fast`: the batch sizes as fast
+    as the one advised, within the noise) or keep (and what would have shown)."""
+    unit = "samples/s" if objective == "time" else "images per joule"
+    speedup = summary.get("tune_speedup") or {}
+    rate, (low, high) = summary.get("tune_best_samples_per_s"), (summary.get("tune_best_ci") or [None, None])[:2]
+    shown = low is not None and readable({"ci_low": low / rate - 1, "ci_high": high / rate - 1}) if rate else False
+    measured = f"{rate:,.4g} {unit}" + (f" ({low:,.4g} to {high:,.4g})" if shown else "") if rate else ""
+    if summary["tune_decision"] == tuning.CHANGE:
+        change = named(summary["tune_best"])
+        if speedup.get("ci_low") is not None:
+            family = speedup.get("comparisons") or 1
+            held = "95%" + (f", simultaneous over {family} comparisons" if family > 1 else "")
+            ties = [b for b in as_fast or [] if b != summary["tune_best"]["batch_size"]]
+            tied = (f" Batch sizes as fast within the noise: {', '.join(map(str, sorted(as_fast)))}; any of them "
+                    "will do." if ties and summary["tune_best"]["batch_size"] != summary["tune_start"]["batch_size"]
+                    else "")
+            return [f"**Change: {change}: {_pct(speedup['ratio'])} ({_pct(speedup['ci_low'])} to "
+                    f"{_pct(speedup['ci_high'])}, {held}) against your settings**" + (f", {measured}." if measured else ".")
+                    + tied, "", _basis(summary)]
+        return [f"**Change: {change}** ({speedup.get('reason') or 'not compared with your settings'})"
+                + (f": {measured}." if measured else ".")]
+    resolution = summary.get("tune_resolution") or {}
+    if resolution.get("detectable") is None:
+        return [f"**Keep your settings: {speedup.get('reason') or 'nothing was measured against them'}.** The budget "
+                f"(budget_min={_budget(summary)}) ended before the tune compared anything with them: it needs a few "
+                "minutes for its stages (budget_min=3 or more)."]
+    if resolution["detectable"] > tuning.RESOLVES:
+        return [f"**Keep your settings: nothing measured was clearly faster, and this tune could not have shown "
+                "it:** its rounds were too few or too noisy to resolve even a twofold difference. Give it more time "
+                f"(budget_min={resolution['budget_min']:g}) on a quiet machine.", "", _basis(summary)]
+    return [f"**Keep your settings: nothing measured was clearly faster.** Differences larger than about "
+            f"±{resolution['detectable']:.1%} would have shown (budget_min={resolution['budget_min']:g} would resolve "
+            f"about ±{resolution['detectable_then']:.1%})" + (f"; yours ran at {measured}." if measured else "."),
+            "", _basis(summary)]
+
+
+def _basis(summary: dict) -> str:
+    stage = summary.get("tune_basis")
+    if stage == "confirm":
+        return ("Decided on the confirm's own rounds: your settings against the best found, measured afresh, so that "
+                "a choice the earlier stages made on noise is not carried into the advice.")
+    why = ("the budget ended before the confirm" if "confirm" in (summary.get("tune_skipped") or [])
+           else "the best found was your settings: nothing to confirm")
+    return (f"Decided on the {stage} race ({why}): each arm of it against your settings, the intervals simultaneous "
+            "over all of them.")
+
+
+def _budget(summary: dict):
+    return (summary.get("config") or {}).get("budget_min")
 
 
 def markdown(one: dict) -> str:
@@ -151,43 +254,41 @@ def markdown(one: dict) -> str:
     unit = "samples/s" if a["objective"] == "time" else "images per joule"
     lines = ["# What trains fastest here, and what matters" if a["objective"] == "time"
              else "# What trains on the least energy here, and what matters", ""]
-    lines.append("Found by `mode=tune` in paired rounds in one process; intervals are 95% (see docs/modes/tune.md "
-                 "in bsbench's repository).")
-    lines.append("")
+    lines += ["Found by `mode=tune` in paired rounds in one process, the noise of each race pooled over all its arms "
+              "(see docs/modes/tune.md in bsbench's repository).", ""]
     if summary is None:
-        done = [s for s in tune.STAGES if s in one["stages"]]
+        done = [s for s in tuning.STAGES if s in one["stages"]]
         lines += [f"This tune did not finish: stages done: {', '.join(done) or 'none'}; resume it with "
                   "resume=<its folder> and the same command.", ""]
     else:
-        best = summary["tune_best"]
-        chosen = " ".join(f"{k}={_text(v)}" for k, v in best.items())
-        low, high = (summary.get("tune_best_ci") or [None, None])[:2]
-        rate = summary.get("tune_best_samples_per_s")
-        speedup = summary.get("tune_speedup") or {}
-        lines.append(f"- **Fastest setting found**: {chosen}" + (f", {rate:.4g} samples/s" if rate else "")
-                     + (f" ({low:.4g} to {high:.4g})" if low is not None else "") + ".")
-        if summary.get("tune_start") and all(summary["tune_start"].get(k) == v for k, v in best.items()):
-            lines.append("- Your starting configuration is the fastest found.")
-        elif speedup.get("ratio") is not None:
-            lines.append(f"- **Against your starting configuration**: {_words(speedup)} ({_interval(speedup)}).")
-        elif speedup.get("reason"):
-            lines.append(f"- Against your starting configuration: not measured ({speedup['reason']}).")
-        lines.append(f"- Memory edge: {a['edge']} (the search ended at: {a['edge_stop']}).")
+        lines += headline(summary, a["objective"], a.get("indistinguishable")) + [""]
+    if a["busy"]:
+        lines += [f"- *{BUSY}*: the {', '.join(a['busy'])} {'stage was' if len(a['busy']) == 1 else 'stages were'} "
+                  "measured while other processes took the machine's CPU cores or its GPU (summary.md names them): "
+                  "the intervals are wider than this machine gives when quiet; measure again on a quiet machine "
+                  "before trusting small effects."]
+    if a["edge"] is not None:
+        lines.append(f"- Memory edge: {a['edge']} ({tuning.edge_words(a['edge_stop'], a['edge_searched'])}).")
+    if summary is not None:
         if "_target_" in ((summary.get("config") or {}).get("model") or {}):
             lines.append("- Fused Adam: not tried, since your module's configure_optimizers builds its optimizer "
                          "(try torch.optim.Adam(..., fused=True) there).")
         if summary.get("tune_skipped"):
             lines.append(f"- Not run, the budget spent before them: {', '.join(summary['tune_skipped'])}; "
                          "resume=<this folder> with a larger budget_min runs them.")
-        lines.append(f"- Time: {summary.get('tune_elapsed_s', 0) / 60:.1f} min of budget_min="
-                     f"{(summary.get('config') or {}).get('budget_min')}.")
+        lines.append(f"- Time: {summary.get('tune_elapsed_s', 0) / 60:.1f} min of budget_min={_budget(summary)}.")
     lines.append("")
     if a["rows"]:
-        lines += ["## What matters", "", f"Each effect on {unit}, ranked by size.", "",
-                  "| rank | what | difference | 95% interval | reading |", "| --- | --- | --- | --- | --- |"]
+        held = f"95% intervals, simultaneous over the {a['comparisons']} comparisons" if a["comparisons"] > 1 else \
+            "95% interval"
+        lines += ["## What matters", "",
+                  f"Each effect on {unit} ({held}): those the intervals show first, by the smallest effect each "
+                  "supports; then those not resolved, with the smallest difference the rounds could have shown.", "",
+                  "| rank | what | difference | interval | reading |", "| --- | --- | --- | --- | --- |"]
         for i, row in enumerate(a["rows"], 1):
-            lines.append(f"| {i} | {row['what']} | {_pct(row.get('ratio'))} | "
-                         f"{_interval(row) if row.get('ratio') is not None else ''} | {_words(row)} |")
+            difference, interval = _row_cells(row)
+            marked = f"{reading(row)} ({BUSY})" if row.get("busy") else reading(row)
+            lines.append(f"| {i} | {row['what']} | {difference} | {interval} | {marked} |")
         lines.append("")
     if "leader" in a:
         same = a["indistinguishable"]
@@ -205,49 +306,59 @@ def markdown(one: dict) -> str:
                          f"{a['leader']} here.")
         lines.append("")
     if summary is not None:
-        lines += ["## To use it", "", "```python", *snippet(summary), "```", ""]
+        if summary["tune_decision"] == tuning.CHANGE:
+            lines += ["## To use it", "", "```python", *snippet(summary), "```", ""]
+        else:
+            lines += ["## To use it", "", "Nothing to change: no setting measured was clearly faster than yours. To "
+                      f"measure yours again: `python -m bsbench mode=throughput {_flags(summary, summary['tune_start'])}`.",
+                      ""]
     return "\n".join(lines)
 
 
-def snippet(summary: dict) -> list[str]:
-    """The Lightning arguments and batch size of the fastest setting, to paste."""
-    best = summary["tune_best"]
+def _flags(summary: dict, setting: dict) -> str:
     config = summary.get("config") or {}
-    precision = best.get("precision", config.get("precision"))
-    channels_last = best.get("channels_last", config.get("channels_last"))
-    fused = best.get("model.fused_adam", (config.get("model") or {}).get("fused_adam"))
-    compiled = best.get("compile", config.get("compile"))
-    lines = [f"# bsbench mode=tune on {summary.get('device_name')}: batch size {best['batch_size']}",
+    own_module = "_target_" in (config.get("model") or {})
+    keys = ["batch_size", "precision", "channels_last", *([] if own_module else ["model.fused_adam"]), "compile"]
+    start = summary["tune_start"]
+    return " ".join(f"{k}={text(setting.get(k, start.get(k, False)))}" for k in keys)
+
+
+def snippet(summary: dict) -> list[str]:
+    """The Lightning arguments and batch size of the recommended setting, to paste."""
+    best = {**summary["tune_start"], **summary["tune_best"]}
+    config = summary.get("config") or {}
+    lines = [f"# bsbench mode=tune on {summary.get('device_name')}: "
+             f"{named(changes(best, summary['tune_start']))}",
              "import lightning as L", "import torch", "",
              f"trainer = L.Trainer(accelerator={config.get('accelerator', 'auto')!r}, devices=1, "
-             f"precision={precision!r})", f"batch_size = {best['batch_size']}  # your DataLoader's"]
-    if channels_last:
+             f"precision={best.get('precision')!r})", f"batch_size = {best['batch_size']}  # your DataLoader's"]
+    if best.get("channels_last"):
         lines.append("model = model.to(memory_format=torch.channels_last)  # and each input: "
                      "x = x.to(memory_format=torch.channels_last)")
-    own_module = "_target_" in (config.get("model") or {})
-    if not own_module:  # a module of the user's builds its own optimizer
+    if "_target_" not in (config.get("model") or {}):  # a module of the user's builds its own optimizer
         lr = (config.get("model") or {}).get("lr")
-        lines.append(f"optimizer = torch.optim.Adam(model.parameters(), lr={lr}{', fused=True' if fused else ''})"
-                     "  # in configure_optimizers")
-    if compiled:
+        lines.append(f"optimizer = torch.optim.Adam(model.parameters(), lr={lr}"
+                     f"{', fused=True' if best.get('model.fused_adam') else ''})  # in configure_optimizers")
+    if best.get("compile"):
         lines.append("model = torch.compile(model)")
-    flags = f"batch_size={best['batch_size']} precision={precision} channels_last={_text(bool(channels_last))}"
-    if not own_module:
-        flags += f" model.fused_adam={_text(bool(fused))}"
-    lines += ["", f"# measure it again: python -m bsbench mode=throughput {flags}" + (" compile=true" if compiled else "")]
-    return lines
+    return lines + ["", f"# measure it again: python -m bsbench mode=throughput {_flags(summary, best)}"]
 
 
 def figure(one: dict):
-    """samples/s (or images per joule) against batch size, each with its 95% interval over its rounds:
-    the grid's race on the left (log scale), the race near the fastest on the right; the fastest
-    and the powers of two marked."""
+    """samples/s (or images per joule) against batch size, each with its 95% interval over its rounds (cut,
+    with an arrow and its end written, where it would stretch the axis beyond the measured points): the
+    grid's race on the left (log scale), the race near the fastest on the right; the recommended batch size
+    starred only where the advice is to change, yours marked, the powers of two and busy races ringed."""
     a = analyse(one)
-    stages = [s for s in ("batch", "near") if _measured(one["stages"].get(s) or [], a["objective"])]
+    stages = [s for s in ("batch", "near") if tuning.measured(one["stages"].get(s) or [], a["objective"])]
+    summary = a["summary"]
+    star = summary["tune_best"]["batch_size"] if summary and summary["tune_decision"] == tuning.CHANGE else None
     fig = Figure(figsize=(11, 5), dpi=100, layout="constrained")
     axes = fig.subplots(1, len(stages), squeeze=False)[0]
     for ax, stage in zip(axes, stages):
-        points = {r["batch_size"]: tune.values(r, a["objective"]) for r in _measured(one["stages"][stage], a["objective"])}
+        arms = tuning.measured(one["stages"][stage], a["objective"])
+        points = {r["batch_size"]: tuning.values(r, a["objective"]) for r in arms}
+        busy = {r["batch_size"] for r in arms if r.get("busy") is True}
         sizes = sorted(points)
         # near the fastest, sizes a few apart: evenly spaced, each labelled (the grid halves: a log axis)
         at = {b: (i if stage == "near" else b) for i, b in enumerate(sizes)}
@@ -255,16 +366,25 @@ def figure(one: dict):
         means = [s["mean"] for s in stats]
         below = [s["mean"] - s["ci_low"] if s["ci_low"] is not None else 0 for s in stats]
         above = [s["ci_high"] - s["mean"] if s["ci_high"] is not None else 0 for s in stats]
-        ax.errorbar([at[b] for b in sizes], means, yerr=[below, above], fmt="o", ms=5, capsize=3, zorder=3,
-                    label="batch size (95% interval)")
+        top = axis_top(means, [m + h for m, h in zip(means, above)])
+        interval_bars(ax, [at[b] for b in sizes], means, below, above, top, fmt="o", ms=5, capsize=3, zorder=3,
+                      label="batch size (95% interval over its rounds)")
         # the marks behind the points they mark (zorder): a ring, a star, never over a point
-        powers = [b for b in sizes if tune.is_power_of_two(b)]
+        powers = [b for b in sizes if is_power_of_two(b)]
         if powers:
             ax.plot([at[b] for b in powers], [means[sizes.index(b)] for b in powers], "o", ms=12, mfc="none",
                     mec="crimson", mew=1.5, label="power of two", zorder=2)
-        if a.get("leader") in points:
-            ax.plot([at[a["leader"]]], [means[sizes.index(a["leader"])]], "*", ms=18, color="gold", mec="black",
-                    label=f"fastest: {a['leader']}", zorder=1)
+        if busy:
+            ax.plot([at[b] for b in sorted(busy)], [means[sizes.index(b)] for b in sorted(busy)], ls="none",
+                    marker="o", ms=16, mfc="none", mec="black", mew=1.1, zorder=4, gid=BUSY,
+                    label="measured on a busy machine")
+        if star in points:
+            ax.plot([at[star]], [means[sizes.index(star)]], "*", ms=18, color="gold", mec="black",
+                    label=f"recommended: {star}", zorder=1)
+        yours = a["start"].get("batch_size")
+        if yours in points:
+            ax.plot([at[yours]], [means[sizes.index(yours)]], "s", ms=13, mfc="none", mec="tab:green", mew=1.5,
+                    label=f"your batch size: {yours}", zorder=2)
         if stage == "batch" and len(sizes) > 1 and sizes[-1] / sizes[0] > 4:
             ax.set_xscale("log", base=2)
             ax.minorticks_off()
@@ -273,7 +393,7 @@ def figure(one: dict):
             ax.set_xlim(-0.5, len(sizes) - 0.5)
         ax.set_xlabel("batch size (per device)")
         ax.set_ylabel("training samples/s" if a["objective"] == "time" else "images per joule")
-        ax.set_ylim(0, max(m + h for m, h in zip(means, above)) * 1.1)
+        ax.set_ylim(0, top)
         ax.set_title("the grid below the memory edge" if stage == "batch" else "near the grid's fastest", fontsize=10)
         ax.grid(alpha=0.3)
     drawn = {}  # each entry once, for what either panel draws
@@ -281,7 +401,9 @@ def figure(one: dict):
         for handle, label in zip(*ax.get_legend_handles_labels()):
             drawn.setdefault(label, handle)
     fig.legend(list(drawn.values()), list(drawn), loc="outside lower center", ncols=3, fontsize=8)
-    fig.suptitle("mode=tune: batch sizes raced at your starting settings (paired rounds in one process)", fontsize=11)
+    knobs = named(a.get("knobs_on") or {})
+    fig.suptitle("mode=tune: batch sizes raced " + (f"with {knobs}" if knobs else "at your starting settings")
+                 + (" (no change recommended)" if summary and star is None else ""), fontsize=11)
     return fig
 
 
@@ -294,7 +416,7 @@ def write_tune(results: list[dict], out: Path) -> tuple[str, list[Path]]:
     for i, one in enumerate(found.values()):
         texts.append(markdown(one))
         name = "tune.png" if len(found) == 1 else f"tune-{i + 1}.png"
-        if any(_measured(one["stages"].get(s) or [], _objective(one)) for s in ("batch", "near")):
+        if any(tuning.measured(one["stages"].get(s) or [], _objective(one)) for s in ("batch", "near")):
             save_png(figure(one), out / name, "bsbench: mode=tune")
             written.append(out / name)
     text = "\n".join(texts)

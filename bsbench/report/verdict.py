@@ -1,28 +1,19 @@
 """The answer to the question bsbench exists for: is a power of two (or a multiple of 8) faster than
 its neighbours in the sweep? Each such batch size is compared with the nearest smaller and larger
 batch sizes of the same setting, on steady-state training throughput, with a 95% interval: paired
-round by round where they were measured together (mode=compare), Welch's otherwise."""
+round by round where they were measured together (mode=compare: the noise pooled over every arm of
+the run, bsbench.core.stats.Race), Welch's otherwise. An interval too wide to read is "not resolved"."""
 
 from statistics import median
 
+from bsbench.core.arms import against_first, arm_names, kind, neighbour_pairs
 from bsbench.core.stopping import sentence
-from bsbench.report.stats import compare, paired
+from bsbench.core.stats import Race, compare, paired, readable, resolved
 from bsbench.report.summary import METHOD, plural
 
 # what a comparison's samples/s is the rate of, by what its rows measure (bsbench.report.summary.measures)
 WHAT_IS_TIMED = {"training": "training steps", "inference": "forward passes, `mode=inference`",
                  "profiled training": "traced training steps, `mode=profile`, the profiler's overhead included"}
-
-
-def is_power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0
-
-
-def kind(n: int) -> str:
-    tags = [f"2^{n.bit_length() - 1}"] if is_power_of_two(n) else []
-    if n % 8 == 0:
-        tags.append(f"8×{n // 8}")
-    return ", ".join(tags)
 
 
 def reading(c: dict) -> str:
@@ -31,6 +22,9 @@ def reading(c: dict) -> str:
             return "one round: no interval (run more rounds, compare.rounds)"
         return "one run on a side: no interval (run the sweep with repeats=3 or more)"
     lo, hi = c["ci_low"], c["ci_high"]
+    if not resolved(c) and not readable(c):
+        shown = f"±{c['detectable']:.1%}" if c.get("detectable") is not None else "a larger difference"
+        return f"not resolved: only a difference beyond {shown} would have shown"
     if lo <= 0.0 <= hi:
         return "no detectable difference at this precision"
     if lo > 0:
@@ -38,18 +32,27 @@ def reading(c: dict) -> str:
     return f"{-c['ratio']:.1%} slower ({-hi:.1%} to {-lo:.1%})"
 
 
-def neighbour_pairs(batch_sizes) -> list[tuple[int, int]]:
-    """(b, n) for every power of two or multiple of 8 b among the batch sizes and each of its nearest
-    smaller and larger ones n: the comparisons a verdict makes, and the ones adaptive stopping waits for."""
-    sizes = sorted(set(batch_sizes))
-    return [(b, sizes[j]) for i, b in enumerate(sizes) if kind(b) for j in (i - 1, i + 1) if 0 <= j < len(sizes)]
+def interval_cell(c: dict) -> str:
+    """A comparison's interval as a table shows it: its ends, or "not resolved" where it holds zero and is too
+    wide to read (the reading says what difference would have shown)."""
+    if c.get("ci_low") is None:
+        return ""
+    if not resolved(c) and not readable(c):
+        return "not resolved"
+    return f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}"
 
 
-def compare_rows(row: dict, other: dict) -> dict:
-    """row's throughput against other's: paired over the rounds of the compare runs that measured both,
-    else Welch's comparison of their runs."""
+def compare_rows(row: dict, other: dict, races: dict[str, tuple[Race, list[dict]]] | None = None) -> dict:
+    """row's throughput against other's: paired over the rounds of the compare run that measured both, with
+    the noise of every arm of that run (`races`: each compare run's Race and its rows, by compare_id);
+    over several such runs, paired over all their rounds; else Welch's comparison of their runs."""
     ours, others = row.get("round_values") or {}, other.get("round_values") or {}
     shared = [cid for cid in ours if cid in others]
+    if len(shared) == 1 and races and shared[0] in races:
+        table, members = races[shared[0]]
+        c = table.compare(next(i for i, r in enumerate(members) if r is row),
+                          next(i for i, r in enumerate(members) if r is other))
+        return {**c, "runs": f"{c['pairs']} rounds, paired", "paired": True}
     if shared:
         mine, theirs = [], []
         for cid in shared:
@@ -61,6 +64,15 @@ def compare_rows(row: dict, other: dict) -> dict:
     return {**compare(mine, theirs), "runs": f"{len(mine)} vs {len(theirs)}", "paired": False}
 
 
+def races_of(rows: list[dict]) -> dict[str, tuple[Race, list[dict]]]:
+    """Each compare run's rounds as one race (its rows, whatever their setting): the noise its intervals use."""
+    members: dict[str, list[dict]] = {}
+    for row in rows:
+        for cid in row.get("round_values") or {}:
+            members.setdefault(cid, []).append(row)
+    return {cid: (Race([row["round_values"][cid] for row in found]), found) for cid, found in members.items()}
+
+
 def comparisons(rows: list[dict]) -> list[dict]:
     """For every power of two and multiple of 8, its throughput against each neighbour in the sweep."""
     found = []
@@ -68,10 +80,11 @@ def comparisons(rows: list[dict]) -> list[dict]:
     for row in rows:
         if row["samples_per_s_values"]:
             groups.setdefault(row["_group"], {})[row["batch_size"]] = row
+    races = races_of(rows)
     for by_size in groups.values():
         for b, n in neighbour_pairs(by_size):
             row = by_size[b]
-            c = compare_rows(row, by_size[n])
+            c = compare_rows(row, by_size[n], races)
             found.append({"setting": row["setting"], "model": row.get("model"), "measures": row.get("measures"),
                           "batch_size": b, "kind": kind(b), "against": n, **c, "reading": reading(c),
                           "busy": bool(row.get("busy_runs") or by_size[n].get("busy_runs"))})
@@ -85,8 +98,6 @@ def _pct(x: float | None) -> str:
 def setting_comparisons(results: list[dict]) -> list[dict]:
     """mode=compare over compare.settings: each setting against the run's first setting at the same
     batch size, paired over their rounds."""
-    from bsbench.modes.compare import against_first, arm_names
-
     runs: dict[str, list[dict]] = {}
     for r in results:
         spec = (r.get("config") or {}).get("compare") or {}
@@ -99,11 +110,14 @@ def setting_comparisons(results: list[dict]) -> list[dict]:
         arms.sort(key=lambda r: r["compare_settings"].index(r["compare_setting"]))
         settings = [r["compare_setting"] for r in arms]
         names = arm_names(settings)
+        table = Race([r["round_samples_per_s"] for r in arms])
+        joules = [r.get("round_joules_per_sample") if _rates(r.get("round_joules_per_sample")) else [] for r in arms]
+        images_per_joule = Race([[1 / j for j in values] for values in joules])
         for i, base in against_first(settings):
-            c = paired(arms[i]["round_samples_per_s"], arms[base]["round_samples_per_s"])
+            c = table.compare(i, base)
             energy = None  # images per joule, where NVML measured both (the inverse of joules per image)
-            if _rates(arms[i].get("round_joules_per_sample")) and _rates(arms[base].get("round_joules_per_sample")):
-                energy = paired(arms[base]["round_joules_per_sample"], arms[i]["round_joules_per_sample"])
+            if joules[i] and joules[base]:
+                energy = images_per_joule.compare(i, base)
             found.append({"setting": names[i], "against": names[base], "model": arms[i].get("model"),
                           "runs": f"{c['pairs']} rounds, paired", **c, "reading": reading(c), "energy": energy,
                           "busy": arms[i].get("busy") is True or arms[base].get("busy") is True})
@@ -128,8 +142,7 @@ def settings_markdown(found: list[dict]) -> list[str]:
     lines += ["", "| setting | against | runs | difference in samples/s | 95% interval | reading |",
               "| --- | --- | --- | --- | --- | --- |"]
     for c in found:
-        interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
-        lines.append(f"| {c['setting']} | {c['against']} | {c['runs']} | {_pct(c['ratio'])} | {interval} | "
+        lines.append(f"| {c['setting']} | {c['against']} | {c['runs']} | {_pct(c['ratio'])} | {interval_cell(c)} | "
                      f"{_marked(c)} |")
     return lines + ["", *_busy_note(found)]
 
@@ -158,6 +171,8 @@ def _in_words(c: dict) -> str:
     if c["ci_low"] is None:
         return f"{c['ratio']:+.1%} (one round: no interval)"
     interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}"
+    if not resolved(c) and not readable(c):
+        return reading(c)
     if c["ci_low"] <= 0.0 <= c["ci_high"]:
         return f"no detectable difference ({interval})"
     return f"{abs(c['ratio']):.1%} {'faster' if c['ratio'] > 0 else 'slower'} ({interval})"
@@ -238,7 +253,6 @@ def _table(found: list[dict]) -> list[str]:
               *(["setting"] if named else [])]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for c in found:
-        interval = f"{_pct(c['ci_low'])} to {_pct(c['ci_high'])}" if c["ci_low"] is not None else ""
         lines.append(f"| {c['batch_size']} | {c['kind']} | {c['against']} | {c['runs']} | "
-                     f"{_pct(c['ratio'])} | {interval} | {_marked(c)} |" + (f" {c['setting']} |" if named else ""))
+                     f"{_pct(c['ratio'])} | {interval_cell(c)} | {_marked(c)} |" + (f" {c['setting']} |" if named else ""))
     return lines + ["", _counts(found), "", *_busy_note(found)]

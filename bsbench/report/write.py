@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bsbench.core.results import read_results, write_atomic
 from bsbench.core.stopping import read_stop, usable
-from bsbench.modes.compare import arm_names
+from bsbench.core.arms import arm_names
 from bsbench.report.differences import differences_markdown
 from bsbench.report.html import differences_html, report_html
 from bsbench.report.plots import write_plots

@@ -132,3 +132,22 @@ class SlowForward(L.Callback):
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         time.sleep(self.first_s if batch_idx == 0 else self.each_s)
+
+
+class StopAfterStage(L.Callback):
+    """Ctrl-C in the first training step after a tune's `stage` has finished (its done.json is in the tune's
+    folder, the Trainer's default_root_dir), once per folder: the run it stops and the resumed one are the
+    same configuration, and only the first is stopped."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        import os
+        import signal
+        from pathlib import Path
+
+        folder = Path(trainer.default_root_dir)
+        if (folder / self.stage / "done.json").is_file() and not (folder / ".stopped").exists():
+            (folder / ".stopped").write_text(self.stage)
+            os.kill(os.getpid(), signal.SIGINT)

@@ -1,0 +1,573 @@
+"""mode=tune's procedure (bsbench.modes.tune is the mode, bsbench.modes.tune_run its measurements on the
+device): what a tune measures in which order, how it spends its budget, and the rule that turns what it
+measured into advice. Stdlib only, so that the tests put thousands of simulated tunes through this very
+code (tests/test_tune_decision.py) and the report reads a finished tune with the same arithmetic.
+
+Five stages, each a race in one process (bsbench.core.racing: every arm in the same rounds, the noise
+pooled over all of them, bsbench.core.stats.Race):
+
+1. edge: the largest batch size that trains (find_max's search within the stage's time, or
+   `tune.max_batch_size`);
+2. knobs: each speed knob toggled at your batch size against your settings (the memory format, the
+   16-bit mixed precisions the device runs, fused Adam, torch.compile with `tune.compile=true`), a knob
+   leaving the race once its effect is decided either way. First, because these are the large effects:
+   on an H200 channels_last was 3.5x and the precision 35%, where the batch size moved the rate by
+   fractions of a percent;
+3. batch: a geometric grid of batch sizes below the edge, and yours, with the knobs that were faster on,
+   raced with a racing rule that drops what is clearly slower;
+4. near: the neighbourhood of the grid's leader (the nearest powers of two and multiples of 8, the sizes
+   one apart, yours) and the grid's sizes still in contention, raced the same way;
+5. confirm: fresh rounds of your settings against the best setting found (and, where it changes both
+   the batch size and knobs, against each half of it). The advice is made from these rounds alone: the
+   earlier stages chose what to confirm, and a choice made on noise is not confirmed by new rounds.
+
+The decision rule: keep your settings unless a change is clearly faster, its interval against them lying
+above zero with every comparison of the confirm counted (Bonferroni: simultaneous 95% intervals). Of
+several clearly faster changes, the one with the fewest changed keys, unless one with more is clearly
+faster than it. Where the budget ended before the confirm, the same rule over the last race that measured
+your settings. Under doubt the answer is "keep", with the smallest difference the tune could have shown.
+
+Budget: each stage has a share of `budget_min` (SHARES; a tenth is kept back for what no prediction
+sees), taken from what is left when it starts, so that a stage that ends early gives its time to the
+next and one that overruns takes from all that follow alike; no arm is warmed up and no round started
+that, by what the same work took before (Costs), would end past the budget; an earlier run's time counts
+on resume."""
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from bsbench.core import racing
+from bsbench.core.arms import changes, describe, is_power_of_two
+from bsbench.core.stats import Race, describe as statistics, simultaneous
+
+STAGES = ("edge", "knobs", "batch", "near", "confirm")
+SHARES = {"edge": 0.08, "knobs": 0.27, "batch": 0.2, "near": 0.2, "confirm": 0.15}
+DONE_FILE = "done.json"
+# what a done.json's stages mean: 2 since the knobs came before the batch races (a tune of 1 cannot be resumed)
+PROCEDURE = 2
+OBJECTIVES = ("time", "energy")
+CONFIDENCE = 0.95  # of the advice: every interval it rests on holds at once with this confidence
+DROP_CONFIDENCE = 0.99  # of the racing rule, which looks after every round: a stricter interval for many looks
+MIN_ROUNDS = 3  # a race drops nothing and trusts no target before it
+SMALLEST = 2  # batch normalization cannot train on one image (it needs more than one value per channel)
+PROGRESS_S = 10.0  # at most one progress line per race this often (and one per stage)
+KEEP, CHANGE = "keep", "change"
+RESOLVES = 1.0  # a tune that could not have shown a difference this large (+100%: twofold) resolved nothing
+
+
+# --- the candidates ---
+def edge_tolerance(largest_ok: int) -> int:
+    """How close the edge search gets before it stops: within 1/32 of the largest size that ran (the
+    fastest batch size is rarely at the last image that fits, and every trial near the edge is the
+    most expensive one)."""
+    return max(1, largest_ok // 32)
+
+
+def grid(edge: int, points: int, start: int) -> list[int]:
+    """The batch race's candidates: halving from the edge, `points` of them, and the starting batch size."""
+    sizes = {min(edge, max(SMALLEST, round(edge / 2**k))) for k in range(points)}
+    if start <= edge:
+        sizes.add(start)
+    return sorted(sizes)
+
+
+def neighbourhood(leader: int, edge: int, start: int) -> list[int]:
+    """The near race's candidates: the leader, the powers of two on either side of it, the nearest
+    multiples of 8 on either side, the sizes one apart (where the leader is a multiple of 8) and the
+    starting batch size; none above the edge."""
+    low = 2 ** (leader.bit_length() - 1)
+    sizes = {leader, low, 2 * low if not is_power_of_two(leader) else leader}
+    if leader % 8 == 0:
+        sizes |= {leader - 8, leader + 8, leader - 1, leader + 1}
+    else:
+        sizes |= {leader - leader % 8, leader - leader % 8 + 8}
+    sizes.add(start)
+    return sorted(s for s in sizes if SMALLEST <= s <= edge)
+
+
+def knob_settings(start: dict, on_cuda: bool, bf16: bool, compile_: bool, builds_optimizer: bool = True) -> list[dict]:
+    """The knobs a tune tries, each as the keys it changes from the start: the other memory format, each
+    16-bit mixed precision the device runs that is not the start's, fused Adam where bsbench builds the
+    optimizer, and torch.compile when asked."""
+    knobs = [{"channels_last": not start["channels_last"]}]
+    precisions = (["16-mixed"] if on_cuda else []) + (["bf16-mixed"] if bf16 or not on_cuda else [])
+    knobs += [{"precision": p} for p in precisions if p != start["precision"]]
+    if builds_optimizer:
+        knobs.append({"model.fused_adam": not start["model.fused_adam"]})
+    if compile_ and not start["compile"]:
+        knobs.append({"compile": True})
+    return knobs
+
+
+def promising(knobs: list[dict], effects: list[dict]) -> dict:
+    """The knobs the later stages turn on: each whose 95% interval against the start (one comparison's, not
+    the family's: a choice the confirm tests again on fresh rounds) lies above zero, and of the precisions
+    the fastest such one."""
+    best: dict = {}
+    precision_gain = 0.0
+    for knob, c in zip(knobs, effects):
+        if c.get("ci_low") is None or c["ci_low"] <= 0:
+            continue
+        if "precision" in knob:
+            if c["ratio"] > precision_gain:
+                precision_gain, best["precision"] = c["ratio"], knob["precision"]
+        else:
+            best.update(knob)
+    return best
+
+
+def edge_words(stop: str, searched: bool) -> str:
+    """What a tune's memory edge is, in words (the terminal's and tune.md's)."""
+    if stop == "budget":
+        return "the largest that ran in the edge stage's time, not a memory limit"
+    if stop == "tune.max_batch_size":
+        return "given by tune.max_batch_size"
+    if not searched:
+        limit = "the data set's size" if stop == "dataset" else "find_max.max_val"
+        return f"on the CPU nothing runs out of device memory: {limit}; a batch size too slow for the budget is left out"
+    return f"the search ended at: {stop}"
+
+
+# --- what a race measured ---
+def values(result: dict, objective: str) -> list[float]:
+    """What a tune ranks an arm's rounds by, larger is better: samples/s, or images per joule."""
+    if objective == "energy":
+        return [1 / j for j in result.get("round_joules_per_sample") or [] if j]
+    return result.get("round_samples_per_s") or []
+
+
+def mean_log(rounds: list[float]) -> float:
+    return sum(math.log(v) for v in rounds) / len(rounds) if rounds else -math.inf
+
+
+def fastest(rates: list[list[float]]) -> int:
+    """The arm with the highest geometric mean over its rounds, of those that ran every round (an arm the
+    racing rule dropped was clearly slower when it left, whatever its few rounds average)."""
+    most = max(len(v) for v in rates)
+    return max((i for i, v in enumerate(rates) if len(v) == most), key=lambda i: mean_log(rates[i]))
+
+
+def contenders(rates: list[list[float]], limit: int = 3) -> list[int]:
+    """The arms of a race, other than its leader, that ran every round (the racing rule did not drop
+    them), fastest first, at most `limit`: the near race measures them again beside the leader's
+    neighbours, so that a batch size far from the leader but as fast is not lost."""
+    lead = fastest(rates)
+    most = len(rates[lead])
+    alive = [i for i, v in enumerate(rates) if len(v) == most and i != lead]
+    return sorted(alive, key=lambda i: -mean_log(rates[i]))[:limit]
+
+
+def clearly_slower(table: Race, alive: list[bool]) -> list[int]:
+    """The batch races' racing rule: the live arms whose 99% interval against the leader lies below zero,
+    once every live arm has MIN_ROUNDS rounds."""
+    live = [i for i in range(len(alive)) if alive[i] and table.rounds(i)]
+    if len(live) < 2 or min(table.rounds(i) for i in live) < MIN_ROUNDS:
+        return []
+    lead = max(live, key=table.mean)
+    dropped = []
+    for i in live:
+        if i != lead:
+            c = table.compare(i, lead, DROP_CONFIDENCE)
+            if c["ci_high"] is not None and c["ci_high"] < 0:
+                dropped.append(i)
+    return dropped
+
+
+def decided(table: Race, alive: list[bool], base: int = 0) -> list[int]:
+    """The knobs race's rule: the live arms whose 99% interval against the base (your settings) excludes zero,
+    faster or slower. Each knob is compared with your settings, not with the other knobs (a knob slower than
+    another may still be one to turn on beside it), and once its effect is known it needs no more rounds."""
+    live = [i for i in range(len(alive)) if alive[i] and table.rounds(i) and i != base]
+    if not live or min(table.rounds(i) for i in live) < MIN_ROUNDS:
+        return []
+    out = []
+    for i in live:
+        c = table.compare(i, base, DROP_CONFIDENCE)
+        if c["ci_low"] is not None and (c["ci_low"] > 0 or c["ci_high"] < 0):
+            out.append(i)
+    return out
+
+
+def indistinguishable(rates: list[list[float]], lead: int, confidence: float = CONFIDENCE) -> list[int]:
+    """The arms whose interval against the leader (at `confidence`) holds zero (or that have none yet)."""
+    table = Race(rates)
+    out = []
+    for i in range(len(rates)):
+        c = table.compare(i, lead, confidence) if i != lead else {}
+        if i == lead or c["ci_low"] is None or c["ci_low"] <= 0 <= c["ci_high"]:
+            out.append(i)
+    return out
+
+
+def measured(results: list[dict], objective: str) -> list[dict]:
+    return [r for r in results if r.get("status") == "ok" and values(r, objective)]
+
+
+def same(setting: dict, start: dict) -> bool:
+    return not changes(setting, start)
+
+
+# --- the decision ---
+def against_start(results: list[dict], start: dict, objective: str) -> tuple[list[dict], list[dict]] | None:
+    """Every measured arm of a race against the arm of your settings in it, each interval simultaneous
+    over all of them; None where the race did not measure your settings beside another arm."""
+    arms = measured(results, objective)
+    base = next((i for i, r in enumerate(arms) if same(r["compare_setting"], start)), None)
+    if base is None or len(arms) < 2:
+        return None
+    table = Race([values(r, objective) for r in arms])
+    others = [i for i in range(len(arms)) if i != base]
+    level = simultaneous(CONFIDENCE, len(others))
+    found = [{**table.compare(i, base, level), "setting": arms[i]["compare_setting"], "index": i,
+              "confidence": level, "comparisons": len(others), "stage": arms[i].get("tune_stage")} for i in others]
+    return found, arms
+
+
+def decide(races: dict[str, list[dict]], start: dict, objective: str, budget_min: float) -> dict:
+    """The advice from a tune's races (stage -> its arms' results): keep the start unless a change is
+    clearly faster than it (see the module's docstring). Returns the tune's decision fields."""
+    basis = None  # the last race that compared your settings with an interval (or, failing that, at all)
+    for stage in ("confirm", "near", "batch", "knobs"):
+        found = against_start(races.get(stage) or [], start, objective)
+        if found is not None and any(c["ci_low"] is not None for c in found[0]):
+            basis = found
+            break
+        basis = basis or found
+    if basis is None:
+        return {"tune_decision": KEEP, "tune_best": dict(start), "tune_speedup": _none("nothing was measured against "
+                                                                                     "your settings"),
+                "tune_resolution": resolution(None, budget_min), "tune_basis": None,
+                "tune_best_values": []}
+    found, arms = basis
+    table = Race([values(r, objective) for r in arms])
+    clear = sorted((c for c in found if c["ci_low"] is not None and c["ci_low"] > 0),
+                   key=lambda c: (len(changes(c["setting"], start)), -c["ratio"]))
+    stage = found[0]["stage"]
+    if not clear:
+        base = next(r for r in arms if same(r["compare_setting"], start))
+        widest = [c["detectable"] for c in found if c["detectable"] is not None]
+        return {"tune_decision": KEEP, "tune_best": dict(start), "tune_speedup": _none("nothing measured was clearly "
+                                                                                     "faster"),
+                "tune_resolution": resolution(max(widest) if widest else None, budget_min), "tune_basis": stage,
+                "tune_best_values": values(base, objective)}
+    pick = clear[0]
+    for c in clear[1:]:
+        if len(changes(c["setting"], start)) > len(changes(pick["setting"], start)):
+            between = table.compare(c["index"], pick["index"], pick["confidence"])
+            if between["ci_low"] is not None and between["ci_low"] > 0:
+                pick = c
+    speedup = {k: pick[k] for k in ("ratio", "ci_low", "ci_high", "confidence", "comparisons", "df")}
+    return {"tune_decision": CHANGE, "tune_best": {"batch_size": pick["setting"]["batch_size"],
+                                                   **changes(pick["setting"], start)},
+            "tune_speedup": {**speedup, "reason": None}, "tune_resolution": None, "tune_basis": stage,
+            "tune_best_values": values(arms[pick["index"]], objective)}
+
+
+def _none(reason: str) -> dict:
+    return {"ratio": None, "ci_low": None, "ci_high": None, "confidence": None, "comparisons": 0, "df": None,
+            "reason": reason}
+
+
+def resolution(detectable: float | None, budget_min: float) -> dict:
+    """The smallest difference this tune could have shown (80% power, at the family's confidence), and what
+    a budget four times as large would show: the rounds grow with the budget and an interval narrows with
+    their square root, so about half."""
+    larger = round(4 * budget_min, 1)
+    if detectable is None:
+        return {"detectable": None, "budget_min": larger, "detectable_then": None}
+    return {"detectable": detectable, "budget_min": larger, "detectable_then": math.expm1(math.log1p(detectable) / 2)}
+
+
+# --- the budget ---
+class Budget:
+    """The tune's time: `budget_s` in all, counted from `spent_s` before now (a resumed tune's earlier runs)."""
+
+    def __init__(self, budget_s: float, clock: Callable[[], float], spent_s: float = 0.0):
+        self.total, self.clock = budget_s, clock
+        self.t0 = clock() - spent_s
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0
+
+    def left(self) -> float:
+        return self.total - self.elapsed()
+
+    def stage_s(self, stage: str) -> float:
+        """The stage's share of what is left of the budget's shared part, by its share of what is to come."""
+        to_come = STAGES[STAGES.index(stage):]
+        soft_left = sum(SHARES.values()) * self.total - self.elapsed()
+        return max(0.0, soft_left * SHARES[stage] / sum(SHARES[s] for s in to_come))
+
+
+class Costs:
+    """What warming an arm up and playing one round of it took so far, by batch size: the budget's
+    predictions. Once two batch sizes were seen, a line through them (a fixed part, the Trainer and model
+    built, and a part per image; least squares, neither below zero); before that, the seconds per image
+    of the most expensive seen, never less than the cheapest took (a larger batch costs at most
+    proportionally more)."""
+
+    def __init__(self):
+        self.seen: dict[str, list[tuple[int, float]]] = {}
+
+    def add(self, kind: str, batch_size: int, seconds: float) -> None:
+        self.seen.setdefault(kind, []).append((batch_size, seconds))
+
+    def predict(self, kind: str, batch_size: int) -> float:
+        seen = self.seen.get(kind, [])
+        if not seen:
+            return 0.0
+        if len({b for b, _ in seen}) < 2:
+            return max(min(t for _, t in seen), max(t / b for b, t in seen) * batch_size)
+        n = len(seen)
+        mean_b, mean_t = sum(b for b, _ in seen) / n, sum(t for _, t in seen) / n
+        slope = max(0.0, sum((b - mean_b) * (t - mean_t) for b, t in seen) / sum((b - mean_b) ** 2 for b, _ in seen))
+        fixed = max(0.0, mean_t - slope * mean_b)
+        return fixed + slope * batch_size
+
+
+# --- the procedure ---
+class Arm(Protocol):
+    setting: dict
+
+    @property
+    def live(self) -> bool: ...
+
+    def leave(self) -> None: ...
+
+
+class Lab(Protocol):
+    """What the procedure needs from whatever measures: the device (bsbench.modes.tune_run) or a simulation."""
+
+    def clock(self) -> float: ...
+    def say(self, line: str) -> None: ...
+    def spent(self) -> float: ...  # seconds an earlier run of this tune spent (resume=)
+    def edge(self, seconds: float, costs: Costs) -> int: ...  # the memory edge, found within `seconds`
+    def knobs(self) -> list[dict]: ...
+    def done(self, stage: str) -> list[dict] | None: ...  # a stage finished before (resume=): its results
+    def begin(self, stage: str) -> None: ...
+    def warmed(self, setting: dict) -> bool: ...
+    def warm(self, setting: dict) -> Arm: ...
+    def play(self, arm: Arm) -> None: ...
+    def value(self, arm: Arm) -> list[float]: ...
+    def keep_only(self, settings: list[dict]) -> None: ...
+    def save(self, stage: str, arms: list[Arm], settings: list[dict], stop: dict, elapsed_s: float) -> list[dict]: ...
+
+
+@dataclass
+class Spec:
+    start: dict  # the starting settings: batch_size and every knob's value
+    budget_min: float
+    grid_points: int = 5
+    objective: str = "time"
+    target_ci: float | None = 0.01
+    cap: int = 200  # rounds a race runs at most
+
+
+@dataclass
+class Procedure:
+    lab: Lab
+    spec: Spec
+    costs: Costs = field(default_factory=Costs)
+    skipped: list[str] = field(default_factory=list)
+    races: dict[str, list[dict]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.budget = Budget(self.spec.budget_min * 60, self.lab.clock, self.lab.spent())
+
+    def run(self) -> dict:
+        spec, start = self.spec, self.spec.start
+        self.lab.say(f"tune: stage 1 of {len(STAGES)}, the memory edge ({_minutes(self.budget.left())} of "
+                     f"budget_min={spec.budget_min:g} left)")
+        edge = self.lab.edge(self.budget.stage_s("edge"), self.costs)
+        base = {"batch_size": min(start["batch_size"], edge)}
+        knobs = self.lab.knobs()
+        tried = self.race("knobs", [base] + [{**base, **k} for k in knobs],
+                          lambda arms, table: [(i, 0) for i in range(1, len(arms)) if arms[i].live],
+                          lambda arms, table: decided(table, [a.live for a in arms]))
+        effects = self._effects(tried, base, knobs)
+        chosen = promising(knobs, effects)
+        at = lambda b: {"batch_size": b, **chosen}  # noqa: E731 - the batch races' arms: the start, the knobs chosen
+
+        sizes = grid(edge, spec.grid_points, start["batch_size"])
+        self.lab.keep_only([base, at(base["batch_size"])])
+        first = self.race("batch", [at(b) for b in sizes], self.against_leader, self.slower)
+        leader = self.leader(first) or base["batch_size"]
+        near_sizes = set(neighbourhood(leader, edge, start["batch_size"]))
+        raced = measured(first, spec.objective)
+        if raced:  # the grid's sizes as fast as its leader as far as its rounds could tell: raced again
+            near_sizes |= {raced[i]["batch_size"] for i in contenders([values(r, spec.objective) for r in raced])}
+        near_settings = [at(b) for b in sorted(near_sizes)]
+        self.lab.keep_only([base, *near_settings])
+        near = self.race("near", near_settings, self.against_leader, self.slower)
+        leader = self.leader(near) or leader
+
+        best = {"batch_size": leader, **chosen}
+        self.lab.keep_only([base, best, {**base, **chosen}, {"batch_size": leader}])  # the confirm's arms
+        found = self.confirm(start, best, chosen, edge)
+        self.lab.keep_only([])
+        return {**found, "tune_edge": edge, "tune_start": dict(start), "tune_skipped": self.skipped,
+                "tune_elapsed_s": self.budget.elapsed(), "tune_chosen_knobs": chosen}
+
+    def confirm(self, start: dict, best: dict, chosen: dict, edge: int) -> dict:
+        spec = self.spec
+        if start["batch_size"] > edge:  # your settings do not fit: the best that does, measured alone
+            confirmed = self.race("confirm", [best], lambda arms, table: [])
+            rate = statistics(values(confirmed[0], spec.objective) if confirmed else [], log=True)
+            return {"tune_decision": CHANGE, "tune_best": best, "tune_basis": "confirm" if confirmed else None,
+                    "tune_speedup": _none(f"batch_size={start['batch_size']} does not fit in memory here (the edge "
+                                          f"is {edge})"), "tune_resolution": None,
+                    "tune_best_samples_per_s": rate["mean"], "tune_best_ci": [rate["ci_low"], rate["ci_high"]]}
+        base = {"batch_size": start["batch_size"]}
+        candidates = [best]
+        if chosen and best["batch_size"] != start["batch_size"]:  # each half of a change of both
+            candidates += [{**base, **chosen}, {"batch_size": best["batch_size"]}]
+        candidates = [c for c in candidates if not same(c, start)]
+        if candidates:
+            self.race("confirm", [base, *candidates], lambda arms, table: [(i, 0) for i in range(1, len(arms))])
+        decision = decide(self.races, start, spec.objective, spec.budget_min)
+        rate = statistics(decision.pop("tune_best_values"), log=True)
+        return {**decision, "tune_best_samples_per_s": rate["mean"], "tune_best_ci": [rate["ci_low"], rate["ci_high"]]}
+
+    def _effects(self, tried: list[dict], base: dict, knobs: list[dict]) -> list[dict]:
+        """Each knob's 95% interval against the start in the knobs race (one comparison's)."""
+        arms = measured(tried, self.spec.objective)
+        names = [describe(r["compare_setting"]) for r in arms]
+        if describe(base) not in names:
+            return [{} for _ in knobs]
+        table = Race([values(r, self.spec.objective) for r in arms])
+        at = names.index(describe(base))
+        return [table.compare(names.index(describe({**base, **k})), at) if describe({**base, **k}) in names else {}
+                for k in knobs]
+
+    def leader(self, results: list[dict]) -> int | None:
+        arms = measured(results, self.spec.objective)
+        return arms[fastest([values(r, self.spec.objective) for r in arms])]["batch_size"] if arms else None
+
+    @staticmethod
+    def against_leader(arms: list, table: Race) -> list[tuple[int, int]]:
+        live = [i for i, a in enumerate(arms) if a.live and table.rounds(i)]
+        if len(live) < 2:
+            return []
+        lead = max(live, key=table.mean)
+        return [(i, lead) for i in live if i != lead]
+
+    @staticmethod
+    def slower(arms: list, table: Race) -> list[int]:
+        """The batch races' rule: what is clearly slower than the leader leaves."""
+        return clearly_slower(table, [a.live for a in arms])
+
+    def race(self, stage: str, settings: list[dict], pairs, drop=None) -> list[dict]:
+        """One stage's race over `settings` (its results; read back where the stage was done before): the arms
+        the budget affords warmed up, then rounds until the stage's share, the target or the cap; `pairs(arms,
+        table)`: the comparisons the target waits for; `drop(arms, table)`: the arms that leave after a round
+        (None: none leaves)."""
+        found = self.lab.done(stage)
+        if found is not None:
+            order = {describe(s): i for i, s in enumerate(settings)}
+            self.races[stage] = sorted(found, key=lambda r: order.get(describe(r["compare_setting"]), len(order)))
+            return self.races[stage]
+        number = STAGES.index(stage) + 1
+        seconds, started = self.budget.stage_s(stage), self.lab.clock()
+        arms = self._warm(stage, settings, seconds)
+        if len(arms) < min(2, len(settings)):
+            self.skipped.append(stage)
+            why = "the budget is spent" if self.budget.left() <= 0 else \
+                f"its arms would not fit in the {_minutes(self.budget.left())} left, by what such work took so far"
+            self.lab.say(f"tune: stage {number} of {len(STAGES)}, {stage}: not run, {why} "
+                         "(resume=<this run's folder> with a larger budget_min runs it)")
+            self.lab.keep_only([])
+            return []
+        spec = self.spec
+        progress = Progress(self, stage, [a.setting for a in arms])
+
+        def play(arm) -> None:
+            t = self.lab.clock()
+            self.lab.play(arm)
+            self.costs.add("round", arm.setting["batch_size"], self.lab.clock() - t)
+
+        stop = racing.race(arms, play, pairs, value=self.lab.value, cap=spec.cap, target_ci=spec.target_ci,
+                           budget_s=max(0.0, seconds - (self.lab.clock() - started)), min_rounds=MIN_ROUNDS,
+                           eliminate=drop, budget_after=2, hard_s=max(0.0, self.budget.left()),
+                           clock=self.lab.clock, on_round=progress.round)
+        progress.end(stop)
+        self.races[stage] = self.lab.save(stage, arms, settings, stop, self.budget.elapsed())
+        return self.races[stage]
+
+    def _warm(self, stage: str, settings: list[dict], seconds: float) -> list:
+        """The arms of a stage, warmed up, as many as its time affords: none whose warm-up and two rounds of every
+        arm so far would, by what such work took before, end past the budget, nor, from the third arm on, past
+        the stage's `seconds` (a batch size too slow to measure in the time is left out, and its results say
+        so)."""
+        self.lab.begin(stage)
+        number, started = STAGES.index(stage) + 1, self.lab.clock()
+        self.lab.say(f"tune: stage {number} of {len(STAGES)}, {_stage_words(stage, settings)} "
+                     f"({_minutes(self.budget.left())} left)")
+        arms = []
+        for setting in settings:
+            size = setting["batch_size"]
+            fresh = not self.lab.warmed(setting)
+            # its warm-up, and two rounds of every arm so far and of it: an interval needs two
+            needed = (self.costs.predict("warm", size) if fresh else 0.0) + 2 * sum(
+                self.costs.predict("round", a.setting["batch_size"]) for a in arms) + 2 * self.costs.predict("round", size)
+            # two arms make a race: those on the budget alone, the others on the stage's time too
+            if needed >= (self.budget.left() if len(arms) < 2 else
+                          min(self.budget.left(), seconds - (self.lab.clock() - started))):
+                continue
+            t = self.lab.clock()
+            arm = self.lab.warm(setting)
+            if fresh:
+                self.costs.add("warm", size, self.lab.clock() - t)
+            arms.append(arm)
+        return arms
+
+
+class Progress:
+    """A race's lines on the terminal: one as each round ends, at most every PROGRESS_S seconds, and one as
+    the race ends: the round, the leader and its rate, the time left."""
+
+    def __init__(self, procedure: Procedure, stage: str, settings: list[dict]):
+        self.p, self.stage = procedure, stage
+        self.keys = [k for k in dict.fromkeys(k for s in settings for k in s)
+                     if len({str(s.get(k)) for s in settings}) > 1] or ["batch_size"]
+        self.last = procedure.lab.clock()
+
+    def leader(self, arms) -> str:
+        live = [a for a in arms if a.live and self.p.lab.value(a)]
+        if not live:
+            return "no arm left"
+        lead = max(live, key=lambda a: mean_log(self.p.lab.value(a)))
+        rate = math.exp(mean_log(self.p.lab.value(lead)))
+        unit = "samples/s" if self.p.spec.objective == "time" else "images/J"
+        name = describe(lead.setting, self.keys) if not same(lead.setting, self.p.spec.start) else "your settings"
+        return f"leader {name} ({rate:,.4g} {unit}), {len(live)} of {len(arms)} arms left"
+
+    def round(self, done: int, arms) -> None:
+        now = self.p.lab.clock()
+        if now - self.last >= PROGRESS_S:
+            self.last = now
+            self.p.lab.say(f"tune: {self.stage}, round {done}: {self.leader(arms)}; "
+                           f"{_minutes(self.p.budget.left())} left")
+
+    def end(self, stop: dict) -> None:
+        why = {"target_ci": "on target", "budget_min": "its time spent", "cap": "all rounds run",
+               "one_left": "every other arm decided and out"}[stop["stop"]]
+        self.p.lab.say(f"tune: {self.stage} done after {stop['rounds']} rounds ({why})")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(0.0, seconds) / 60:.1f} min"
+
+
+def _stage_words(stage: str, settings: list[dict]) -> str:
+    sizes = sorted({s["batch_size"] for s in settings})
+    if stage == "knobs":
+        return f"each knob at batch_size={sizes[0]} against your settings, {len(settings) - 1} knobs"
+    if stage == "confirm":
+        return f"your settings against the best found, {len(settings)} arms"
+    return f"{stage}: batch sizes {', '.join(map(str, sizes))}"
+
+
+def run(lab: Lab, spec: Spec) -> dict:
+    """A whole tune: its decision fields (`tune_decision`, `tune_best`, `tune_speedup`, ...)."""
+    return Procedure(lab, spec).run()
