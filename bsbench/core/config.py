@@ -210,8 +210,30 @@ def typed(cfg: DictConfig) -> DictConfig:
         raise UserError(unknown_setting(str(exc.full_key))) from None
     except OmegaConfBaseException as exc:
         raise UserError(_type_error(str(exc.full_key), exc.value)) from None
-    _check_finite(OmegaConf.to_container(merged, resolve=False), skip=own)
+    values = OmegaConf.to_container(merged, resolve=False)
+    _check_finite(values, skip=own)
+    _check_interpolations(merged, values)
     return merged
+
+
+_ABSENT = object()
+
+
+def _check_interpolations(cfg: DictConfig, values, key: str = "") -> None:
+    """Every plain interpolation (`${paths.data_dir}`) names a key the config has: a config group of the user's
+    written for a project with other sections is refused in one line, not in Hydra's traceback at the
+    first job. Resolvers (`${hydra:...}`, `${now:...}`) and relative keys are Hydra's."""
+    if isinstance(values, dict):
+        for name, value in values.items():
+            _check_interpolations(cfg, value, f"{key}.{name}" if key else str(name))
+    elif isinstance(values, list):
+        for i, value in enumerate(values):
+            _check_interpolations(cfg, value, f"{key}[{i}]")
+    elif isinstance(values, str) and "${" in values:
+        for name in re.findall(r"\$\{([A-Za-z_][\w.-]*)\}", values):
+            if OmegaConf.select(cfg, name, default=_ABSENT) is _ABSENT:
+                raise UserError(f"{key}={values} interpolates ${{{name}}}, which bsbench's configuration does not "
+                                f"have; give {key} its value on the command line ({key}=<value>) or in your config.")
 
 
 def node_of(cfg: DictConfig, key: str):

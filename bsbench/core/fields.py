@@ -69,10 +69,20 @@ RESULT_FIELDS = (
            "left out of every steady-state figure"),
     Fields(("train_samples_per_s", "warmup_steps", "timed_steps"),
            "steady-state training throughput and the steps it covers"),
+    Fields(("batch_size_observed", "optimizer_steps"),
+           "what the timed steps trained: the batch size one device's training loader made in them (the most common; "
+           "a run whose loader made another than `batch_size` fails rather than be labelled with one that never "
+           "ran), and the optimizer steps with a gradient among them (none: the run fails, no rate of steps that "
+           "train nothing)"),
     Fields(("train_samples",), "samples trained on during `fit`, counted from the batches as they ran (per-sample "
            "train time is `train_time_s / train_samples`)"),
     Fields(("step_time_mean_ms", "step_time_median_ms", "step_time_sd_ms"),
            "the timed training steps one by one (CUDA events on a GPU)"),
+    Fields(("data_wait_s", "data_wait_fraction", "input_bound"),
+           "the input pipeline: the time the timed steps waited for their next batch (from a step's end to the next "
+           "one's start: the batch fetched and moved to the device, and Lightning's own work between steps; on a GPU "
+           "the device's idle gap, from CUDA events), its share of the steps' time, and `input_bound` where that "
+           "share is a fifth or more (see [the method](method.md#the-input-pipeline))"),
     Fields(("inference_time_s", "inference_samples_per_s", "test_samples"),
            "`mode=train`: inference over the test set, wall-clock, and its rate; `mode=inference`: the whole "
            "`predict` call (warm-up included) and the rate of the timed forward passes (their images over the sum "
@@ -83,11 +93,13 @@ RESULT_FIELDS = (
     Fields(("peak_memory_mib",), "peak device memory allocated by tensors during `fit` (CUDA); null where the "
            "accelerator does not report it"),
     Fields(("val_acc", "test_acc"), "last validation accuracy, test accuracy"),
-    Fields(("train_flops_per_sample", "inference_flops_per_sample", "flops_error"),
+    Fields(("train_flops_per_sample", "inference_flops_per_sample", "flops_error", "flops_counted"),
            "FLOPs per sample of a training step (forward, backward and, with `train_acc_eval_forward`, the extra "
            "eval forward; your module's: its `training_step` and the loss's backward) and of an inference forward "
            "(your module's `predict_step`): matrix multiplications and convolutions, 2 per multiply-add, "
-           "counted on the meta device (see [the method](method.md#how-close-to-the-hardware-flops-and-mfu)); null, with `flops_error` saying why, "
+           "counted on the meta device (see [the method](method.md#how-close-to-the-hardware-flops-and-mfu)), or, "
+           "where your module's step cannot run there (a torchmetrics update, a custom op), on one real warm-up "
+           "training step; `flops_counted` says which; null, with `flops_error` saying why, "
            "where the model could not be counted"),
     Fields(("train_tflops", "inference_tflops"), "achieved TFLOP/s, all devices together: FLOPs per image times "
            "`train_samples_per_s` (`inference_samples_per_s`); null where the rate or the count is missing"),
@@ -194,6 +206,8 @@ FIELD_KINDS = {
     "cudnn_allow_tf32": "bool", "train_time_s": "number", "epoch_times_s": "numbers", "first_step_time_s": "number",
     "train_samples_per_s": "rate", "warmup_steps": "int", "timed_steps": "int", "train_samples": "int",
     "step_time_mean_ms": "number", "step_time_median_ms": "number", "step_time_sd_ms": "number",
+    "batch_size_observed": "int", "optimizer_steps": "int", "data_wait_s": "number", "data_wait_fraction": "number",
+    "input_bound": "bool", "flops_counted": "str",
     "inference_time_s": "number", "inference_samples_per_s": "rate", "test_samples": "int",
     "inference_batches": "int", "latency_median_ms": "number", "latency_p95_ms": "number",
     "peak_memory_mib": "number", "val_acc": "number", "test_acc": "number", "train_flops_per_sample": "number",

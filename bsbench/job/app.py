@@ -38,16 +38,78 @@ def config_dir() -> str:
     return str(packaged if packaged.is_dir() else package.parent / "conf")
 
 
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+def options(group: str, places=()) -> list[str]:
+    """A group's options: bsbench's own (conf/<group>/*.yaml) and those in the config directories `places`."""
+    found = set()
+    for place in (Path(config_dir()), *places):
+        try:
+            found |= {p.name[:-5] for p in (place / group).iterdir() if p.name.endswith(".yaml")}
+        except (OSError, TypeError):  # no such group there
+            continue
+    return sorted(found)
+
+
+def search_path(args: list[str]) -> list:
+    """The config directories a user adds to Hydra's search path, as Hydra finds them: `--config-dir`
+    (`-cd`), `hydra.searchpath=[...]` (file:// and pkg:// entries) and the SearchPathPlugins installed
+    (their own `hydra_plugins`). Each a directory (a Path, or an importlib.resources one for pkg://)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    entries = []
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            entries.append(f"file://{args[i + 1]}")
+        elif arg.startswith("--config-dir="):
+            entries.append(f"file://{arg.split('=', 1)[1]}")
+        elif arg.lstrip("+").startswith("hydra.searchpath="):
+            try:
+                entries += [str(e) for e in OverridesParser.create().parse_override(arg).value() or []]
+            except Exception:  # Hydra reports its own syntax errors
+                continue
+    entries += _plugin_entries()
+    return [place for place in map(_place, entries) if place is not None]
+
+
+def _plugin_entries() -> list[str]:
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    try:
+        from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+    except ImportError:  # another Hydra: its plugins' places are left to Hydra
+        return []
+    found = []
+    for plugin in Plugins.instance().discover(SearchPathPlugin):
+        path = ConfigSearchPathImpl()
+        try:
+            plugin().manipulate_search_path(path)
+        except Exception:  # a plugin that fails is Hydra's to report
+            continue
+        found += [f"{e.path}" if "://" in e.path else f"file://{e.path}" for e in path.get_path()]
+    return found
+
+
+def _place(entry: str):
+    if entry.startswith("file://"):
+        return Path(entry[len("file://"):]).expanduser()
+    if entry.startswith("pkg://"):
+        from importlib import resources
+
+        try:
+            return resources.files(entry[len("pkg://"):])
+        except (ModuleNotFoundError, TypeError):
+            return None
+    return Path(entry).expanduser()
 
 
 def check_group_choices(args: list[str]) -> None:
     """A group option that does not exist (`mode=fastest`, `-m data=cifar10,imagenet`) in one line,
-    before Hydra composes anything: Hydra's own answer is a screenful with the search path."""
+    before Hydra composes anything: Hydra's own answer is a screenful with the search path. Options of
+    the user's config directories (search_path) are options like bsbench's."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
+    places = None
     for arg in args:
         if arg.startswith("-") or "=" not in arg or arg.split("=", 1)[0].lstrip("+~") not in GROUPS:
             continue
@@ -60,9 +122,14 @@ def check_group_choices(args: list[str]) -> None:
         values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         known = options(override.key_or_group)
         for value in values:
-            if value is not None and str(value) != "null" and str(value) not in known:
-                raise UserError(f"{override.key_or_group}={value} is not a bsbench {override.key_or_group} option; "
-                                f"use one of: {', '.join(known)}.")
+            if value is None or str(value) == "null" or str(value) in known:
+                continue
+            places = search_path(args) if places is None else places
+            known = options(override.key_or_group, places)
+            if str(value) not in known:
+                where = " nor one in your config directories" if places else ""
+                raise UserError(f"{override.key_or_group}={value} is not a bsbench {override.key_or_group} option"
+                                f"{where}; use one of: {', '.join(known)}.")
 
 
 # sections whose keys are not all bsbench's: extra callbacks, a logger's arguments
@@ -88,6 +155,7 @@ def check_setting_names(args: list[str]) -> None:
         except Exception:  # Hydra reports its own syntax errors
             continue
     chosen = {o.key_or_group: str(o.value()) for o in parsed if o.key_or_group in GROUPS and not o.is_sweep_override()}
+    # an option of the user's config directories (not bsbench's) takes keys of its own
     names = set(setting_names())
     for override in parsed:
         key = override.key_or_group

@@ -3,6 +3,7 @@ bsbench.training.parts) and the Trainer with bsbench's
 callbacks. The mode is config (conf/mode/) and the callbacks a mode adds (mode=profile's profiler):
 nothing here depends on which mode it is, so what a run's config says is what its Trainer got."""
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -12,10 +13,13 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from bsbench.core import parts
 from bsbench.training.health import LossWatch
 from bsbench.training.parts import make_datamodule, make_module, set_batch_size
 from bsbench.training.telemetry import TelemetryCallback
 from bsbench.training.timing import StepTimer, TimingCallback
+
+log = logging.getLogger("bsbench")
 
 
 @dataclass
@@ -72,4 +76,33 @@ def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
         callbacks=[timing, step_timer, telemetry, loss_watch, *extra],
         **options,
     )
+    if not reuse and parts.own(cfg, "data") and trainer.world_size > 1:
+        per_rank(datamodule, model, trainer, cfg.batch_size)
     return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)
+
+
+_told: set = set()  # the datamodules whose convention was said, once per process
+
+
+def per_rank(datamodule: L.LightningDataModule, model: L.LightningModule, trainer: L.Trainer, batch_size: int) -> None:
+    """bsbench's batch_size is per device. A datamodule that divides the batch size it keeps by the world size
+    in its setup (the lightning-hydra-template's: a global batch) would make each device's batches
+    `world_size` times smaller than the run is labelled with: its loader is looked at once (setup and
+    train_dataloader, as fit calls them) and, where it made batch_size / world_size, the datamodule is given
+    batch_size x world_size, said once. What the loader makes in the timed steps is checked against
+    batch_size all the same (bsbench.job.run.check_trained)."""
+    world = trainer.world_size
+    try:
+        datamodule.trainer = trainer  # as Trainer.fit attaches it, which its setup reads
+        datamodule.setup("fit")
+        made = getattr(datamodule.train_dataloader(), "batch_size", None)
+    except Exception:  # a datamodule that needs more of fit than this: the check after the run tells
+        return
+    if made is not None and made != batch_size and made * world == batch_size:
+        set_batch_size((model, datamodule), batch_size * world)
+        name = type(datamodule).__qualname__
+        if name not in _told and trainer.is_global_zero:
+            _told.add(name)
+            log.info("%s divides the batch size it is given by the world size (%d): bsbench gives it %d, so that each "
+                     "device trains on batch_size=%d as the results say (global_batch_size=%d)", name, world,
+                     batch_size * world, batch_size, batch_size * world)

@@ -28,7 +28,7 @@ from bsbench.core.oom import is_oom
 from bsbench.core.results import setup_fields
 from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
-from bsbench.job.run import fit
+from bsbench.job.run import check_trained, fit
 from bsbench.training.energy import energy_fields
 from bsbench.training.telemetry import FIELDS, summarize
 from bsbench.training.timing import step_time_metrics
@@ -49,6 +49,7 @@ class Arm:
     error: dict = field(default_factory=dict)
     rates: list[float] = field(default_factory=list)
     step_times_s: list[float] = field(default_factory=list)
+    data_waits_s: list[float] = field(default_factory=list)
     timed_steps: int = 0
     samples: int = 0
     timed_samples: int = 0
@@ -78,6 +79,7 @@ class Arm:
         rate = measured["train_samples_per_s"]
         if rate is None:
             raise RuntimeError(f"{self.setting}: a round timed no step")
+        check_trained(self.cfg, measured)
         self.rates.append(rate)
         if measured["energy_j"] is None or self.energy_mj is None:
             self.energy_mj, self.energy_reason = None, measured["energy_reason"]
@@ -85,6 +87,7 @@ class Arm:
             self.energy_mj += measured["energy_j"] * 1000
             self.round_joules_per_sample.append(measured["joules_per_sample"])
         self.step_times_s += built.step_timer.step_times_s
+        self.data_waits_s += built.step_timer.data_waits_s
         self.timed_steps += timing.timed_steps
         self.samples += timing.samples_seen
         self.timed_samples += timing.timed_samples
@@ -262,7 +265,7 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
         **energy_fields(arm.energy_mj if ran else None, arm.timed_samples, arm.energy_reason or
                         (None if ran else "no round ran")),
         "round_joules_per_sample": arm.round_joules_per_sample if arm.energy_mj is not None else [],
-        **step_time_metrics(arm.step_times_s),
+        **step_time_metrics(arm.step_times_s, arm.data_waits_s),
         **summarize(arm.telemetry, arm.gpu_others),
     }
 

@@ -21,7 +21,7 @@ from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
 from bsbench.training.environment import describe
 from bsbench.training.flops import count as count_flops
-from bsbench.training.flops import count_step, uncounted
+from bsbench.training.flops import StepFlops, count_step, uncounted
 from bsbench.training.parts import input_batch, meta_module, parts_text, shapes
 
 log = logging.getLogger("bsbench")
@@ -39,20 +39,24 @@ def run(cfg: DictConfig) -> dict | None:
 
 def train(cfg: DictConfig, started_at: str, callbacks=(), after_fit=None) -> dict | None:
     """A training run: build, fit, and its result; `after_fit(built)` adds a mode's own figures
-    (mode=train's test, mode=profile's traces)."""
-    built = build(cfg, callbacks)
+    (mode=train's test, mode=profile's traces). A module of the user's whose step the meta device may not
+    run (bsbench.training.flops) has its last warm-up step counted for real."""
+    counter = StepFlops(cfg.timing.warmup_steps - 1) if parts.own(cfg, "model") and cfg.timing.warmup_steps else None
+    built = build(cfg, [*callbacks, *([counter] if counter else [])])
     trainer = built.trainer
     fit(built)
     built.timing.collect(trainer)
     measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
                 "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
+    check_trained(cfg, measured)
     if after_fit is not None:
         measured.update(after_fit(built))
-    return result(cfg, built, measured, started_at)
+    return result(cfg, built, measured, started_at, counter.flops_per_sample if counter else None)
 
 
-def result(cfg: DictConfig, built: Built, measured: dict, started_at: str) -> dict | None:
-    """A finished run's result, on global rank 0 (None on the other ranks)."""
+def result(cfg: DictConfig, built: Built, measured: dict, started_at: str, step_flops: int | None = None) -> dict | None:
+    """A finished run's result, on global rank 0 (None on the other ranks); `step_flops`: FLOPs per sample
+    counted on a real training step, where the meta device's count fails."""
     trainer = built.trainer
     if not trainer.is_global_zero:
         return None
@@ -65,14 +69,46 @@ def result(cfg: DictConfig, built: Built, measured: dict, started_at: str) -> di
         "started_at": started_at,
         "finished_at": now(),
         **describe(trainer.strategy.root_device),
-    }, built.timing.first_batch)
+    }, built.timing.first_batch, step_flops)
 
 
-def with_utilization(cfg: DictConfig, result: dict, batch=None) -> dict:
+class NotATrainingRate(RuntimeError):
+    """A run whose timed steps were not the training it was asked for: no optimizer step, or batches of
+    another size than the one it is labelled with. Its rate would be a number it cannot stand behind."""
+
+
+def check_trained(cfg: DictConfig, measured: dict) -> None:
+    """The timed steps trained, on the batch size the result will be labelled with: else NotATrainingRate,
+    in one line saying what ran and why it is not a rate of this configuration."""
+    steps, stepped = measured.get("timed_steps") or 0, measured.get("optimizer_steps")
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    if stepped == 0 and steps >= accumulate:
+        raise NotATrainingRate(f"the {steps} timed steps made no optimizer step with a gradient: a training_step "
+                               "that returns None (Lightning then skips the backward pass and the step), or manual "
+                               "optimization that never calls optimizer.step(); return the loss, or step your "
+                               "optimizers, and the run is timed as usual")
+    made = measured.get("batch_size_observed")
+    if made is not None and made != cfg.batch_size:
+        raise NotATrainingRate(f"the training loader made batches of {made} per device, not batch_size="
+                               f"{cfg.batch_size}, the batch size this run would be labelled with: build your "
+                               "training DataLoader with the batch size bsbench sets (self.batch_size or "
+                               "hparams.batch_size, where Lightning's BatchSizeFinder sets it too), and give it at "
+                               "least that many training samples")
+
+
+def with_utilization(cfg: DictConfig, result: dict, batch=None, step_flops: int | None = None) -> dict:
     """The result with its FLOPs per sample, achieved TFLOP/s and MFU (bsbench.core.utilization); a run
     that did not finish gets its count and nulls, with the reason. `batch`: a training batch's shapes
-    (on the meta device), for a datamodule of the user's."""
-    result.update(job_flops(cfg, batch))
+    (on the meta device), for a datamodule of the user's; `step_flops`: the count of a real training step,
+    used where the meta device's fails. `flops_counted` says which way the count was made."""
+    counts = job_flops(cfg, batch)
+    if counts["flops_error"] is not None and step_flops:
+        counts = {"train_flops_per_sample": step_flops, "inference_flops_per_sample": None, "flops_error": None,
+                  "flops_counted": "on a real warm-up training step (the meta device could not run it: "
+                                   f"{counts['flops_error']})"}
+    else:
+        counts = {**counts, "flops_counted": "on the meta device" if counts["flops_error"] is None else None}
+    result.update(counts)
     return {**result, **utilization(result, cfg.mfu.peak_tflops)}
 
 

@@ -61,6 +61,8 @@ class Mode:
                  if r.get(key) is not None]
         if r.get(self.MFU) is not None:
             shown.append(f"MFU {quantity(100 * r[self.MFU], '%')}")
+        if r.get("input_bound"):
+            shown.append(f"input-bound: {quantity(100 * r['data_wait_fraction'], '%')} of the steps' time waiting for data")
         return ", ".join(shown) or "no figures"
 
     # the headline figures of a job's line: (field, format, unit), and the MFU shown beside them; format

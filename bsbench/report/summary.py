@@ -282,6 +282,14 @@ def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) ->
         notes.append(f"Measured on a busy machine ({len(busy)} of {plural(len(results), 'run')}; `busy` in runs.csv, "
                      f"marked in the runs column, the plots and the verdict): {where}{'; ...' if len(busy) > 8 else ''}. "
                      "Their figures are slower and noisier than a quiet machine gives.")
+    bound = [r for r in results if r.get("input_bound") is True and r.get("report_row") is not False]
+    if bound:
+        where = "; ".join(f"batch size {r['batch_size']} ({_run_name(r)}: {r['data_wait_fraction']:.0%})"
+                          for r in bound[:8])
+        notes.append(f"Input-bound ({len(bound)} of {plural(len(results), 'run')}; `data_wait_fraction` in runs.csv): "
+                     f"their training steps waited for the next batch a fifth of the time or more: {where}"
+                     f"{'; ...' if len(bound) > 8 else ''}. A faster input pipeline (more loader workers, pinned "
+                     "memory, a cheaper transform, data on the device) would speed them more than the batch size.")
     for path, why in unreadable:
         notes.append(f"not read: {path} ({why})")
     return "".join(f"- {n}\n" for n in notes)

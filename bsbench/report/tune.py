@@ -238,7 +238,7 @@ def _basis(summary: dict) -> str:
     if stage == "confirm":
         return ("Decided on the confirm's own rounds: your settings against the best found, measured afresh, so that "
                 "a choice the earlier stages made on noise is not carried into the advice.")
-    why = ("the budget ended before the confirm" if "confirm" in (summary.get("tune_skipped") or [])
+    why = ("the budget ended before the confirm" if summary.get("tune_skipped")
            else "the best found was your settings: nothing to confirm")
     return (f"Decided on the {stage} race ({why}): each arm of it against your settings, the intervals simultaneous "
             "over all of them.")

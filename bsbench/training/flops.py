@@ -1,5 +1,7 @@
 """FLOPs of the network per image: one training step (forward and backward) and one inference forward,
-counted once per configuration on the meta device (shapes only: nothing runs, nothing is allocated).
+counted once per configuration on the meta device (shapes only: nothing runs, nothing is allocated);
+where a module's step cannot run there (a torchmetrics update reads a value, a custom op), on one real
+warm-up training step instead (StepFlops).
 
 torch's FlopCounterMode counts matrix multiplications and convolutions (2 FLOPs per multiply-add;
 activations, normalization, bias and the optimizer's elementwise work are not counted, as in every
@@ -11,6 +13,7 @@ input, of its weight) costs what its forward costs, grouped or not."""
 import functools
 import warnings
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
@@ -101,3 +104,35 @@ def count_step(module, batch) -> dict:
     samples = samples_in(module, batch)
     return {"train_flops_per_sample": train // samples, "inference_flops_per_sample": inference // samples,
             "flops_error": None}
+
+
+class StepFlops(L.Callback):
+    """FLOPs per sample of one real training step of the run (its forward, backward and optimizer step under
+    FlopCounterMode, which counts the same operations as the meta count): step `step`, the last warm-up step,
+    outside the timed ones, so that the counter's overhead slows no timed step. The count where the meta
+    device cannot run a module's training_step."""
+
+    def __init__(self, step: int):
+        self.step, self.seen = step, 0
+        self.flops_per_sample: int | None = None
+        self._counter = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.seen == self.step and self.flops_per_sample is None:
+            self._samples = samples_in(pl_module, batch)
+            self._counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_MAPPING)
+            self._counter.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._counter is not None:
+            self._stop()
+            self.flops_per_sample = self._total // self._samples if self._samples else None
+        self.seen += 1
+
+    def _stop(self) -> None:
+        self._counter.__exit__(None, None, None)
+        self._total, self._counter = self._counter.get_total_flops(), None
+
+    def on_exception(self, trainer, pl_module, exception):
+        if self._counter is not None:
+            self._stop()

@@ -5,13 +5,16 @@ and how many samples a batch holds."""
 
 import functools
 import inspect
+import logging
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lightning as L
 import torch
-from hydra.utils import get_object
+from hydra.errors import InstantiationException
+from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.apply_func import apply_to_collection
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +29,18 @@ from bsbench.training.synthetic import SyntheticInputs
 KINDS = {"model": (L.LightningModule, "LightningModule", "my_pkg.MyModule"),
          "data": (L.LightningDataModule, "LightningDataModule", "my_pkg.MyData")}
 BATCH_SIZE = "batch_size"
+HYDRA_KEYS = ("_partial_", "_convert_", "_recursive_", "_args_")  # instantiate's, besides _target_
+
+
+def locate(path: str):
+    """The object at an import path, as Hydra finds it (hydra.utils.get_object), without the three lines
+    Hydra logs before it raises: the UserError that follows says it once."""
+    logger = logging.getLogger("hydra.utils")
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        return get_object(path)
+    finally:
+        logger.disabled = disabled
 
 
 def user_class(cfg: DictConfig, section: str) -> type:
@@ -36,7 +51,7 @@ def user_class(cfg: DictConfig, section: str) -> type:
         raise UserError(f"{section}._target_ is not set; use {section}._target_=<the import path of your {kind}>, "
                         f"e.g. {section}._target_={example}.")
     try:
-        found = get_object(path)
+        found = locate(path)
     except Exception as exc:
         cause = exc.__cause__ or exc
         raise UserError(f"{section}._target_={path} cannot be imported ({first_line(cause)}); use the import path of "
@@ -50,28 +65,69 @@ def user_class(cfg: DictConfig, section: str) -> type:
 
 def _user_arguments(cfg: DictConfig, section: str, cls: type, batch_size: int) -> dict:
     """The user's constructor arguments: the section's keys, and the batch size where the constructor
-    takes one; a key the constructor does not take is a UserError."""
+    takes one; a key the constructor does not take is a UserError. Hydra's own keys (`_partial_`,
+    `_convert_`, `_recursive_`, `_args_`) are kept for hydra.utils.instantiate, which builds it."""
     signature = inspect.signature(cls)
     kwargs = parts.arguments(cfg, section, signature.parameters)
+    special = {key: kwargs.pop(key) for key in list(kwargs) if key in HYDRA_KEYS}
     if BATCH_SIZE in kwargs:
         raise UserError(f"{section}.{BATCH_SIZE} is set by bsbench from batch_size (and swept with it); use "
                         f"batch_size={kwargs[BATCH_SIZE]} instead of {section}.{BATCH_SIZE}.")
     if BATCH_SIZE in signature.parameters:
         kwargs[BATCH_SIZE] = batch_size
     try:
-        signature.bind(**kwargs)
+        if not special.get("_partial_"):
+            signature.bind(*special.get("_args_", ()), **kwargs)
     except TypeError as exc:
         raise UserError(f"{section}._target_={parts.target(cfg, section)} cannot be built from {section}'s keys "
                         f"({exc}); give its constructor's arguments as +{section}.<name>=<value>.") from None
-    return kwargs
+    _check_targets(kwargs, section)
+    return {**special, **kwargs}
+
+
+def _check_targets(node, where: str) -> None:
+    """Every nested `_target_` under a section (`model.net._target_`, `model.optimizer._target_`) can be
+    imported: a UserError naming the first that cannot."""
+    if isinstance(node, Mapping):
+        if where.count(".") and parts.TARGET in node:
+            try:
+                locate(str(node[parts.TARGET]))
+            except Exception as exc:
+                cause = exc.__cause__ or exc
+                raise UserError(f"{where}._target_={node[parts.TARGET]} cannot be imported ({first_line(cause)}); use "
+                                "the import path of a class or function, with its package installed or on "
+                                "PYTHONPATH.") from None
+        for key, value in node.items():
+            _check_targets(value, f"{where}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            _check_targets(value, f"{where}[{i}]")
+
+
+def built_by_hydra(cfg: DictConfig, section: str, cls: type, batch_size: int):
+    """The user's module or datamodule as Hydra builds a config (hydra.utils.instantiate: nested `_target_`
+    built first, `_partial_`, `_args_`, `_recursive_`), its keys converted to plain containers unless it
+    sets its own `_convert_`; an argument Hydra cannot build, in one line naming its key."""
+    config = {parts.TARGET: parts.target(cfg, section), "_convert_": "all",
+              **_user_arguments(cfg, section, cls, batch_size)}
+    try:
+        return instantiate(config)
+    except InstantiationException as exc:
+        text = str(exc)
+        key = re.search(r"full_key: (\S+)", text)
+        inner = exc.__cause__ or exc
+        if key is None:  # the user's class itself raised: as it would have built outside Hydra
+            raise (inner if isinstance(inner, Exception) else exc) from None
+        what = f"{section}.{key.group(1)}"
+        raise UserError(f"{what} could not be built ({first_line(inner) if inner is not exc else text.splitlines()[0]}); "
+                        f"fix its keys ({what}.<name>=<value>) or its class.") from None
 
 
 def make_module(cfg: DictConfig) -> L.LightningModule:
     """bsbench's classifier, or the user's module built from model's keys."""
     if not parts.own(cfg, "model"):
         return ImageClassifier(**cfg.model, image_size=cfg.data.get("image_size", 224), channels_last=cfg.channels_last)
-    cls = user_class(cfg, "model")
-    module = cls(**_user_arguments(cfg, "model", cls, cfg.batch_size))
+    module = built_by_hydra(cfg, "model", user_class(cfg, "model"), cfg.batch_size)
     if cfg.channels_last:
         module.to(memory_format=torch.channels_last)
     if not is_overridden("predict_step", module, L.LightningModule):
@@ -89,8 +145,7 @@ def make_datamodule(cfg: DictConfig, predict_batches: int = 0) -> L.LightningDat
     """The user's datamodule; for a module of the user's with data=synthetic and a known input,
     SyntheticInputs; else bsbench's images (CIFAR-10 or its synthetic stand-in)."""
     if parts.own(cfg, "data"):
-        cls = user_class(cfg, "data")
-        datamodule = cls(**_user_arguments(cfg, "data", cls, cfg.batch_size))
+        datamodule = built_by_hydra(cfg, "data", user_class(cfg, "data"), cfg.batch_size)
         if not is_overridden("predict_dataloader", datamodule, L.LightningDataModule):
             datamodule.predict_dataloader = types.MethodType(functools.partial(_cycled_batches, count=predict_batches),
                                                              datamodule)

@@ -25,7 +25,7 @@ STATE_KEY = "bsbench_timing"
 STEP_TIMES_KEY = "bsbench_step_times"
 STATE = ("train_time_s", "epoch_times_s", "first_step_time_s", "inference_time_s", "test_samples", "steps_seen",
          "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes", "batch_latencies_s",
-         "batch_samples", "timed_energy_mj", "energy_reason")
+         "batch_samples", "timed_energy_mj", "energy_reason", "optimizer_steps", "device_batches")
 
 
 class TimingCallback(L.Callback):
@@ -61,6 +61,8 @@ class TimingCallback(L.Callback):
         self._meter: EnergyMeter | None = None
         self._energy_start: float | None = None
         self.first_batch = None  # the first training batch's shapes, on the meta device (the FLOP count)
+        self.optimizer_steps = 0  # in the timed steps, with a gradient to step on (a step that trains)
+        self.device_batches: dict[int, int] = {}  # one device's batch sizes in the timed steps: how often each
 
     def _now(self, trainer: L.Trainer) -> float:
         # With several ranks, every clock read waits for all of them: rank 0's interval then covers
@@ -134,8 +136,16 @@ class TimingCallback(L.Callback):
             self._interval_start = self._now(trainer)
             self._energy_open()
 
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        # Lightning steps the optimizer even where training_step returned None (no backward ran): only a
+        # step with a gradient trains
+        if self._interval_start is not None and any(p.grad is not None for group in optimizer.param_groups
+                                                    for p in group["params"]):
+            self.optimizer_steps += 1
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        samples = samples_in(pl_module, batch) * trainer.world_size
+        device_samples = samples_in(pl_module, batch)
+        samples = device_samples * trainer.world_size
         if self.steps_seen == 0:
             self.first_step_time_s = self._now(trainer) - self._first_step_start
             self.first_batch = on_meta(batch)
@@ -144,6 +154,7 @@ class TimingCallback(L.Callback):
         if self._interval_start is not None:
             self.timed_steps += 1
             self.timed_samples += samples
+            self.device_batches[device_samples] = self.device_batches.get(device_samples, 0) + 1
 
     def on_validation_start(self, trainer, pl_module):
         self._close_interval(trainer)
@@ -219,6 +230,8 @@ class TimingCallback(L.Callback):
             "train_samples_per_s": rate(self.timed_samples, self.timed_seconds),
             "warmup_steps": self.warmup_steps,
             "timed_steps": self.timed_steps,
+            "optimizer_steps": self.optimizer_steps if self.timed_steps else None,
+            "batch_size_observed": observed(self.device_batches),
             "inference_time_s": self.inference_time_s,
             "inference_samples_per_s": rate(self.test_samples, self.inference_time_s),
             "test_samples": self.test_samples if self.inference_time_s is not None else None,
@@ -242,6 +255,14 @@ class TimingCallback(L.Callback):
         }
 
 
+def observed(batches: dict) -> int | None:
+    """The batch size one device trained on: the most common in the timed steps (a short last batch of an
+    epoch is not it), the larger where two are as common."""
+    if not batches:
+        return None
+    return max(batches, key=lambda size: (batches[size], size))
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """The q-th percentile of sorted values, interpolated between the two nearest ranks (numpy's default)."""
     position = (len(ordered) - 1) * q / 100
@@ -263,6 +284,9 @@ class StepTimer(L.Callback):
         self.stretches: list[list] = []
         self._open: list | None = None
         self.step_times_s: list[float] = []
+        self._ended = None  # the mark where the last timed step ended
+        self._waits: list[tuple] = []  # (a step's end, the next step's start): the wait for the next batch
+        self.data_waits_s: list[float] = []
 
     @staticmethod
     def _mark(device: torch.device):
@@ -278,13 +302,23 @@ class StepTimer(L.Callback):
             if self._open is None:
                 self._open = []
                 self.stretches.append(self._open)
-            self._open.append(self._mark(device))
+            mark = self._mark(device)
+            self._open.append(mark)
+            if self._ended is not None:
+                self._waits.append((self._ended, mark))
         self.steps_seen += 1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # the next batch is fetched and moved to the device between this mark and the next step's start: on
+        # CUDA, events on the stream, so the gap is the time the device had nothing to do while it waited
+        if self._open is not None:
+            self._ended = self._mark(trainer.strategy.root_device)
 
     def _close(self, trainer) -> None:
         if self._open is not None:
             self._open.append(self._mark(trainer.strategy.root_device))
             self._open = None
+        self._ended = None
 
     def on_validation_start(self, trainer, pl_module):
         self._close(trainer)
@@ -296,21 +330,37 @@ class StepTimer(L.Callback):
         self._close(trainer)
         if trainer.strategy.root_device.type == "cuda" and self.stretches:
             torch.cuda.synchronize(trainer.strategy.root_device)
-        self.step_times_s = [
-            b - a if isinstance(a, float) else a.elapsed_time(b) / 1000
-            for marks in self.stretches for a, b in zip(marks, marks[1:])
-        ]
-        trainer.callback_metrics[STEP_TIMES_KEY] = self.step_times_s  # for ddp_spawn, as TimingCallback
+        self.step_times_s = [_seconds(a, b) for marks in self.stretches for a, b in zip(marks, marks[1:])]
+        self.data_waits_s = [max(0.0, _seconds(a, b)) for a, b in self._waits]
+        # for ddp_spawn, as TimingCallback
+        trainer.callback_metrics[STEP_TIMES_KEY] = {"steps": self.step_times_s, "waits": self.data_waits_s}
 
     def metrics(self, trainer) -> dict:
-        return step_time_metrics(trainer.callback_metrics.get(STEP_TIMES_KEY, self.step_times_s))
+        found = trainer.callback_metrics.get(STEP_TIMES_KEY, {"steps": self.step_times_s, "waits": self.data_waits_s})
+        return step_time_metrics(found["steps"], found["waits"])
 
 
-def step_time_metrics(seconds: list[float]) -> dict:
-    """The step-time fields of a result, from the steps' durations in seconds."""
+def _seconds(a, b) -> float:
+    return b - a if isinstance(a, float) else a.elapsed_time(b) / 1000
+
+
+# the share of the steps' time spent waiting for the next batch from which a run is input-bound: the gap
+# also holds Lightning's own work between steps (a few milliseconds a step on the development CPU, a tenth
+# of a step of a tiny model), which a fifth stays clear of
+INPUT_BOUND = 0.2
+
+
+def step_time_metrics(seconds: list[float], waits: list[float] | None = None) -> dict:
+    """The step-time fields of a result, from the steps' durations in seconds, and the time each waited for
+    its batch (`waits`: from the end of the step before to its own start, which the steps' durations hold)."""
     ms = [t * 1000 for t in seconds]
+    waited = sum(waits) if waits is not None and seconds else None
+    share = waited / sum(seconds) if waited is not None and sum(seconds) > 0 else None
     return {
         "step_time_mean_ms": statistics.fmean(ms) if ms else None,
         "step_time_median_ms": statistics.median(ms) if ms else None,
         "step_time_sd_ms": statistics.stdev(ms) if len(ms) > 1 else None,
+        "data_wait_s": waited,
+        "data_wait_fraction": share,
+        "input_bound": share >= INPUT_BOUND if share is not None else None,
     }
