@@ -153,3 +153,16 @@ def test_a_search_path_plugins_directories_hold_options_too(monkeypatch, tmp_pat
     assert configs in app.search_path([]) and "mnist" in app.options("model", app.search_path([]))
     app.check_group_choices(["model=mnist"])  # no error
     assert json.dumps(app.options("model")) == json.dumps(sorted(app.options("model")))  # bsbench's alone: sorted
+
+
+def test_every_mode_runs_the_template_module_and_datamodule(cli):
+    proc = cli("-m", *SMOKE, *TEMPLATE, "+data.samples=300", "mode=train,throughput,compare,find_max,inference,profile",
+               "trainer.max_steps=12", "compare.batch_sizes=[31,32]", "compare.rounds=2", "target_ci=null",
+               "find_max.max_val=64", "inference.batches=3", "profile.active=2", "profile.warmup=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = cli.results()
+    assert sorted({r["mode"] for r in results}) == ["compare", "find_max", "inference", "profile", "throughput", "train"]
+    assert all(r["status"] == "ok" for r in results), [(r["mode"], r.get("error")) for r in results]
+    for r in results:
+        if r["mode"] in ("train", "throughput", "compare"):  # what trained is what the result says
+            assert r["batch_size_observed"] == r["batch_size"] and r["optimizer_steps"] > 0

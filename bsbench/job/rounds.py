@@ -50,6 +50,8 @@ class Arm:
     rates: list[float] = field(default_factory=list)
     step_times_s: list[float] = field(default_factory=list)
     data_waits_s: list[float] = field(default_factory=list)
+    optimizer_steps: int = 0
+    batch_size_observed: int | None = None
     timed_steps: int = 0
     samples: int = 0
     timed_samples: int = 0
@@ -80,6 +82,8 @@ class Arm:
         if rate is None:
             raise RuntimeError(f"{self.setting}: a round timed no step")
         check_trained(self.cfg, measured)
+        self.optimizer_steps += measured["optimizer_steps"] or 0
+        self.batch_size_observed = measured["batch_size_observed"]
         self.rates.append(rate)
         if measured["energy_j"] is None or self.energy_mj is None:
             self.energy_mj, self.energy_reason = None, measured["energy_reason"]
@@ -251,6 +255,8 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
         "train_samples": arm.samples,
         "warmup_steps": spec.warmup_steps,
         "timed_steps": arm.timed_steps,
+        "optimizer_steps": arm.optimizer_steps if ran else None,
+        "batch_size_observed": arm.batch_size_observed,
         "first_step_time_s": arm.first_step_time_s,
         "train_time_s": None,
         "epoch_times_s": [],
