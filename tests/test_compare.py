@@ -280,6 +280,8 @@ def test_a_precision_and_a_matmul_precision_compared_in_one_process_leak_into_no
      "Lightning precision"),
     ("[{channels_last:true},{channels_last:true}]", "needs two or more different settings"),
     ("[{batch_size:300},{batch_size:32}]", "the setting batch_size=300: batch_size=300 is larger than the 256 training"),
+    ("[16,32]", "compare.settings[0]=16 is not a setting, the keys it changes as a mapping; use e.g. "
+     "compare.settings=[{channels_last:false},{channels_last:true}], or compare.batch_sizes=[...]"),
 ])
 def test_a_setting_compare_cannot_run_is_named_in_one_line(settings, message):
     with pytest.raises(UserError, match=re.escape(message)):

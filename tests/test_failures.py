@@ -187,18 +187,38 @@ def test_ctrl_c_that_the_shell_made_bsbench_ignore_stays_ignored():
         assert proc.stdout.strip() == expected, proc.stdout + proc.stderr
 
 
-def test_a_stop_while_the_sweep_is_planned_ends_in_one_line_without_a_traceback(cli):
-    # 3000 jobs: their planning (each typed and checked, a few ms) takes longer than the 2 s before the stop
+@pytest.mark.parametrize("stop, after", [(signal.SIGINT, 2.0), (signal.SIGTERM, 2.0), (signal.SIGTERM, 0.3)])
+def test_a_stop_while_the_sweep_is_planned_ends_in_one_line_without_a_traceback(cli, stop, after):
+    # 3000 jobs: their planning (each typed and checked, a few ms) takes longer than the 2 s before the stop;
+    # a scheduler's cancel or `timeout` sends SIGTERM, at any moment, the command's first instants too
     proc = cli.start("-m", "batch_size=range(30,3030)", *SMOKE, "data.num_train_images=4000", "mode=throughput")
-    time.sleep(2)
-    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(after)
+    os.killpg(proc.pid, stop)
     time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):  # pressed twice, as people do (unless it has ended already)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, stop)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr
     assert "bsbench: interrupted before any job finished" in stderr and "Traceback" not in stderr, stderr
     assert not list(cli.outputs.rglob("results.json"))
+    assert not list(cli.outputs.glob("multirun/*/*")), "a sweep folder that holds no result"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_stop_while_a_tune_stops_changes_nothing(cli, stop):
+    # stopped in its batch stage (once its knobs are done), then stopped again 0.3 s later, as people do
+    proc = cli.start(*SMOKE, "mode=tune", "budget_min=0.5", "tune.max_batch_size=32", "tune.grid_points=2",
+                     "compare.steps=1", "compare.warmup_steps=1", "timing.warmup_steps=1")
+    wait_for(lambda: next(cli.outputs.rglob("knobs/done.json"), None) is not None or proc.poll() is not None)
+    os.killpg(proc.pid, stop)
+    time.sleep(0.3)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, stop)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "resume with resume=" in stderr and "Traceback" not in stderr
+    (done,) = cli.outputs.rglob("knobs/done.json")
+    assert json.loads(done.read_text())["stage"] == "knobs"
 
 
 def test_a_stop_between_two_jobs_reports_what_finished_and_how_to_resume(tmp_path, monkeypatch, capsys):
@@ -236,3 +256,17 @@ def test_a_stop_before_a_job_starts_leaves_no_folder_without_its_result(tmp_path
         stopped_outside_a_job(str(tmp_path))
     assert stop.value.code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bs30_r0_a", "bs31_r0_b"]
+
+
+def test_the_terminal_shows_bsbenchs_lines_alone(cli):
+    # an import typo: bsbench's one line, none of Hydra's three before it
+    proc = cli(*SMOKE, "model=custom", "model._target_=my_pkg.Nope", "mode=throughput")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "model._target_=my_pkg.Nope cannot be imported" in proc.stderr
+    # mode=train without experiment=smoke (which turns it off): no progress bar of Lightning's, even where a
+    # run fails mid-epoch
+    proc = cli("accelerator=cpu", "data=synthetic", "data.image_size=32", "model.arch=mobilenet_v3_small",
+               "data.num_train_images=96", "data.val_size=32", "data.num_test_images=32", "epochs=1", "batch_size=16",
+               "+callbacks.fault._target_=faults.FailAt", "+callbacks.fault.batch_size=16", "+callbacks.fault.error=value")
+    assert proc.returncode == 1 and "simulated failure at batch size 16" in proc.stdout + proc.stderr
+    assert "it/s" not in proc.stdout + proc.stderr and "Epoch 0" not in proc.stdout + proc.stderr

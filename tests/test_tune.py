@@ -184,8 +184,11 @@ def test_a_tune_resumed_with_another_configuration_is_refused_before_anything_is
     (other / ".hydra" / "config.yaml").write_text("mode: throughput\n")
     with pytest.raises(UserError, match="holds no mode=tune run"):
         check(composed(*SMOKE, "mode=tune", f"resume={other}"), sweep=False)
-    with pytest.raises(UserError, match="finishes a sweep"):
+    with pytest.raises(UserError, match=f"resume={run} holds a mode=tune run; resume it with its own command, "
+                                        f"mode=tune and the overrides in {run}/.hydra/overrides.yaml"):
         check(composed(*SMOKE, "mode=throughput", f"resume={run}"), sweep=False)
+    with pytest.raises(UserError, match="finishes a sweep"):  # a folder of another mode
+        check(composed(*SMOKE, "mode=throughput", f"resume={other}"), sweep=False)
 
 
 def test_a_tune_whose_results_files_hold_anything_is_reported_without_them(tmp_path):

@@ -202,6 +202,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     out (it is Hydra's to check). A model or data section with a `_target_` (a class of the user's)
     keeps its keys as they are."""
     plain = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]) if "hydra" in cfg else cfg
+    _check_settings_are_mappings(plain)
     own = tuple(name for name in OPEN_SECTIONS
                 if isinstance(plain.get(name), DictConfig) and "_target_" in plain[name].keys())
     try:
@@ -214,6 +215,18 @@ def typed(cfg: DictConfig) -> DictConfig:
     _check_finite(values, skip=own)
     _check_interpolations(merged, values)
     return merged
+
+
+def _check_settings_are_mappings(cfg: DictConfig) -> None:
+    """compare.settings is a list of mappings (OmegaConf's own error on `[16,32]` names neither the key nor
+    what would do)."""
+    node = OmegaConf.select(cfg, "compare.settings", default=None)
+    if OmegaConf.is_list(node):
+        for i, item in enumerate(node):
+            if not OmegaConf.is_dict(item):
+                raise UserError(f"compare.settings[{i}]={item} is not a setting, the keys it changes as a mapping; use "
+                                "e.g. compare.settings=[{channels_last:false},{channels_last:true}], or "
+                                "compare.batch_sizes=[...] to compare batch sizes.")
 
 
 _ABSENT = object()

@@ -26,8 +26,16 @@ def _quiet_when_swallowed(unraisable) -> None:
 
 def _on_signal(signum, frame):
     global _requested
+    if _requested is not None:  # a second signal while the first stop is being recorded: it changes nothing
+        return
     _requested = signum
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def from_the_start() -> None:
+    """SIGTERM handled as Ctrl-C from the process's start (`python -m bsbench`, the console script): what
+    the command is doing when it comes (checking, planning, running a job) stops as Ctrl-C would stop it."""
+    signal.signal(signal.SIGTERM, _on_signal)
 
 
 def install() -> None:

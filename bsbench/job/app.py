@@ -172,15 +172,21 @@ def check_setting_names(args: list[str]) -> None:
 
 
 def main() -> None:
+    from bsbench.core import interrupt
     from bsbench.job.noise import claim_family
 
+    interrupt.from_the_start()  # the console script's start (python -m bsbench's is earlier, in __main__)
     claim_family()  # what this command starts (jobs, ranks, SLURM tasks) is not "other processes" to it
     try:
         check_group_choices(sys.argv[1:])
         check_setting_names(sys.argv[1:])
+        hydra_main()
     except UserError as err:
         fail(err)
-    hydra_main()
+    except KeyboardInterrupt:  # before Hydra's callbacks or bsbench's sweeper could take it
+        from bsbench.job.hooks import stopped_outside_a_job
+
+        stopped_outside_a_job(None)
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")

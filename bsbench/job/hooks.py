@@ -27,6 +27,12 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
         from bsbench.modes import mode_of
 
         if not mode_of(cfg.mode).resumes_single_run:
+            from bsbench.job.sweep import recorded_mode
+
+            held = recorded_mode(cfg.resume)
+            if held is not None and mode_of(held).resumes_single_run:  # a tune's folder, resumed in another mode
+                raise UserError(f"resume={cfg.resume} holds a mode={held} run; resume it with its own command, "
+                                f"mode={held} and the overrides in {Path(cfg.resume) / '.hydra' / 'overrides.yaml'}.")
             raise UserError(f"resume={cfg.resume} finishes a sweep; run the sweep's own command, with -m.")
         from bsbench.job.sweep import check_resumable_run
 
@@ -98,15 +104,20 @@ def _ignore_stops() -> None:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
-def stopped_outside_a_job(sweep_dir: str | None) -> None:
+def stopped_outside_a_job(sweep_dir: str | None, fresh: bool = False) -> None:
     """Ctrl-C or SIGTERM while no job runs (the sweep being planned, or between two jobs): the report
     of what finished is written and printed, the line says where it is and how to resume, exit 130;
-    never a traceback."""
+    never a traceback. `fresh`: the sweep directory is this command's own (not resume=): where it holds
+    no result, it goes, so that no folder stays that holds nothing."""
     _ignore_stops()
     directory = Path(sweep_dir) if sweep_dir else None
     if directory is not None and directory.is_dir():
         _remove_unstarted_jobs(directory)
     if directory is None or not directory.is_dir() or not any(directory.rglob("results.json")):
+        if fresh and directory is not None and directory.is_dir():
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
         print("\nbsbench: interrupted before any job finished; nothing to keep.", file=sys.stderr, flush=True)
         sys.exit(130)
     from bsbench.report.write import ReportNotWritten, write_report

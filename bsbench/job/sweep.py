@@ -12,6 +12,7 @@ directory, held as long as the process lives, so a killed sweep leaves no stale 
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -244,6 +245,15 @@ def check_resumable(resume: str) -> None:
     if not os.access(path, os.W_OK | os.X_OK):
         raise UserError(f"resume={resume} is not writable; resume as a user who can write there, or copy the "
                         "directory and resume the copy.")
+
+
+def recorded_mode(resume: str) -> str | None:
+    """The mode a single run's folder was run in (its .hydra/config.yaml), where it says one."""
+    try:
+        found = re.search(r"^mode: (\w+)$", (Path(resume) / ".hydra" / "config.yaml").read_text(), re.M)
+    except OSError:
+        return None
+    return found.group(1) if found else None
 
 
 def check_resumable_run(resume: str, mode: str) -> None:

@@ -78,10 +78,10 @@ class BsbenchSweeper(BasicSweeper):
                 refuse_if_running(self.config)
         except UserError as err:
             fail(err)
-        except KeyboardInterrupt:  # Ctrl-C while the sweep is planned: nothing ran
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the sweep is planned: nothing ran
             from bsbench.job.hooks import stopped_outside_a_job
 
-            stopped_outside_a_job(None)
+            stopped_outside_a_job(self.config.hydra.sweep.dir, fresh=not self.config.get("resume"))
         self._stopper, self._round_ends, self._checked = None, [], set()
         size = max_batch_size or len(planned) or 1
         if not Stopper.active(self.config):
