@@ -14,9 +14,10 @@ from bsbench.core import tuning
 from bsbench.core.stats import Race, paired, readable, simultaneous
 
 
-@pytest.mark.parametrize("noise", [sim.quiet, sim.busy], ids=["quiet", "busy"])
-def test_with_every_setting_as_fast_a_change_is_advised_in_at_most_5_percent_of_tunes(noise):
-    found = sim.simulate(sim.flat, noise, 600, budget_min=3, seed=11)
+@pytest.mark.parametrize("noise, scale", [(sim.quiet, lambda s: 1.0), (sim.busy, lambda s: 1.0), (sim.busy, sim.unequal)],
+                         ids=["quiet", "busy", "busy, noise unequal between arms"])
+def test_with_every_setting_as_fast_a_change_is_advised_in_at_most_5_percent_of_tunes(noise, scale):
+    found = sim.simulate(sim.flat, noise, 600, budget_min=3, seed=11, scale=scale)
     assert sim.changed(found) <= 0.05
     # and none ran past its budget (the procedure's own clock is the simulation's)
     assert max(t for _, t in found) <= 3 * 60 * 1.1

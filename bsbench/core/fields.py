@@ -144,7 +144,8 @@ RESULT_FIELDS = (
            "belongs to, the starting configuration it was tuned from, the stage's settings the budget left unmeasured; "
            "`report_row` false: a result that measured nothing itself (the edge search, the tune's summary), left "
            "out of the tables"),
-    Fields(("tune_decision", "tune_best", "tune_speedup", "tune_resolution", "tune_basis", "tune_best_samples_per_s",
+    Fields(("tune_decision", "tune_best", "tune_speedup", "tune_resolution", "tune_basis", "tune_basis_reason",
+            "tune_best_samples_per_s",
             "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s"),
            "`mode=tune`'s summary (`results.json` in the tune's folder): the advice, `change` or `keep` (keep unless a "
            "change was clearly faster than the starting configuration: [the decision rule](modes/tune.md)); the "
@@ -152,7 +153,7 @@ RESULT_FIELDS = (
            "difference against the start (`ratio`, `ci_low`, `ci_high`, the interval's `confidence`, simultaneous "
            "over `comparisons`, or `reason`); for keep, the smallest difference the tune could have shown "
            "(`detectable`) and what `budget_min` would show half of it; the race the advice rests on (`confirm`, or "
-           "an earlier one where the budget ended first); the advised setting's samples/s with a 95% interval; the "
+           "an earlier one, and why: the budget ended first, nothing to confirm, the confirm gave no interval); the advised setting's samples/s with a 95% interval; the "
            "memory edge; the knobs the batch races ran with; the stages the budget left out; the time the tune took, "
            "earlier runs of it (resume=) included"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
@@ -221,7 +222,7 @@ FIELD_KINDS = {
     "max_batch_size": "int", "find_max_stop": "str", "find_max_trials": "list", "energy_j": "number",
     "joules_per_sample": "number", "energy_reason": "str", "round_joules_per_sample": "list", "tune_stage": "str",
     "tune_job_id": "str", "tune_start": "any", "tune_not_measured": "list", "report_row": "bool", "tune_edge": "any",
-    "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str",
+    "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str", "tune_basis_reason": "str",
     "tune_chosen_knobs": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
     "tune_speedup": "any", "tune_elapsed_s": "number",
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",

@@ -12,6 +12,7 @@ itself as interrupted while it still can, instead of being killed at the limit."
 import os
 import signal
 import sys
+import time
 
 _requested: int | None = None
 
@@ -24,11 +25,15 @@ def _quiet_when_swallowed(unraisable) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+AGAIN_S = 2.0  # a second signal this soon after the first (people press Ctrl-C twice) changes nothing
+_first_at: float | None = None
+
+
 def _on_signal(signum, frame):
-    global _requested
-    if _requested is not None:  # a second signal while the first stop is being recorded: it changes nothing
-        return
-    _requested = signum
+    global _requested, _first_at
+    if _first_at is not None and time.monotonic() - _first_at < AGAIN_S:
+        return  # the first stop is being recorded; a later signal (a stop that hangs) stops it again
+    _requested, _first_at = signum, time.monotonic()
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -199,11 +199,14 @@ class Race:
     def rounds(self, i: int) -> int:
         return len(self.logs[i])
 
-    def compare(self, a: int, b: int, confidence: float = 0.95, power: float = 0.8) -> dict:
+    def compare(self, a: int, b: int, confidence: float = 0.95, power: float = 0.8, own: bool = False) -> dict:
         """How much larger arm a's values are than arm b's: the ratio of their geometric means over the
         rounds both ran, as a relative difference, with its interval at `confidence` (the noise pooled
         over the race) and the smallest relative difference these rounds could have detected at that
-        confidence and `power`."""
+        confidence and `power`. With `own`, the pair's own noise where it is the larger (its paired
+        rounds alone, rounds - 1 degrees of freedom): the pooled noise assumes one noise for every arm,
+        and where two arms are noisier than the rest (your settings at a small batch size, a busy arm) it
+        would make their interval too narrow; a decision takes the wider of the two."""
         n = min(len(self.logs[a]), len(self.logs[b]))
         result = {"ratio": None, "ci_low": None, "ci_high": None, "detectable": None, "pairs": n, "df": self.df}
         if n == 0:
@@ -212,7 +215,11 @@ class Race:
         result["ratio"] = math.expm1(mean)
         if self.variance is None:
             return result
-        se = math.sqrt(2 * self.variance / n)
-        t = t_quantile(0.5 + confidence / 2.0, self.df)
-        return {**result, "ci_low": math.expm1(mean - t * se), "ci_high": math.expm1(mean + t * se),
-                "detectable": math.expm1((t + t_quantile(power, self.df)) * se)}
+        se, df = math.sqrt(2 * self.variance / n), self.df
+        if own and n > 1:
+            pair = stdev([x - y for x, y in zip(self.logs[a][:n], self.logs[b][:n])]) / math.sqrt(n)
+            if pair > se:
+                se, df = pair, n - 1
+        t = t_quantile(0.5 + confidence / 2.0, df)
+        return {**result, "df": df, "ci_low": math.expm1(mean - t * se), "ci_high": math.expm1(mean + t * se),
+                "detectable": math.expm1((t + t_quantile(power, df)) * se)}

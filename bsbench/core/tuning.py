@@ -22,7 +22,8 @@ pooled over all of them, bsbench.core.stats.Race):
    earlier stages chose what to confirm, and a choice made on noise is not confirmed by new rounds.
 
 The decision rule: keep your settings unless a change is clearly faster, its interval against them lying
-above zero with every comparison of the confirm counted (Bonferroni: simultaneous 95% intervals). Of
+above zero with every comparison of the confirm counted (Bonferroni: simultaneous 95% intervals), each
+interval the race's pooled one or, where the pair's own rounds are noisier, theirs (Race.compare's `own`). Of
 several clearly faster changes, the one with the fewest changed keys, unless one with more is clearly
 faster than it. Where the budget ended before the confirm, the same rule over the last race that measured
 your settings. Under doubt the answer is "keep", with the smallest difference the tune could have shown.
@@ -219,7 +220,7 @@ def against_start(results: list[dict], start: dict, objective: str) -> tuple[lis
     table = Race([values(r, objective) for r in arms])
     others = [i for i in range(len(arms)) if i != base]
     level = simultaneous(CONFIDENCE, len(others))
-    found = [{**table.compare(i, base, level), "setting": arms[i]["compare_setting"], "index": i,
+    found = [{**table.compare(i, base, level, own=True), "setting": arms[i]["compare_setting"], "index": i,
               "confidence": level, "comparisons": len(others), "stage": arms[i].get("tune_stage")} for i in others]
     return found, arms
 
@@ -254,7 +255,7 @@ def decide(races: dict[str, list[dict]], start: dict, objective: str, budget_min
     pick = clear[0]
     for c in clear[1:]:
         if len(changes(c["setting"], start)) > len(changes(pick["setting"], start)):
-            between = table.compare(c["index"], pick["index"], pick["confidence"])
+            between = table.compare(c["index"], pick["index"], pick["confidence"], own=True)
             if between["ci_low"] is not None and between["ci_low"] > 0:
                 pick = c
     speedup = {k: pick[k] for k in ("ratio", "ci_low", "ci_high", "confidence", "comparisons", "df")}
@@ -345,6 +346,7 @@ class Lab(Protocol):
     def edge(self, seconds: float, costs: Costs) -> int: ...  # the memory edge, found within `seconds`
     def knobs(self) -> list[dict]: ...
     def done(self, stage: str) -> list[dict] | None: ...  # a stage finished before (resume=): its results
+    def forget(self, stage: str) -> None: ...  # a stage finished before, to be measured again
     def begin(self, stage: str) -> None: ...
     def warmed(self, setting: dict) -> bool: ...
     def warm(self, setting: dict) -> Arm: ...
@@ -371,6 +373,9 @@ class Procedure:
     costs: Costs = field(default_factory=Costs)
     skipped: list[str] = field(default_factory=list)
     races: dict[str, list[dict]] = field(default_factory=dict)
+    # a stage measured (or left out) in this run: what an earlier run measured after it rested on other
+    # outcomes (another leader, knobs), so it is measured again, never read back
+    anew: bool = False
 
     def __post_init__(self):
         self.budget = Budget(self.spec.budget_min * 60, self.lab.clock, self.lab.spent())
@@ -426,6 +431,10 @@ class Procedure:
         if candidates:
             self.race("confirm", [base, *candidates], lambda arms, table: [(i, 0) for i in range(1, len(arms))])
         decision = decide(self.races, start, spec.objective, spec.budget_min)
+        if decision["tune_basis"] not in (None, "confirm"):  # why the advice rests on an earlier race
+            decision["tune_basis_reason"] = ("nothing to confirm: the best found was your settings" if not candidates
+                                             else "the budget ended before the confirm" if "confirm" in self.skipped
+                                             else "the confirm's rounds gave no interval")
         rate = statistics(decision.pop("tune_best_values"), log=True)
         return {**decision, "tune_best_samples_per_s": rate["mean"], "tune_best_ci": [rate["ci_low"], rate["ci_high"]]}
 
@@ -463,14 +472,17 @@ class Procedure:
         table)`: the comparisons the target waits for; `drop(arms, table)`: the arms that leave after a round
         (None: none leaves)."""
         found = self.lab.done(stage)
-        if found is not None:
+        if found is not None and self.anew:
+            self.lab.forget(stage)
+        elif found is not None:
             order = {describe(s): i for i, s in enumerate(settings)}
             self.races[stage] = sorted(found, key=lambda r: order.get(describe(r["compare_setting"]), len(order)))
             return self.races[stage]
         number = STAGES.index(stage) + 1
+        self.anew = True
         seconds, started = self.budget.stage_s(stage), self.lab.clock()
-        arms = self._warm(stage, settings, seconds)
-        if len(arms) < min(2, len(settings)):
+        arms = self._warm(stage, settings, seconds) if settings else []
+        if not arms or len(arms) < min(2, len(settings)):
             self.skipped.append(stage)
             why = "the budget is spent" if self.budget.left() <= 0 else \
                 f"its arms would not fit in the {_minutes(self.budget.left())} left, by what such work took so far"

@@ -77,14 +77,14 @@ def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
         **options,
     )
     if not reuse and parts.own(cfg, "data") and trainer.world_size > 1:
-        per_rank(datamodule, model, trainer, cfg.batch_size)
+        per_rank(datamodule, trainer, cfg.batch_size)
     return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)
 
 
 _told: set = set()  # the datamodules whose convention was said, once per process
 
 
-def per_rank(datamodule: L.LightningDataModule, model: L.LightningModule, trainer: L.Trainer, batch_size: int) -> None:
+def per_rank(datamodule: L.LightningDataModule, trainer: L.Trainer, batch_size: int) -> None:
     """bsbench's batch_size is per device. A datamodule that divides the batch size it keeps by the world size
     in its setup (the lightning-hydra-template's: a global batch) would make each device's batches
     `world_size` times smaller than the run is labelled with: its loader is looked at once (setup and
@@ -99,7 +99,7 @@ def per_rank(datamodule: L.LightningDataModule, model: L.LightningModule, traine
     except Exception:  # a datamodule that needs more of fit than this: the check after the run tells
         return
     if made is not None and made != batch_size and made * world == batch_size:
-        set_batch_size((model, datamodule), batch_size * world)
+        set_batch_size((datamodule,), batch_size * world)  # the module keeps the per-device batch it trains on
         name = type(datamodule).__qualname__
         if name not in _told and trainer.is_global_zero:
             _told.add(name)

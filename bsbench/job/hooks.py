@@ -107,14 +107,17 @@ def _ignore_stops() -> None:
 def stopped_outside_a_job(sweep_dir: str | None, fresh: bool = False) -> None:
     """Ctrl-C or SIGTERM while no job runs (the sweep being planned, or between two jobs): the report
     of what finished is written and printed, the line says where it is and how to resume, exit 130;
-    never a traceback. `fresh`: the sweep directory is this command's own (not resume=): where it holds
-    no result, it goes, so that no folder stays that holds nothing."""
+    never a traceback. `fresh`: the sweep directory may be this command's own (not resume=): where this
+    process made and claimed it (bsbench.job.sweep.CREATED) and it holds no result, it goes, so that no
+    folder stays that holds nothing; a directory it did not make, or another sweep's, is never touched."""
     _ignore_stops()
     directory = Path(sweep_dir) if sweep_dir else None
     if directory is not None and directory.is_dir():
         _remove_unstarted_jobs(directory)
     if directory is None or not directory.is_dir() or not any(directory.rglob("results.json")):
-        if fresh and directory is not None and directory.is_dir():
+        from bsbench.job.sweep import CREATED
+
+        if fresh and directory is not None and directory.is_dir() and directory.resolve() in CREATED:
             import shutil
 
             shutil.rmtree(directory, ignore_errors=True)

@@ -112,7 +112,12 @@ def run_job(cfg: DictConfig) -> None:
     if mode.reports_single_run and not multirun and result["status"] == Status.OK:
         from bsbench.report.write import write_report  # a compare run is a sweep's worth: its report
 
-        print("\n" + write_report([run_dir])[0], flush=True)
+        try:
+            print("\n" + write_report([run_dir])[0], flush=True)
+        except KeyboardInterrupt:  # the run is done and written: only its report is left
+            print(f"\nbsbench: interrupted while the report was written; the results are kept in {run_dir}; "
+                  f"`bsbench-report {run_dir}` writes the report again.", file=sys.stderr, flush=True)
+            sys.exit(130)
     if (result["status"] == Status.FAILED and not multirun) or rank_failed:
         sys.exit(1)
 

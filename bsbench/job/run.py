@@ -49,6 +49,7 @@ def train(cfg: DictConfig, started_at: str, callbacks=(), after_fit=None) -> dic
     measured = {**built.timing.metrics(), **built.step_timer.metrics(trainer), **built.loss_watch.metrics(trainer),
                 "val_acc": _metric(trainer, "val_acc"), "test_acc": None, "inference_world_size": None}
     check_trained(cfg, measured)
+    measured.pop("weights_moved")  # the check's, not a figure of the result
     if after_fit is not None:
         measured.update(after_fit(built))
     return result(cfg, built, measured, started_at, counter.flops_per_sample if counter else None)
@@ -82,7 +83,7 @@ def check_trained(cfg: DictConfig, measured: dict) -> None:
     in one line saying what ran and why it is not a rate of this configuration."""
     steps, stepped = measured.get("timed_steps") or 0, measured.get("optimizer_steps")
     accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
-    if stepped == 0 and steps >= accumulate:
+    if stepped == 0 and steps >= accumulate and not measured.get("weights_moved"):
         raise NotATrainingRate(f"the {steps} timed steps made no optimizer step with a gradient: a training_step "
                                "that returns None (Lightning then skips the backward pass and the step), or manual "
                                "optimization that never calls optimizer.step(); return the loss, or step your "

@@ -37,6 +37,7 @@ log = logging.getLogger("bsbench")
 LOCK_FILE = ".bsbench.lock"
 SWEEP_MARK = "multirun.yaml"  # Hydra writes it when a sweep starts
 _held: list[int] = []  # the locks of this process's sweep directory, released when it exits
+CREATED: list[Path] = []  # the directories this process made and claimed (a stop may remove them when empty)
 
 
 def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: bool,
@@ -285,12 +286,15 @@ def _new(base: Path, mark: str = SWEEP_MARK, key: str = "hydra.sweep.dir") -> Pa
     sweep or run (its `mark`, or any result)."""
     for n in range(1, 1000):
         candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        made = not candidate.exists()
         candidate.mkdir(parents=True, exist_ok=True)
         if not _lock(candidate):
             continue
         if (candidate / mark).exists() or next(candidate.rglob(RESULT_FILE), None) is not None:
             os.close(_held.pop())  # another one's, finished
             continue
+        if made:
+            CREATED.append(candidate.resolve())
         return candidate
     raise UserError(f"{key}={base} and 998 siblings hold other runs; use another {key}.")
 

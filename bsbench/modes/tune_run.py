@@ -82,6 +82,9 @@ class DeviceLab:
             shutil.rmtree(where)
         return None
 
+    def forget(self, stage: str) -> None:
+        shutil.rmtree(self.dir / stage, ignore_errors=True)
+
     def _write(self, stage: str, results: list[dict], elapsed_s: float) -> None:
         for r in results:
             path = Path(r["run_dir"]) / RESULT_FILE
@@ -206,8 +209,9 @@ class DeviceLab:
             r = with_utilization(arm.cfg, r)
             results.append({**r, **noise.judge(r)})
         self._write(stage, results, elapsed_s)
-        if any(r.get("busy") for r in results):
-            self.say(f"tune: warning: the {stage} race was measured on a busy machine ({results[0]['busy_reason']}); "
+        busy = next((r for r in results if r.get("busy")), None)
+        if busy is not None:
+            self.say(f"tune: warning: the {stage} race was measured on a busy machine ({busy['busy_reason']}); "
                      "its intervals are wider and tune.md marks it")
         return results
 

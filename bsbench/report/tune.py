@@ -238,8 +238,7 @@ def _basis(summary: dict) -> str:
     if stage == "confirm":
         return ("Decided on the confirm's own rounds: your settings against the best found, measured afresh, so that "
                 "a choice the earlier stages made on noise is not carried into the advice.")
-    why = ("the budget ended before the confirm" if summary.get("tune_skipped")
-           else "the best found was your settings: nothing to confirm")
+    why = summary.get("tune_basis_reason") or "the confirm did not decide it"
     return (f"Decided on the {stage} race ({why}): each arm of it against your settings, the intervals simultaneous "
             "over all of them.")
 

@@ -70,14 +70,16 @@ def _user_arguments(cfg: DictConfig, section: str, cls: type, batch_size: int) -
     signature = inspect.signature(cls)
     kwargs = parts.arguments(cfg, section, signature.parameters)
     special = {key: kwargs.pop(key) for key in list(kwargs) if key in HYDRA_KEYS}
+    if special.get("_partial_"):
+        raise UserError(f"{section}._partial_=true would make a function that builds your {KINDS[section][1]}, not "
+                        f"one; leave {section}._partial_ out (it is for nested keys, e.g. {section}.optimizer).")
     if BATCH_SIZE in kwargs:
         raise UserError(f"{section}.{BATCH_SIZE} is set by bsbench from batch_size (and swept with it); use "
                         f"batch_size={kwargs[BATCH_SIZE]} instead of {section}.{BATCH_SIZE}.")
     if BATCH_SIZE in signature.parameters:
         kwargs[BATCH_SIZE] = batch_size
     try:
-        if not special.get("_partial_"):
-            signature.bind(*special.get("_args_", ()), **kwargs)
+        signature.bind(*special.get("_args_", ()), **kwargs)
     except TypeError as exc:
         raise UserError(f"{section}._target_={parts.target(cfg, section)} cannot be built from {section}'s keys "
                         f"({exc}); give its constructor's arguments as +{section}.<name>=<value>.") from None

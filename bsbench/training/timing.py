@@ -25,7 +25,7 @@ STATE_KEY = "bsbench_timing"
 STEP_TIMES_KEY = "bsbench_step_times"
 STATE = ("train_time_s", "epoch_times_s", "first_step_time_s", "inference_time_s", "test_samples", "steps_seen",
          "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes", "batch_latencies_s",
-         "batch_samples", "timed_energy_mj", "energy_reason", "optimizer_steps", "device_batches")
+         "batch_samples", "timed_energy_mj", "energy_reason", "optimizer_steps", "device_batches", "weights_moved")
 
 
 class TimingCallback(L.Callback):
@@ -63,6 +63,10 @@ class TimingCallback(L.Callback):
         self.first_batch = None  # the first training batch's shapes, on the meta device (the FLOP count)
         self.optimizer_steps = 0  # in the timed steps, with a gradient to step on (a step that trains)
         self.device_batches: dict[int, int] = {}  # one device's batch sizes in the timed steps: how often each
+        # whether a trained weight changed over the timed steps: a step of an optimizer that Lightning does not
+        # wrap (manual optimization with use_pl_optimizer=False) calls no hook, and still trains
+        self.weights_moved: bool | None = None
+        self._probe = None
 
     def _now(self, trainer: L.Trainer) -> float:
         # With several ranks, every clock read waits for all of them: rank 0's interval then covers
@@ -135,6 +139,9 @@ class TimingCallback(L.Callback):
         if self._interval_start is None and self.steps_seen >= self.warmup_steps:
             self._interval_start = self._now(trainer)
             self._energy_open()
+            if self._probe is None:
+                self._probe = next((p for p in pl_module.parameters() if p.requires_grad), None)
+                self._probe_start = self._probe.detach().clone() if self._probe is not None else None
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         # Lightning steps the optimizer even where training_step returned None (no backward ran): only a
@@ -161,6 +168,9 @@ class TimingCallback(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self._close_interval(trainer)
+        if self._probe is not None and self._probe_start is not None:
+            self.weights_moved = not torch.equal(self._probe.detach(), self._probe_start)
+            self._probe = self._probe_start = None
 
     def _close_interval(self, trainer) -> None:
         if self._interval_start is not None:
@@ -231,6 +241,7 @@ class TimingCallback(L.Callback):
             "warmup_steps": self.warmup_steps,
             "timed_steps": self.timed_steps,
             "optimizer_steps": self.optimizer_steps if self.timed_steps else None,
+            "weights_moved": self.weights_moved,
             "batch_size_observed": observed(self.device_batches),
             "inference_time_s": self.inference_time_s,
             "inference_samples_per_s": rate(self.test_samples, self.inference_time_s),

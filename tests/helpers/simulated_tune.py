@@ -33,6 +33,10 @@ def busy(rng: random.Random) -> float:
     return 0.08 * t3 + (math.log(0.6) if rng.random() < 0.05 else 0.0)
 
 
+quiet.mean = 0.0  # the noise's mean log: a stall makes a round slower, never faster
+busy.mean = 0.05 * math.log(0.6)
+
+
 def flat(setting: dict) -> float:
     """A/A: every setting as fast as every other."""
     return 1000.0
@@ -57,8 +61,9 @@ class SimLab:
     """bsbench.core.tuning.Lab on a simulated clock: warming an arm costs a second and six steps, a round
     0.3 s and four steps, at the arm's true rate."""
 
-    def __init__(self, rate, noise, rng: random.Random, edge: int = 256, drift: float = 0.02):
+    def __init__(self, rate, noise, rng: random.Random, edge: int = 256, drift: float = 0.02, scale=lambda s: 1.0):
         self.rate, self.noise, self.rng, self.edge_size, self.drift = rate, noise, rng, edge, drift
+        self.scale = scale  # an arm's noise, as a multiple of the others' (noise that differs between arms)
         self.t, self.state, self.warm_arms, self.lines = 0.0, 0.0, set(), []
 
     def _spend(self, seconds: float) -> None:
@@ -84,6 +89,9 @@ class SimLab:
     def done(self, stage: str):
         return None
 
+    def forget(self, stage: str) -> None:
+        pass
+
     def begin(self, stage: str) -> None:
         pass
 
@@ -99,7 +107,8 @@ class SimLab:
     def play(self, arm: SimArm) -> None:
         rate = self.rate(arm.setting)
         self._spend(0.3 + 4 * arm.setting["batch_size"] / rate)
-        arm.values.append(rate * math.exp(self.state + self.noise(self.rng)))
+        scale = self.scale(arm.setting)  # about the noise's mean: a noisier arm, not a slower one
+        arm.values.append(rate * math.exp(self.state + self.noise.mean + scale * (self.noise(self.rng) - self.noise.mean)))
 
     def value(self, arm: SimArm) -> list[float]:
         return arm.values
@@ -112,11 +121,17 @@ class SimLab:
                  "round_samples_per_s": list(a.values)} for a in arms]
 
 
-def simulate(rate, noise, tunes: int, budget_min: float = 10, seed: int = 0) -> list[tuple[dict, float]]:
+def unequal(setting: dict) -> float:
+    """Noise that differs between arms: your settings' three times the rest's, small batches noisier (the
+    pooled intervals assume one noise for all arms of a race; this is how far that assumption may fail)."""
+    return 3.0 if tuning.same(setting, START) else (START["batch_size"] / setting["batch_size"]) ** 0.5
+
+
+def simulate(rate, noise, tunes: int, budget_min: float = 10, seed: int = 0, scale=lambda s: 1.0):
     """`tunes` tunes from START: each one's decision fields and the simulated seconds it took."""
     out = []
     for i in range(tunes):
-        lab = SimLab(rate, noise, random.Random(f"{seed}-{i}"))
+        lab = SimLab(rate, noise, random.Random(f"{seed}-{i}"), scale=scale)
         out.append((tuning.run(lab, tuning.Spec(start=START, budget_min=budget_min)), lab.t))
     return out
 
@@ -133,12 +148,13 @@ def found_channels_last(found) -> float:
 
 
 SCENARIOS = {"A/A, quiet": (flat, quiet), "A/A, busy": (flat, busy),
+             "A/A, busy, noise unequal between arms": (flat, busy, unequal),
              "channels_last +10%, quiet": (channels_last_10, quiet), "channels_last +10%, busy": (channels_last_10, busy)}
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    for name, (rate, noise) in SCENARIOS.items():
-        found = simulate(rate, noise, n, seed=1)
+    for name, (rate, noise, *scale) in SCENARIOS.items():
+        found = simulate(rate, noise, n, seed=1, scale=scale[0] if scale else lambda s: 1.0)
         longest = max(t for _, t in found) / 600
         print(f"{name}: {n} tunes; change advised in {changed(found):.1%}, channels_last in "
               f"{found_channels_last(found):.1%}; the longest took {longest:.2f} of its budget")
