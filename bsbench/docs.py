@@ -1,5 +1,5 @@
 """The documentation's generated tables, from where each fact lives: every setting's type from the schema
-(bsbench/core/config.py), its default from the composed config, its meaning from the comments beside it
+(bsbench/core/config.py) and its range from bsbench/core/ranges.py, its default from the composed config, its meaning from the comments beside it
 in conf/, what each mode sets from conf/mode/; every result field from bsbench/core/fields.py.
 
     python -m bsbench.docs          # rewrites the generated blocks of docs/*.md in place
@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from bsbench.core.config import Config
 from bsbench.core.fields import fields_markdown
+from bsbench.core.ranges import RANGES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 LIGHTNING_TRAINER = "https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
@@ -173,9 +174,12 @@ def settings_markdown() -> str:
         default = base.get(key) or f"`{value_text(schema_default)}`"
         by_mode = "; ".join(f"{mode}: {shown[key]}" for mode, shown in modes.items()
                             if key != "mode" and key in shown and shown[key] != base.get(key))
+        kind_text = type_name(kind)
+        if key in RANGES:  # an `any` key's range says its types
+            kind_text = RANGES[key].short if kind is Any else f"{kind_text}, {RANGES[key].short}"
         sections.setdefault(section, []).append(
-            f"| `{key}` | {type_name(kind)} | {cell(default)} | {cell(by_mode)} | {cell(meaning)} |")
-    header = ["| key | type | default | set by a mode | meaning |", "| --- | --- | --- | --- | --- |"]
+            f"| `{key}` | {cell(kind_text)} | {cell(default)} | {cell(by_mode)} | {cell(meaning)} |")
+    header = ["| key | type and range | default | set by a mode | meaning |", "| --- | --- | --- | --- | --- |"]
     out = []
     for section, lines in sections.items():
         title = f"`{section}`" if section else "Top level"

@@ -36,6 +36,14 @@ SMOKE = ["experiment=smoke", "accelerator=cpu"]
 HELPERS = Path(__file__).resolve().parent / "helpers"
 
 
+def terminal(stdout: str) -> list[str]:
+    """The lines a command printed, less the sweep's one warning that a run was measured on a busy machine
+    (bsbench.job.noise.warn_once): a true line wherever the machine is shared, as CI's is with the other
+    test worker's SLURM daemons and browsers, so a check of what else the terminal shows leaves it out."""
+    return [line for line in stdout.splitlines()
+            if not (line.startswith("bsbench: warning: ") and "(said once per sweep;" in line)]
+
+
 class CLI:
     """Runs `python -m bsbench ...` in a fresh directory, the way a user would."""
 

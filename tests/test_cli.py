@@ -4,7 +4,7 @@ import csv
 from pathlib import Path
 
 from bsbench.core.fields import FIELD_NAMES
-from conftest import SMOKE, write_cifar10_format
+from conftest import SMOKE, terminal, write_cifar10_format
 
 REQUIRED_KEYS = {
     "status", "batch_size", "precision", "devices", "world_size", "strategy", "accelerator", "epochs",
@@ -51,7 +51,7 @@ def test_batch_size_sweep_writes_one_result_per_job_and_a_summary(cli):
     assert header in table
     # the terminal: one line per job with the sweep's progress, then the summary and the verdict, nothing else
     assert proc.stderr == ""
-    lines = proc.stdout.splitlines()
+    lines = terminal(proc.stdout)
     summary = lines.index(next(line for line in lines if line.startswith("# bsbench summary")))
     jobs = [line for line in lines[:summary] if line.strip()]
     assert [line.split(":")[0] for line in jobs] == ["job 1 of 3", "job 2 of 3", "job 3 of 3"], proc.stdout

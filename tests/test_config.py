@@ -3,6 +3,7 @@ and mistakes stopped with one sentence before anything is loaded or any director
 
 import dataclasses
 import inspect
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,146 @@ def test_settings_that_cannot_work_are_named_in_one_sentence(overrides, named):
     assert named in message and "use" in message and message.endswith(".") and "\n" not in message
 
 
+# Every setting of the schema (docs/configuration.md): a value outside its range with the start of the one line
+# that refuses it, or, in ANY_VALUE, why every value of its type works. A key added to the schema without a row
+# fails test_every_setting_has_a_row_of_its_range.
+OUT_OF_RANGE = {
+    "batch_size": (["batch_size=0"], "batch_size=0 is not a positive integer"),
+    "precision": (["precision=17"], "precision=17 is not a Lightning precision"),
+    "accelerator": (["accelerator=tpux"], "accelerator=tpux is not a Lightning accelerator"),
+    "devices": (["devices=0"], "devices=0 is not a positive integer"),
+    "strategy": (["strategy=dpp"], "strategy=dpp is not a Lightning strategy"),
+    "epochs": (["epochs=0"], "epochs=0 is not a positive integer"),
+    "seed": (["seed=-1"], "seed=-1 is not between 0 and 4294967295"),
+    "mode": (["mode=fastest"], "mode=fastest is not a bsbench mode option"),
+    "matmul_precision": (["matmul_precision=low"], "matmul_precision=low is not a float32 matmul precision"),
+    "repeats": (["repeats=0"], "repeats=0 is not a positive integer"),
+    "order": (["order=random"], "order=random is not one of: interleaved, shuffled, grid"),
+    "order_seed": (["order_seed=-1"], "order_seed=-1 is not between 0 and 4294967295"),
+    "cooldown_s": (["cooldown_s=-1"], "cooldown_s=-1 is not at least 0"),
+    "repeat": (["repeat=-1"], "repeat=-1 is not at least 0"),
+    "target_ci": (["target_ci=-0.1"], "target_ci=-0.1 is not a relative half-width between 0 and 1"),
+    "budget_min": (["budget_min=0"], "budget_min=0 is not greater than 0"),
+    "compare.batch_sizes": (["compare.batch_sizes=[511,0]"], "compare.batch_sizes holds 0, which is not a positive"),
+    "compare.settings": (["compare.settings=[16,32]"], "compare.settings[0]=16 is not a setting"),
+    "compare.rounds": (["compare.rounds=1"], "compare.rounds=1 is not at least 2"),
+    "compare.warmup_steps": (["compare.warmup_steps=-1"], "compare.warmup_steps=-1 is not at least 0"),
+    "compare.steps": (["compare.steps=0"], "compare.steps=0 is not a positive integer"),
+    "timing.warmup_steps": (["timing.warmup_steps=-1"], "timing.warmup_steps=-1 is not at least 0"),
+    "telemetry.interval_s": (["telemetry.interval_s=0"], "telemetry.interval_s=0 is not greater than 0"),
+    "find_max.max_val": (["find_max.max_val=0"], "find_max.max_val=0 is not a positive integer"),
+    "find_max.max_trials": (["find_max.max_trials=0"], "find_max.max_trials=0 is not a positive integer"),
+    "inference.batches": (["inference.batches=0"], "inference.batches=0 is not a positive integer"),
+    "tune.max_batch_size": (["tune.max_batch_size=0"], "tune.max_batch_size=0 is not a positive integer"),
+    "tune.objective": (["tune.objective=speed"], "tune.objective=speed is not one of: time, energy"),
+    "tune.grid_points": (["tune.grid_points=0"], "tune.grid_points=0 is not a positive integer"),
+    "profile.warmup": (["profile.warmup=-1"], "profile.warmup=-1 is not at least 0"),
+    "profile.active": (["profile.active=0"], "profile.active=0 is not a positive integer"),
+    "profile.repeat": (["profile.repeat=0"], "profile.repeat=0 is not a positive integer"),
+    "profile.top": (["profile.top=0"], "profile.top=0 is not a positive integer"),
+    "mfu.peak_tflops": (["mfu.peak_tflops=0"], "mfu.peak_tflops=0 is not greater than 0"),
+    "callbacks": (["+callbacks.x=3"], "callbacks.x=3 names no class"),
+    "resume": (["resume=/no/such/folder"], "resume=/no/such/folder is not a folder"),
+    "output_root": (["output_root=/dev/null/outputs"], "output_root=/dev/null/outputs is not a writable directory"),
+    "data.name": (["data.name=imagenet"], "data=imagenet is not a dataset bsbench knows"),
+    "data.root": (["data=cifar10", "data.root=/dev/null/x", "data.download=false"], "data.root=/dev/null/x holds no CIFAR-10"),
+    "data.val_size": (["data.val_size=0"], "data.val_size=0 is not a positive integer"),
+    "data.split_seed": (["data.split_seed=-1"], "data.split_seed=-1 is not between 0 and 4294967295"),
+    "data.image_size": (["data.image_size=0"], "data.image_size=0 is not a positive integer"),
+    "data.resize_size": (["data.resize_size=0"], "data.resize_size=0 is not a positive integer"),
+    "data.resize_on": (["data.resize_on=gpu"], "data.resize_on=gpu is not a place to resize"),
+    "data.num_workers": (["data.num_workers=-1"], "data.num_workers=-1 is not at least 0"),
+    "data.num_train_images": (["data.num_train_images=0"], "data.num_train_images=0 is not a positive integer"),
+    "data.num_test_images": (["data.num_test_images=0"], "data.num_test_images=0 is not a positive integer"),
+    "data.shape": (["data.shape=[3,0,64]"], "data.shape holds 0, which is not a positive integer"),
+    "model.arch": (["model.arch=notanet"], "model.arch=notanet is not a torchvision classification model"),
+    "model.num_classes": (["model.num_classes=0"], "model.num_classes=0 is not a positive integer"),
+    "model.lr": (["model.lr=0"], "model.lr=0 is not greater than 0"),
+    "trainer.num_nodes": (["trainer.num_nodes=0"], "trainer.num_nodes=0 is not a positive integer"),
+    "trainer.fast_dev_run": (["trainer.fast_dev_run=-1"], "trainer.fast_dev_run=-1 is not true, false or a number"),
+    "trainer.max_epochs": (["trainer.max_epochs=0"], "trainer.max_epochs=0 is not -1 or a positive integer"),
+    "trainer.min_epochs": (["trainer.min_epochs=-1"], "trainer.min_epochs=-1 is not at least 0"),
+    "trainer.max_steps": (["trainer.max_steps=0"], "trainer.max_steps=0 is not -1 or a positive integer"),
+    "trainer.min_steps": (["trainer.min_steps=-1"], "trainer.min_steps=-1 is not at least 0"),
+    "trainer.max_time": (["trainer.max_time=1h"], "trainer.max_time=1h is not a duration DD:HH:MM:SS"),
+    "trainer.limit_train_batches": (["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5 is not a "
+                                                                          "fraction from 0.0 to 1.0"),
+    "trainer.limit_val_batches": (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches=-1 is not a fraction"),
+    "trainer.limit_test_batches": (["trainer.limit_test_batches=2.5"], "trainer.limit_test_batches=2.5 is not a"),
+    "trainer.limit_predict_batches": (["trainer.limit_predict_batches=-0.5"], "trainer.limit_predict_batches=-0.5 is"),
+    "trainer.overfit_batches": (["trainer.overfit_batches=-1"], "trainer.overfit_batches=-1 is not a fraction"),
+    "trainer.val_check_interval": (["trainer.val_check_interval=0"], "trainer.val_check_interval=0 is not a fraction"),
+    "trainer.check_val_every_n_epoch": (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0 is "
+                                                                               "not a positive integer"),
+    "trainer.num_sanity_val_steps": (["trainer.num_sanity_val_steps=-2"], "trainer.num_sanity_val_steps=-2 is not -1 "
+                                                                          "or at least 0"),
+    "trainer.log_every_n_steps": (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1 is not at least 0"),
+    "trainer.accumulate_grad_batches": (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0 is "
+                                                                               "not a positive integer"),
+    "trainer.gradient_clip_val": (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is not at least 0"),
+    "trainer.gradient_clip_algorithm": (["trainer.gradient_clip_algorithm=l2"], "trainer.gradient_clip_algorithm=l2 "
+                                                                                "is not one of: norm, value"),
+    "trainer.deterministic": (["trainer.deterministic=maybe"], "trainer.deterministic=maybe is not true, false or warn"),
+    "trainer.profiler": (["trainer.profiler=fancy"], "trainer.profiler=fancy is not one of: simple, advanced"),
+    "trainer.reload_dataloaders_every_n_epochs": (["trainer.reload_dataloaders_every_n_epochs=-1"],
+                                                  "trainer.reload_dataloaders_every_n_epochs=-1 is not at least 0"),
+    "logger": (["+logger.x=1"], "logger={'x': 1} names no class"),
+}
+ANY_VALUE = {  # settings every value of whose type works: what they are
+    **{key: "true or false" for key in (
+        "channels_last", "cudnn_benchmark", "compile", "telemetry.required", "tune.compile", "verbose", "data.download",
+        "data.verify", "data.pin_memory", "data.persistent_workers", "model.fused_adam", "model.train_acc_eval_forward",
+        "model.log_train_loss", "trainer.enable_checkpointing", "trainer.enable_progress_bar",
+        "trainer.enable_model_summary", "trainer.inference_mode", "trainer.use_distributed_sampler",
+        "trainer.detect_anomaly", "trainer.barebones", "trainer.sync_batchnorm", "trainer.enable_autolog_hparams")},
+    "trainer.plugins": "Lightning's own objects or names, which no config can list",
+    "trainer.default_root_dir": "any folder; null is refused by the modes that write under it (the row above)",
+    "trainer.model_registry": "a name of the user's model registry",
+}
+
+
+def test_every_setting_has_a_row_of_its_range():
+    from bsbench.docs import leaves
+
+    keys = {key for key, _, _ in leaves(Config)}
+    assert keys == set(OUT_OF_RANGE) | set(ANY_VALUE) and not set(OUT_OF_RANGE) & set(ANY_VALUE)
+
+
+@pytest.mark.parametrize("key", sorted(OUT_OF_RANGE))
+def test_a_value_outside_a_settings_range_is_refused_in_one_line_with_one_that_works(key):
+    overrides, named = OUT_OF_RANGE[key]
+    if key == "mode":  # a config group: the option is looked for before anything is composed
+        with pytest.raises(UserError) as err:
+            check_group_choices(overrides)
+    else:
+        with pytest.raises(UserError) as err:
+            check(composed(*SMOKE, *overrides), sweep=False)
+    message = str(err.value)
+    assert message.startswith(named) and "use" in message and message.endswith(".") and "\n" not in message
+    suggested = re.search(rf"use e\.g\. ({re.escape(key)}=\S+?)\.?$", message)
+    if suggested:  # the value it suggests is in the setting's range (smoke's tiny data set may refuse it otherwise)
+        typed(composed(*SMOKE, *overrides[:-1], suggested.group(1)))
+
+
+@pytest.mark.parametrize("override", ["repeats=0", "cooldown_s=-1", "target_ci=-0.1", "order=random", "budget_min=-1",
+                                      "trainer.accumulate_grad_batches=0"])
+def test_a_sweeps_own_settings_are_refused_before_it_is_planned(override):
+    with pytest.raises(UserError, match=f"^{re.escape(override.split('=')[0])}="):
+        check(composed(*SMOKE, override), sweep=True)
+
+
+def test_warmup_steps_that_leave_no_timed_step_are_refused_where_the_run_can_be_counted():
+    # smoke: 256 images in batches of 32, one epoch: 8 steps
+    with pytest.raises(UserError, match=r"^timing.warmup_steps=99999999999999999999 leaves no timed step of the 8 "
+                                        r"training steps this run makes, .*use at most timing.warmup_steps=7"):
+        check(composed(*SMOKE, "timing.warmup_steps=99999999999999999999"), sweep=False)
+    check(composed(*SMOKE, "timing.warmup_steps=7"), sweep=False)
+    with pytest.raises(UserError, match=r"no timed step of the 16 training steps"):  # two epochs
+        check(composed(*SMOKE, "epochs=2", "timing.warmup_steps=16"), sweep=False)
+    with pytest.raises(UserError, match=r"no timed step of the 3 training steps"):  # Lightning's caps, counted
+        check(composed(*SMOKE, "trainer.limit_train_batches=3", "timing.warmup_steps=3"), sweep=False)
+
+
 def test_a_group_option_that_does_not_exist_is_named_with_those_that_do():
     with pytest.raises(UserError, match=r"^mode=fastest is not a bsbench mode option; use one of: compare, find_max, "
                                         r"inference, profile, throughput, train, tune\.$"):
@@ -216,7 +357,7 @@ def test_a_cpu_input_path_that_would_fill_shared_memory_is_refused(monkeypatch, 
     docker_default = shutil._ntuple_diskusage(64 * 2**20, 0, 64 * 2**20)  # 64 MiB free
     monkeypatch.setattr(bsbench.job.validate, "SHM", str(tmp_path))
     monkeypatch.setattr(bsbench.job.validate.shutil, "disk_usage", lambda path: docker_default)
-    reference = [*SMOKE, "data.image_size=224", "batch_size=256", "data.num_workers=3"]
+    reference = [*SMOKE, "data.image_size=224", "batch_size=256", "data.num_workers=3", "timing.warmup_steps=0"]
     with pytest.raises(UserError, match=r"^data.resize_on=cpu with data.num_workers=3 keeps about 882 MiB of batches "
                                         r"in .*, which has 64 MiB free .*use data.resize_on=device"):
         check(composed(*reference, "data.resize_on=cpu"), sweep=False)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SMOKE, composed
+from conftest import SMOKE, composed, terminal
 
 
 def test_ddp_sweep_over_device_counts_runs_each_job_once(cli, monkeypatch):
@@ -30,7 +30,7 @@ def test_ddp_sweep_over_device_counts_runs_each_job_once(cli, monkeypatch):
     assert runs[2]["torch_num_threads"] == 1 and runs[2]["omp_num_threads"] == "1"
     # no torchrun banner, no per-rank Lightning banners on the terminal: one line per job
     assert proc.stderr == "" and "OMP_NUM_THREADS" not in proc.stdout and "Initializing distributed" not in proc.stdout
-    assert [line.split(":")[0] for line in proc.stdout.splitlines()[:2]] == ["job 1 of 2", "job 2 of 2"]
+    assert [line.split(":")[0] for line in terminal(proc.stdout)[:2]] == ["job 1 of 2", "job 2 of 2"]
     assert "Initializing distributed: GLOBAL_RANK: 1" in (Path(runs[2]["run_dir"]) / "bsbench.log").read_text()
 
 

@@ -31,8 +31,9 @@ def test_the_configuration_reference_lists_every_setting_with_its_type_default_a
         (row,) = [line for line in page.splitlines() if line.startswith(f"| `{key}` |")]
         cells = [c.strip() for c in row.strip("|").split(" | ")]
         assert len(cells) == 5 and cells[1] and cells[2] and cells[4], row  # type, default, meaning
-    assert "| `trainer.max_steps` | int | `-1` | throughput: `60`;" in page  # a mode's own value beside the default
-    assert "| `data.num_workers` | int | `0` |" in page  # an interpolation shown as the value it gives
+    # a mode's own value beside the default, and the range beside the type
+    assert "| `trainer.max_steps` | int, -1 or ≥ 1 | `-1` | throughput: `60`;" in page
+    assert "| `data.num_workers` | int, ≥ 0 | `0` |" in page  # an interpolation shown as the value it gives
 
 
 def test_the_result_fields_page_documents_exactly_the_schemas_fields():

@@ -226,13 +226,19 @@ def test_a_stop_between_two_jobs_reports_what_finished_and_how_to_resume(tmp_pat
 
     import bsbench.job.hooks as hooks
 
+    from bsbench.core.plan import write_plan
+
     monkeypatch.setattr(hooks, "_ignore_stops", lambda: None)  # this test process keeps its own handlers
     write_runs(tmp_path, {31: [100.0], 32: [110.0]})
+    write_plan(tmp_path, [{"folder": str(i), "job_id": str(i), "overrides": [f"batch_size={b}", "epochs=2"]}
+                          for i, b in enumerate((31, 32, 33))])  # the third job never started
     with pytest.raises(SystemExit) as stop:
         hooks.stopped_outside_a_job(str(tmp_path))
     assert stop.value.code == 130
     out, err = capsys.readouterr()
     assert "| 31 |" in out and "| 32 |" in out  # the summary of what finished
+    assert (f"- planned and not run: 1 job (the sweep stopped before them): 2 (batch_size=33); resume={tmp_path} with "
+            "the sweep's command runs them.") in out
     assert f"interrupted between jobs; finished results are kept in {tmp_path}; resume with resume={tmp_path}" in err
     assert (tmp_path / "summary.md").is_file()
 
@@ -267,6 +273,7 @@ def test_the_terminal_shows_bsbenchs_lines_alone(cli):
     # run fails mid-epoch
     proc = cli("accelerator=cpu", "data=synthetic", "data.image_size=32", "model.arch=mobilenet_v3_small",
                "data.num_train_images=96", "data.val_size=32", "data.num_test_images=32", "epochs=1", "batch_size=16",
+               "timing.warmup_steps=1",
                "+callbacks.fault._target_=faults.FailAt", "+callbacks.fault.batch_size=16", "+callbacks.fault.error=value")
     assert proc.returncode == 1 and "simulated failure at batch size 16" in proc.stdout + proc.stderr
     assert "it/s" not in proc.stdout + proc.stderr and "Epoch 0" not in proc.stdout + proc.stderr

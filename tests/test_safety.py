@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -206,8 +207,58 @@ def test_corrupt_results_are_named_and_skipped_by_the_report_and_not_done_for_re
     summary = (tmp_path / "summary.md").read_text()
     for name in ("truncated", "empty", "mistyped", "status"):
         assert f"- not read: {tmp_path / name / 'results.json'} (" in summary, name
-    assert "batch_size 'abc' is not an integer" in summary and "JSONDecodeError" in summary
+    assert "batch_size 'abc' is not a positive integer" in summary and "JSONDecodeError" in summary
     assert list(finished_runs(tmp_path)) == ["a" * 16]
+
+
+TIMED = {"train_samples_per_s": 400.0, "timed_samples": 1200, "timed_seconds": 3.0, "train_time_s": 4.0,
+         "train_samples": 1600, "step_time_mean_ms": 80.0}
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"train_samples_per_s": 1e300}, "train_samples_per_s 1e+300 is not timed_samples / timed_seconds (1200 / 3)"),
+    ({"step_time_mean_ms": -1}, "step_time_mean_ms -1 is not a number from 0"),
+    ({"train_time_s": 2.0}, "timed_seconds 3 is longer than train_time_s 2"),
+    ({"train_samples": 1000}, "timed_samples 1200 is more than train_samples 1000"),
+    ({"timed_steps": -3}, "timed_steps -3 is not a count, an integer from 0"),
+    ({"round_samples_per_s": [300.0, 350.0]}, "train_samples_per_s 400 lies outside its rounds' rates (300 to 350)"),
+    ({"inference_samples_per_s": 50.0, "test_samples": 64, "inference_time_s": 0.5},
+     "inference_samples_per_s 50 is not test_samples / inference_time_s (64 / 0.5)"),
+    ({"epoch_times_s": [1.0, -2.0]}, "epoch_times_s holds a negative time"),
+])
+def test_a_result_whose_fields_cannot_all_be_true_is_named_and_not_done_for_resume(tmp_path, change, why):
+    good = {"status": "ok", "mode": "train", "batch_size": 32, "job_id": "a" * 16, "config": {}, **TIMED}
+    for name, result in (("good", good), ("bad", {**good, "job_id": "b" * 16, **change})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(result))
+    text, results = write_report([tmp_path])
+    assert [r["job_id"] for r in results] == ["a" * 16]
+    assert f"- not read: {tmp_path / 'bad' / 'results.json'} ({why})" in (tmp_path / "summary.md").read_text()
+    assert list(finished_runs(tmp_path)) == ["a" * 16]  # the other one runs again on resume
+
+
+def test_a_sweeps_results_that_are_gone_or_cannot_be_true_are_named_and_run_again_on_resume(cli):
+    proc = cli("-m", "batch_size=29,30,31", *FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = cli.sweep_dir()
+    by_size = {r["batch_size"]: Path(r["run_dir"]) for r in cli.results()}
+    (by_size[29] / "results.json").unlink()  # deleted
+    tampered = json.loads((by_size[30] / "results.json").read_text())
+    (by_size[30] / "results.json").write_text(json.dumps({**tampered, "train_samples_per_s": 1e300}))
+    report = subprocess.run([sys.executable, "-m", "bsbench.report", str(sweep)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    summary = (sweep / "summary.md").read_text()
+    assert "| 30 |" not in summary and "| 29 |" not in summary and "| 31 |" in summary  # a 300-digit rate nowhere
+    assert f"- not read: {by_size[30] / 'results.json'} (train_samples_per_s 1e+300 is not timed_samples / " \
+           "timed_seconds" in summary
+    assert (f"- planned and missing: 1 job with a folder but no results.json (deleted, or the job was killed before "
+            f"it wrote one): {by_size[29].name} (batch_size=29); resume={sweep} with the sweep's command runs "
+            "them.") in summary
+    again = cli("-m", "batch_size=29,30,31", *FAST, f"resume={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming {sweep}: 1 of 3 jobs already done there, 2 to run" in (sweep / "sweep.log").read_text()
+    assert sorted(r["batch_size"] for r in cli.results()) == [29, 30, 31]
+    assert "planned and missing" not in (sweep / "summary.md").read_text()
 
 
 def test_results_honour_the_umask(tmp_path):

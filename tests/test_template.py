@@ -85,6 +85,16 @@ def test_a_run_whose_steps_are_not_the_training_asked_for_fails_in_one_line(toy,
     assert r.get("train_samples_per_s") is None
 
 
+def test_a_train_run_whose_warm_up_covers_the_datamodules_every_step_fails_in_one_line(toy, tmp_path):
+    # the user's datamodule decides how many steps an epoch has: counted only once it ran
+    from bsbench.job.run import attempt
+
+    r = attempt(job_config(tmp_path, *TEMPLATE, "mode=train", "epochs=1", "timing.warmup_steps=100000"))
+    assert r["status"] == "failed" and r["error_type"] == "NotATrainingRate"
+    assert r["error"].startswith("timing.warmup_steps=100000 left out every training step of this run")
+    assert r.get("train_samples_per_s") is None
+
+
 def test_an_input_bound_run_says_so_on_its_line_and_in_the_summary(toy, tmp_path):
     from bsbench.job.run import attempt
     from bsbench.modes import mode_of

@@ -24,7 +24,8 @@ def test_a_setting_that_is_not_a_finite_number_is_refused_by_name(tmp_path, key,
     (["seed=-1"], "seed=-1 is not between 0 and 4294967295"),
     (["seed=4294967296"], "seed=4294967296 is not between 0 and 4294967295"),
     (["mode=find_max", "find_max.max_val=1"], "find_max.max_val=1 is below batch_size=32"),
-    (["mode=find_max", "trainer.max_steps=-5"], "trainer.max_steps=-5 would make every find_max trial train forever"),
+    (["mode=find_max", "trainer.max_steps=-1"], "trainer.max_steps=-1 would make every find_max trial train forever"),
+    (["mode=find_max", "trainer.max_steps=-5"], "trainer.max_steps=-5 is not -1 or a positive integer"),
     # the key the user wrote, not the trainer.max_steps=-2 that mode=profile derives from it
     (["mode=profile", "profile.repeat=-1"], "profile.repeat=-1 is not a positive integer"),
 ])

@@ -4,8 +4,9 @@ config into this schema before anything runs (`typed`), so a wrong type is refus
 `compile=no` means false. Stdlib and OmegaConf only: Hydra's plugin and the report import it cheaply.
 
 Keys whose values are unions OmegaConf cannot type (`devices`: an int, `auto` or a list; several
-Trainer flags) are `Any` here and checked in bsbench.job.validate, with the range checks types
-cannot express."""
+Trainer flags) are `Any` here. Each key's range (`repeats` at least 1) is bsbench.core.ranges', checked
+here too; what needs more than the config to check (a precision Lightning has, a batch size the data
+set can fill) is bsbench.job.validate's."""
 
 import dataclasses
 import difflib
@@ -16,10 +17,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from bsbench.core.errors import UserError
+from bsbench.core.ranges import check_ranges
 
 
 @dataclass
@@ -214,7 +216,25 @@ def typed(cfg: DictConfig) -> DictConfig:
     values = OmegaConf.to_container(merged, resolve=False)
     _check_finite(values, skip=own)
     _check_interpolations(merged, values)
+    in_range(merged)
     return merged
+
+
+def in_range(cfg: DictConfig) -> None:
+    """A UserError naming the first setting outside its range (bsbench.core.ranges); a model or data
+    section with a `_target_` (a class of the user's) takes its own keys."""
+    own = tuple(name for name in OPEN_SECTIONS if isinstance(cfg.get(name), DictConfig) and "_target_" in cfg[name])
+    check_ranges(functools.partial(_value, cfg), skip=own)
+
+
+def _value(cfg: DictConfig, key: str):
+    """A setting's value as the run will see it (interpolations resolved), or None where it is null or
+    cannot be resolved outside a run (`${hydra:runtime.output_dir}`)."""
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    except OmegaConfBaseException:
+        return None
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def _check_settings_are_mappings(cfg: DictConfig) -> None:

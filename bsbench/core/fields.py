@@ -67,8 +67,10 @@ RESULT_FIELDS = (
     Fields(("epoch_times_s",), "each training epoch, with its validation"),
     Fields(("first_step_time_s",), "the first training step alone (with `compile=true`, compilation is most of it); "
            "left out of every steady-state figure"),
-    Fields(("train_samples_per_s", "warmup_steps", "timed_steps"),
-           "steady-state training throughput and the steps it covers"),
+    Fields(("train_samples_per_s", "warmup_steps", "timed_steps", "timed_samples", "timed_seconds"),
+           "steady-state training throughput, `timed_samples / timed_seconds`, and the steps, samples and seconds it "
+           "covers (a result whose rate is not its samples over its seconds, or whose timed seconds exceed its "
+           "`train_time_s`, is not read)"),
     Fields(("batch_size_observed", "optimizer_steps"),
            "what the timed steps trained: the batch size one device's training loader made in them (the most common; "
            "a run whose loader made another than `batch_size` fails rather than be labelled with one that never "
@@ -195,47 +197,48 @@ FIELD_NAMES = tuple(name for group in RESULT_FIELDS for name in group.names)
 # that far, a mode that has no such figure), except `status` and `batch_size`. A file whose fields are
 # not of their types, or whose rates are not positive, is not a result the report or resume uses
 # (bsbench.core.results.problem). `any`: whatever the mode writes there (a setting, a tune's summary).
-KINDS = ("str", "int", "number", "rate", "bool", "list", "numbers", "object", "any")
+KINDS = ("str", "int", "count", "size", "number", "nonnegative", "rate", "bool", "list", "numbers", "object", "any")
 FIELD_KINDS = {
     "status": "str", "error_type": "str", "error": "str", "traceback": "str", "failed_at": "number",
-    "failed_rank": "int", "mode": "str", "repeat": "int", "sweep_position": "int", "batch_size": "int",
-    "global_batch_size": "int", "precision": "str", "precision_used": "str", "devices": "any", "world_size": "int",
-    "num_nodes": "int", "strategy": "str", "accelerator": "str", "inference_world_size": "int", "epochs": "int",
+    "failed_rank": "int", "mode": "str", "repeat": "count", "sweep_position": "int", "batch_size": "size",
+    "global_batch_size": "size", "precision": "str", "precision_used": "str", "devices": "any", "world_size": "size",
+    "num_nodes": "size", "strategy": "str", "accelerator": "str", "inference_world_size": "size", "epochs": "int",
     "max_steps": "int", "model": "str", "data": "str", "image_size": "int", "seed": "int", "resize_on": "str",
     "channels_last": "bool", "cudnn_benchmark": "bool", "compile": "bool", "matmul_precision": "str",
     "fused_adam": "bool", "train_acc_eval_forward": "bool", "float32_matmul_precision": "str",
-    "cudnn_allow_tf32": "bool", "train_time_s": "number", "epoch_times_s": "numbers", "first_step_time_s": "number",
-    "train_samples_per_s": "rate", "warmup_steps": "int", "timed_steps": "int", "train_samples": "int",
-    "step_time_mean_ms": "number", "step_time_median_ms": "number", "step_time_sd_ms": "number",
-    "batch_size_observed": "int", "optimizer_steps": "int", "data_wait_s": "number", "data_wait_fraction": "number",
+    "cudnn_allow_tf32": "bool", "train_time_s": "nonnegative", "epoch_times_s": "numbers", "first_step_time_s": "nonnegative",
+    "train_samples_per_s": "rate", "warmup_steps": "count", "timed_steps": "count", "train_samples": "count",
+    "timed_samples": "count", "timed_seconds": "nonnegative",
+    "step_time_mean_ms": "nonnegative", "step_time_median_ms": "nonnegative", "step_time_sd_ms": "nonnegative",
+    "batch_size_observed": "size", "optimizer_steps": "count", "data_wait_s": "nonnegative", "data_wait_fraction": "nonnegative",
     "input_bound": "bool", "flops_counted": "str",
-    "inference_time_s": "number", "inference_samples_per_s": "rate", "test_samples": "int",
-    "inference_batches": "int", "latency_median_ms": "number", "latency_p95_ms": "number",
-    "peak_memory_mib": "number", "val_acc": "number", "test_acc": "number", "train_flops_per_sample": "number",
-    "inference_flops_per_sample": "number", "flops_error": "str", "train_tflops": "number",
+    "inference_time_s": "nonnegative", "inference_samples_per_s": "rate", "test_samples": "count",
+    "inference_batches": "count", "latency_median_ms": "nonnegative", "latency_p95_ms": "nonnegative",
+    "peak_memory_mib": "nonnegative", "val_acc": "number", "test_acc": "number", "train_flops_per_sample": "nonnegative",
+    "inference_flops_per_sample": "nonnegative", "flops_error": "str", "train_tflops": "number",
     "inference_tflops": "number", "mfu": "number", "inference_mfu": "number", "peak_tflops": "number",
     "peak_source": "str", "mfu_arithmetic": "str", "mfu_reason": "str", "compare_id": "str",
     "compare_batch_sizes": "numbers", "round_samples_per_s": "numbers", "compare_setting": "object",
     "compare_settings": "list", "compile_recompile_limit": "int", "compare_stop": "object", "profile_traces": "list",
     "profile_count": "int", "profile_steps": "int", "profile_kind": "str", "profile_ops": "list",
     "profile_top": "list", "profile_step_us_per_sample": "numbers", "profile_matmul_share": "number",
-    "max_batch_size": "int", "find_max_stop": "str", "find_max_trials": "list", "energy_j": "number",
-    "joules_per_sample": "number", "energy_reason": "str", "round_joules_per_sample": "list", "tune_stage": "str",
+    "max_batch_size": "int", "find_max_stop": "str", "find_max_trials": "list", "energy_j": "nonnegative",
+    "joules_per_sample": "nonnegative", "energy_reason": "str", "round_joules_per_sample": "list", "tune_stage": "str",
     "tune_job_id": "str", "tune_start": "any", "tune_not_measured": "list", "report_row": "bool", "tune_edge": "any",
     "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str", "tune_basis_reason": "str",
     "tune_chosen_knobs": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
-    "tune_speedup": "any", "tune_elapsed_s": "number",
+    "tune_speedup": "any", "tune_elapsed_s": "nonnegative",
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
     "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",
-    "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "int",
+    "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "count",
     "load_avg_1m": "number", "machine_cpu_load": "number", "other_cpu_load": "number",
     "gpu_other_processes": "int", "busy": "bool",
     "busy_reason": "str", "nonfinite_values": "object", "started_at": "str", "finished_at": "str", "device_type": "str",
     "device_name": "str", "sm_count": "int", "device_memory_gib": "number", "torch_version": "str",
     "lightning_version": "str", "cuda_version": "str", "cudnn_version": "int", "python_version": "str",
-    "host": "str", "cpu_count": "int", "torch_num_threads": "int", "torch_num_interop_threads": "int",
+    "host": "str", "cpu_count": "count", "torch_num_threads": "int", "torch_num_interop_threads": "int",
     "omp_num_threads": "str", "run_dir": "str", "overrides": "list", "slurm_job_id": "str", "slurm_state": "str",
-    "job_id": "str", "nonfinite_loss_steps": "int", "config": "object",
+    "job_id": "str", "nonfinite_loss_steps": "count", "config": "object",
 }
 
 
@@ -257,6 +260,12 @@ def of_kind(value, kind: str) -> bool:
         return _number(value)
     if kind == "rate":
         return _number(value) and value > 0
+    if kind == "nonnegative":
+        return _number(value) and value >= 0
+    if kind == "count":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    if kind == "size":
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
     if kind == "list":
         return isinstance(value, list)
     if kind == "numbers":
@@ -267,6 +276,7 @@ def of_kind(value, kind: str) -> bool:
 
 
 KIND_WORDS = {"str": "a string", "int": "an integer", "number": "a finite number", "rate": "a positive number",
+              "nonnegative": "a number from 0", "count": "a count, an integer from 0", "size": "an integer from 1",
               "bool": "true or false", "list": "a list", "numbers": "a list of finite numbers",
               "object": "a JSON object", "any": "anything"}
 

@@ -157,20 +157,59 @@ def _profile_problem(result: dict) -> str | None:
 
 def problem(result) -> str | None:
     """Why a parsed results.json cannot be used, or None: a field that is not of its type
-    (bsbench.core.fields.FIELD_KINDS), a rate that is not positive, a status that is none of the
-    statuses, no batch size."""
+    (bsbench.core.fields.FIELD_KINDS: a rate positive, a time or a count not negative), a status that
+    is none of the statuses, no batch size, or fields that cannot all be true (`_inconsistency`)."""
     if not isinstance(result, dict):
         return "not a JSON object"
     if result.get("status") not in {str(s) for s in Status}:
         return f"status {result.get('status')!r} is not one of {', '.join(str(s) for s in Status)}"
-    if not of_kind(result.get("batch_size"), "int"):
-        return f"batch_size {result.get('batch_size')!r} is not an integer"
+    if not of_kind(result.get("batch_size"), "size"):
+        return f"batch_size {result.get('batch_size')!r} is not a positive integer"
     for key, kind in FIELD_KINDS.items():
         value = result.get(key)
         if value is not None and not of_kind(value, kind):
             shown = json.dumps(value, default=str)
             return f"{key} {shown if len(shown) <= 40 else shown[:37] + '...'} is not {KIND_WORDS[kind]}"
-    return _profile_problem(result)
+    return _profile_problem(result) or _inconsistency(result)
+
+
+ROUNDING = 1e-6  # the relative difference two ways of computing one figure may show in a float
+
+
+def _inconsistency(result: dict) -> str | None:
+    """Why a result's fields cannot all be true together, or None: a steady-state rate that is not its
+    timed samples over its timed seconds, timed seconds beyond the run's training time, timed samples
+    beyond the samples it trained on, a compare arm's rate outside its rounds' rates, an inference rate
+    that is not the test set over its time. Fields a result does not have (an earlier bsbench's) are
+    not asked for."""
+    def given(*keys):
+        return all(result.get(k) is not None for k in keys)
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= ROUNDING * max(abs(a), abs(b)) + 1e-12
+
+    rate = result.get("train_samples_per_s")
+    if given("train_samples_per_s", "timed_samples", "timed_seconds") and (
+            not result["timed_seconds"] or not close(rate, result["timed_samples"] / result["timed_seconds"])):
+        return (f"train_samples_per_s {rate:g} is not timed_samples / timed_seconds "
+                f"({result['timed_samples']} / {result['timed_seconds']:g})")
+    if given("timed_seconds", "train_time_s") and result["timed_seconds"] > result["train_time_s"] * (1 + ROUNDING):
+        return f"timed_seconds {result['timed_seconds']:g} is longer than train_time_s {result['train_time_s']:g}"
+    if given("timed_samples", "train_samples") and result["timed_samples"] > result["train_samples"]:
+        return f"timed_samples {result['timed_samples']} is more than train_samples {result['train_samples']}"
+    rounds = result.get("round_samples_per_s")
+    if rate is not None and rounds and of_kind(rounds, "numbers") and \
+            not min(rounds) * (1 - ROUNDING) <= rate <= max(rounds) * (1 + ROUNDING):
+        return f"train_samples_per_s {rate:g} lies outside its rounds' rates ({min(rounds):g} to {max(rounds):g})"
+    if result.get("mode") == "train" and given("inference_samples_per_s", "test_samples", "inference_time_s") and (
+            not result["inference_time_s"] or not close(result["inference_samples_per_s"],
+                                                        result["test_samples"] / result["inference_time_s"])):
+        return (f"inference_samples_per_s {result['inference_samples_per_s']:g} is not test_samples / "
+                f"inference_time_s ({result['test_samples']} / {result['inference_time_s']:g})")
+    times = result.get("epoch_times_s")
+    if of_kind(times, "numbers") and any(t < 0 for t in times):
+        return "epoch_times_s holds a negative time"
+    return None
 
 
 def _no_constant(name: str):

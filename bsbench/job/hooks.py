@@ -29,6 +29,10 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
         if not mode_of(cfg.mode).resumes_single_run:
             from bsbench.job.sweep import recorded_mode
 
+            if not Path(cfg.resume).is_dir():
+                raise UserError(f"resume={cfg.resume} is not a folder; use the folder a sweep printed, with its command "
+                                "and -m (e.g. resume=outputs/multirun/<date>/<time>), or a tune's with mode=tune.")
+
             held = recorded_mode(cfg.resume)
             if held is not None and mode_of(held).resumes_single_run:  # a tune's folder, resumed in another mode
                 raise UserError(f"resume={cfg.resume} holds a mode={held} run; resume it with its own command, "

@@ -255,6 +255,8 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
         "train_samples": arm.samples,
         "warmup_steps": spec.warmup_steps,
         "timed_steps": arm.timed_steps,
+        "timed_samples": arm.timed_samples,
+        "timed_seconds": arm.timed_seconds,
         "optimizer_steps": arm.optimizer_steps if ran else None,
         "batch_size_observed": arm.batch_size_observed,
         "first_step_time_s": arm.first_step_time_s,

@@ -82,6 +82,10 @@ def check_trained(cfg: DictConfig, measured: dict) -> None:
     """The timed steps trained, on the batch size the result will be labelled with: else NotATrainingRate,
     in one line saying what ran and why it is not a rate of this configuration."""
     steps, stepped = measured.get("timed_steps") or 0, measured.get("optimizer_steps")
+    if steps == 0:  # the run's steps are the user's datamodule's, so they could not be counted before it ran
+        raise NotATrainingRate(f"timing.warmup_steps={cfg.timing.warmup_steps} left out every training step of this "
+                               "run, so none was timed and it has no samples/s; use fewer warm-up steps than the "
+                               "run makes, or train longer")
     accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
     if stepped == 0 and steps >= accumulate and not measured.get("weights_moved"):
         raise NotATrainingRate(f"the {steps} timed steps made no optimizer step with a gradient: a training_step "

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from bsbench.core.config import node_of, typed
 from bsbench.core.errors import UserError
 from bsbench.core.identity import JobIds, job_dir_name
+from bsbench.core.plan import write_plan
 from bsbench.core import stopping
 from bsbench.core.results import RESULT_FILE, finished_runs, read_results, write_json_atomic
 from bsbench.core.stopping import STOP_FILE
@@ -63,6 +64,11 @@ def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: b
     directory = claim(config)
     (directory / STOP_FILE).unlink(missing_ok=True)  # an earlier launch's: this one decides anew, if at all
     done = finished_runs(directory) if config.resume else {}
+    try:  # every job the command asks for, done or not: the report names those that end with no results.json
+        write_plan(directory, [{"folder": name, "job_id": job, "overrides": list(overrides)}
+                               for overrides, name, job in zip(jobs, names, ids)])
+    except OSError as exc:  # a full disk: the jobs' own writes will say so, each in its line
+        log.warning("could not write %s: %s", exc.filename, exc.strerror, extra={LOG_ONLY: True})
     planned = [[*overrides, f"hydra.sweep.dir={_quoted(directory)}", f"hydra.sweep.subdir={name}"]
                for overrides, name, job in zip(jobs, names, ids) if job not in done]
     follow_sweep(directory, len(planned))

@@ -14,14 +14,14 @@ import torch
 import torchvision
 from hydra.utils import get_class
 from lightning.fabric.connector import _PRECISION_INPUT
+from lightning.pytorch.accelerators import AcceleratorRegistry
 from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from bsbench.core import parts
+from bsbench.core.config import in_range
 from bsbench.core.errors import UserError
-from bsbench.core.order import ORDERS
 from bsbench.modes import mode_of
-from bsbench.modes.checks import at_least
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON, ImageDataModule
 from bsbench.training.model import TIMM, network
 from bsbench.training.parts import check as check_parts
@@ -35,22 +35,15 @@ def _flatten(t) -> tuple:
 # Every value Lightning's Trainer accepts for `precision` and `strategy`, read from Lightning itself.
 PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
 STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
+ACCELERATORS = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))  # as Lightning's connector takes them
 GPU_ACCELERATORS = ("gpu", "cuda")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 SHM = "/dev/shm"
-MAX_SEED = 2**32 - 1
 PREFETCH_FACTOR = 2  # DataLoader's default: batches each worker keeps ready
 
 
 def validate_sweep(cfg: DictConfig) -> None:
-    """The settings of a sweep as a whole."""
-    if cfg.repeats < 1:
-        raise UserError(f"repeats={cfg.repeats} is not a positive integer; use e.g. repeats=3.")
-    if cfg.order not in ORDERS:
-        raise UserError(f"order={cfg.order} is not a sweep order; use one of: {', '.join(ORDERS)}.")
-    if cfg.cooldown_s < 0:
-        raise UserError(f"cooldown_s={cfg.cooldown_s} is not a number of seconds; use e.g. cooldown_s=30.")
-    check_stopping(cfg)
+    """The settings of a sweep as a whole (their ranges are the schema's: bsbench.core.ranges)."""
     if (cfg.target_ci is not None or cfg.budget_min is not None) and not mode_of(cfg.mode).own_rounds:
         if cfg.order == "grid":
             raise UserError("target_ci and budget_min stop a sweep between rounds of repeats, which order=grid does not "
@@ -60,18 +53,11 @@ def validate_sweep(cfg: DictConfig) -> None:
                             "use e.g. repeats=20.")
 
 
-def check_stopping(cfg: DictConfig) -> None:
-    if cfg.target_ci is not None and not 0 < cfg.target_ci < 1:
-        raise UserError(f"target_ci={cfg.target_ci:g} is not a relative half-width between 0 and 1; use e.g. "
-                        "target_ci=0.01 (±1%), or target_ci=null.")
-    if cfg.budget_min is not None:
-        at_least(cfg.budget_min, 0, "budget_min", 10, strictly=True)
-
-
 def validate(cfg: DictConfig, here: bool = True) -> None:
     """Raise UserError naming the first setting that cannot work. `here`: the job runs on this
     machine, so its GPUs and shared memory can be looked at (not so for a sweep sent to a cluster)."""
     mode = mode_of(cfg.mode)
+    in_range(cfg)  # again: a sweep's later jobs are its first job's typed config with values set in place
     if mode.one_device:
         devices = cfg.devices if isinstance(cfg.devices, int) else None
         if devices != 1 or cfg.trainer.num_nodes != 1:
@@ -80,23 +66,13 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     # the mode's own keys first: a mode derives trainer.max_steps from them (profile.repeat=-1 is the
     # mistake, not the trainer.max_steps=-2 it makes)
     mode.check(cfg, here)
-    max_steps = cfg.trainer.max_steps
-    if max_steps != -1 and max_steps < 1:
-        raise UserError(f"trainer.max_steps={max_steps} is not a positive integer; use -1 (no limit) or e.g. 100.")
     validate_run(cfg, here, mode.full_batches(cfg))
+    mode.check_steps(cfg)
 
 
 def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, str]] | None = None) -> None:
     """The checks of what one run trains on, whatever its mode; `batches`: the batch sizes that must
     each have a full batch, with how the user named them (default: batch_size)."""
-    at_least(cfg.batch_size, 1, "batch_size", 256)
-    at_least(cfg.epochs, 1, "epochs", 10)
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise UserError(f"seed={cfg.seed} is not between 0 and {MAX_SEED} (the seeds numpy takes); use e.g. seed=123.")
-    at_least(cfg.timing.warmup_steps, 0, "timing.warmup_steps", 10)
-    at_least(cfg.telemetry.interval_s, 0, "telemetry.interval_s", 1.0, strictly=True)
-    if cfg.mfu.peak_tflops is not None:
-        at_least(cfg.mfu.peak_tflops, 0, "mfu.peak_tflops", 989.5, strictly=True)
     if cfg.matmul_precision is not None and cfg.matmul_precision not in MATMUL_PRECISIONS:
         raise UserError(f"matmul_precision={cfg.matmul_precision} is not a float32 matmul precision; "
                         f"use one of: {', '.join(MATMUL_PRECISIONS)}, or null.")
@@ -120,7 +96,6 @@ def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, st
 
 def _check_bsbench_model(cfg: DictConfig) -> None:
     """model.arch and its keys: bsbench's classifier."""
-    at_least(cfg.model.lr, 0, "model.lr", 5e-4, strictly=True)
     if cfg.model.num_classes < CIFAR10_CLASSES:
         raise UserError(f"model.num_classes={cfg.model.num_classes} is fewer than the dataset's {CIFAR10_CLASSES} "
                         f"classes; use model.num_classes={CIFAR10_CLASSES}.")
@@ -136,7 +111,6 @@ def _check_bsbench_model(cfg: DictConfig) -> None:
 
 def _check_bsbench_data(cfg: DictConfig, batches, here: bool) -> None:
     """data.name and its keys: CIFAR-10 or its synthetic stand-in."""
-    at_least(cfg.data.num_workers, 0, "data.num_workers", 3)
     if cfg.data.name not in DATASETS:
         raise UserError(f"data={cfg.data.name} is not a dataset bsbench knows; use one of: {', '.join(DATASETS)}.")
     if cfg.data.resize_on not in RESIZE_ON:
@@ -146,8 +120,8 @@ def _check_bsbench_data(cfg: DictConfig, batches, here: bool) -> None:
         raise UserError(f"data.resize_size={resize} is smaller than the crop, data.image_size={cfg.data.image_size}; "
                         f"use data.resize_size=null (image_size * 8/7) or at least {cfg.data.image_size}.")
     shape = cfg.data.get("shape")
-    if shape is not None and (not shape or any(n < 1 for n in shape)):
-        raise UserError(f"data.shape={list(shape)} is not the shape of one input; use e.g. data.shape=[3,64,64].")
+    if shape is not None and not shape:
+        raise UserError("data.shape=[] is not the shape of one input; use e.g. data.shape=[3,64,64].")
     if shape is not None and cfg.data.name != "synthetic":
         raise UserError(f"data.shape={list(shape)} shapes data=synthetic's inputs, and data={cfg.data.name} has its "
                         "own; use data=synthetic, or data.shape=null.")
@@ -168,6 +142,8 @@ def _check_cifar10(root: str, download: bool, verify: bool) -> None:
 
 
 def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None:
+    if accelerator not in ACCELERATORS:
+        raise UserError(f"accelerator={accelerator} is not a Lightning accelerator; use one of: {', '.join(ACCELERATORS)}.")
     if strategy not in STRATEGIES:
         others = [s for s in STRATEGIES if s not in ("auto", "ddp", "ddp_spawn")]
         raise UserError(f"strategy={strategy} is not a Lightning strategy; use auto, ddp, ddp_spawn or one of: "
@@ -191,8 +167,32 @@ def _check_devices(accelerator: str, devices, strategy: str, here: bool) -> None
         raise UserError(f"devices={devices} but this machine has {gpus} CUDA GPU(s); use devices={gpus} or fewer.")
 
 
+def _images(cfg: DictConfig) -> int:
+    """The training and validation images of bsbench's data set."""
+    return cfg.data.num_train_images if cfg.data.name == "synthetic" else 50000  # CIFAR-10's training set
+
+
+def training_steps(cfg: DictConfig) -> int | None:
+    """The training steps a run of `epochs` epochs makes, where the config tells (bsbench's data set, a
+    device count): each epoch's full batches, as Lightning's trainer.limit_train_batches and
+    trainer.max_steps cut them; None where a datamodule of the user's or devices=auto decides."""
+    devices = cfg.devices
+    if parts.own(cfg, "data") or not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+        return None
+    per_epoch = (_images(cfg) - cfg.data.val_size) // (cfg.batch_size * devices * cfg.trainer.num_nodes)
+    limit = cfg.trainer.limit_train_batches
+    if isinstance(limit, float) and limit <= 1:
+        per_epoch = int(per_epoch * limit)
+    elif limit is not None:
+        per_epoch = min(per_epoch, int(limit))
+    epochs = cfg.trainer.max_epochs if isinstance(cfg.trainer.max_epochs, int) and cfg.trainer.max_epochs > 0 \
+        else None
+    steps = [n for n in (per_epoch * epochs if epochs else None, cfg.trainer.max_steps) if n is not None and n > 0]
+    return min(steps) if steps else None
+
+
 def _check_split(cfg: DictConfig, batch_size: int, subject: str) -> None:
-    images = cfg.data.num_train_images if cfg.data.name == "synthetic" else 50000  # CIFAR-10's training set
+    images = _images(cfg)
     if not 0 < cfg.data.val_size < images:
         raise UserError(f"data.val_size={cfg.data.val_size} must leave training images out of {images}; "
                         "use e.g. data.val_size=5000.")

@@ -25,6 +25,9 @@ class Mode:
     def check(self, cfg, here: bool) -> None:
         """The checks this mode adds to every run's (bsbench.job.validate), before anything runs."""
 
+    def check_steps(self, cfg) -> None:
+        """The checks of the steps a run makes, after its batch size, data and devices are known to work."""
+
     def check_resume(self, cfg, path) -> None:
         """resume=<a single run's folder> (where `resumes_single_run`): what must match the folder."""
 

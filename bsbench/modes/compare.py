@@ -18,7 +18,6 @@ from bsbench.core.arms import against_first, arm_names, describe, folder, neighb
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
-from bsbench.modes.checks import at_least
 
 # what a compared setting may change: what a model, its data and its Trainer are rebuilt from for each arm
 ALLOWED = ("batch_size", "precision", "channels_last", "matmul_precision", "model.fused_adam", "compile")
@@ -55,7 +54,7 @@ def config_with(config: dict, setting: dict) -> dict:
 
 
 def _check_settings(cfg, here: bool) -> None:
-    from bsbench.core.config import _type_error
+    from bsbench.core.config import _type_error, in_range
     from bsbench.job.validate import validate_run
 
     spec = cfg.compare
@@ -88,6 +87,7 @@ def _check_settings(cfg, here: bool) -> None:
             except OmegaConfBaseException:
                 raise UserError(f"compare.settings: {_type_error(key, value)}") from None
         try:
+            in_range(arm)
             validate_run(arm, here)
         except UserError as err:
             raise UserError(f"compare.settings, the setting {describe(setting)}: {err}") from None
@@ -99,7 +99,7 @@ class Compare(Mode):
     reports_single_run = True
 
     def check(self, cfg, here):
-        from bsbench.job.validate import check_stopping, validate_run
+        from bsbench.job.validate import validate_run
         spec = cfg.compare
         if spec.settings:
             validate_run(cfg, here, batches=[])  # the base first: its own mistakes are not a setting's
@@ -113,10 +113,6 @@ class Compare(Mode):
             if not neighbour_pairs(sizes):
                 raise UserError(f"{shown} holds no power of two or multiple of 8 to compare with its neighbours; "
                                 "add one, e.g. compare.batch_sizes=[511,512,513].")
-        at_least(spec.rounds, 2, "compare.rounds", 60)
-        at_least(spec.steps, 1, "compare.steps", 10)
-        at_least(spec.warmup_steps, 0, "compare.warmup_steps", 3)
-        check_stopping(cfg)
         if str(cfg.strategy).startswith("ddp_spawn"):
             raise UserError(f"mode=compare keeps every arm's model in this process between rounds, which "
                             f"strategy={cfg.strategy} cannot (it trains in child processes); use strategy=ddp.")

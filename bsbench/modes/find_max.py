@@ -11,7 +11,6 @@ from typing import Callable
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
 from bsbench.modes.base import Mode, failure, setup, with_progress
-from bsbench.modes.checks import at_least
 
 STOPS = ("memory", "max_val", "dataset", "max_trials", "budget")
 
@@ -78,8 +77,6 @@ class FindMax(Mode):
     one_device = "searches"
 
     def check(self, cfg, here):
-        at_least(cfg.find_max.max_val, 1, "find_max.max_val", 8192)
-        at_least(cfg.find_max.max_trials, 1, "find_max.max_trials", 25)
         if cfg.find_max.max_val < cfg.batch_size:
             raise UserError(f"find_max.max_val={cfg.find_max.max_val} is below batch_size={cfg.batch_size}, where the "
                             f"search starts; use find_max.max_val={max(8192, cfg.batch_size)}, or a batch_size at "

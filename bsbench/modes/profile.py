@@ -6,7 +6,6 @@ from omegaconf import OmegaConf
 
 from bsbench.core.errors import UserError
 from bsbench.modes.base import Mode
-from bsbench.modes.checks import at_least
 
 
 class Profile(Mode):
@@ -17,10 +16,6 @@ class Profile(Mode):
 
     def check(self, cfg, here):
         spec = cfg.profile
-        at_least(spec.warmup, 0, "profile.warmup", 2)
-        at_least(spec.active, 1, "profile.active", 5)
-        at_least(spec.repeat, 1, "profile.repeat", 3)
-        at_least(spec.top, 1, "profile.top", 15)
         # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
         if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
             raise UserError("mode=profile writes its traces under trainer.default_root_dir, which is null; use its "

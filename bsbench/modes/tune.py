@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 from bsbench.core.arms import text
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
-from bsbench.core.tuning import CHANGE, DONE_FILE, OBJECTIVES, PROCEDURE, RESOLVES
+from bsbench.core.tuning import CHANGE, DONE_FILE, PROCEDURE, RESOLVES
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
-from bsbench.modes.checks import at_least
 
 
 class Tune(Mode):
@@ -25,27 +24,13 @@ class Tune(Mode):
     resumes_single_run = True
 
     def check(self, cfg, here):
-        from bsbench.job.validate import check_stopping
-
         spec = cfg.tune
         if cfg.budget_min is None:
             raise UserError("mode=tune needs a time budget, budget_min=null gives it none; use e.g. budget_min=10.")
-        check_stopping(cfg)
-        if spec.objective not in OBJECTIVES:
-            raise UserError(f"tune.objective={spec.objective} is not something tune ranks by; use tune.objective=time "
-                            "(samples/s) or tune.objective=energy (joules per image).")
-        if spec.max_batch_size is not None:
-            at_least(spec.max_batch_size, 1, "tune.max_batch_size", 512)
-        at_least(spec.grid_points, 1, "tune.grid_points", 5)
         # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
         if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
             raise UserError("mode=tune writes its stages under trainer.default_root_dir, which is null; use its "
                             "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
-        at_least(cfg.compare.rounds, 2, "compare.rounds", 60)
-        at_least(cfg.compare.steps, 1, "compare.steps", 10)
-        at_least(cfg.compare.warmup_steps, 0, "compare.warmup_steps", 3)
-        at_least(cfg.find_max.max_val, 1, "find_max.max_val", 8192)
-        at_least(cfg.find_max.max_trials, 1, "find_max.max_trials", 25)
         if spec.objective == "energy" and here:
             from bsbench.training.energy import unavailable
 

@@ -252,9 +252,11 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines) + "\n"
 
 
-def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) -> str:
+def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = (),
+                 absent: tuple[list[dict], list[dict]] = ([], [])) -> str:
     """What a reader of the table must not miss: runs that did not finish, the memory edge, runs whose
-    loss was not finite, and results.json files that could not be read."""
+    loss was not finite, results.json files that could not be read, and the jobs a sweep planned that
+    have none (`absent`: bsbench.core.plan.without_results)."""
     notes = []
     oom = [r for r in results if r.get("status") == Status.OOM]
     if oom:
@@ -292,6 +294,7 @@ def status_notes(results: list[dict], unreadable: list[tuple[str, str]] = ()) ->
                      "memory, a cheaper transform, data on the device) would speed them more than the batch size.")
     for path, why in unreadable:
         notes.append(f"not read: {path} ({why})")
+    notes += _absent_notes(*absent)
     return "".join(f"- {n}\n" for n in notes)
 
 
@@ -302,11 +305,29 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _absent_notes(gone: list[dict], not_run: list[dict]) -> list[str]:
+    """The planned jobs without a results.json, by sweep: a job's folder without one, then the jobs that
+    never started."""
+    def named(jobs: list[dict]) -> str:
+        shown = [j["folder"] + (f" ({' '.join(j['varies'])})" if j.get("varies") else "") for j in jobs[:8]]
+        return "; ".join(shown) + ("; ..." if len(jobs) > 8 else "")
+
+    notes = []
+    for jobs, what in ((gone, "planned and missing: {n} with a folder but no results.json (deleted, or the job "
+                               "was killed before it wrote one)"),
+                       (not_run, "planned and not run: {n} (the sweep stopped before them)")):
+        for directory in dict.fromkeys(j["directory"] for j in jobs):
+            here = [j for j in jobs if j["directory"] == directory]
+            notes.append(what.format(n=plural(len(here), "job")) + f": {named(here)}; resume={directory} with the "
+                         "sweep's command runs them.")
+    return notes
+
+
 def summary_markdown(directories: list[Path], results: list[dict], rows: list[dict],
-                     unreadable: list[tuple[str, str]] = ()) -> str:
+                     unreadable: list[tuple[str, str]] = (), absent: tuple[list[dict], list[dict]] = ([], [])) -> str:
     counts = ", ".join(f"{sum(r.get('status') == s for r in results)} {s}"
                        for s in dict.fromkeys(r.get("status") for r in results))
-    notes = status_notes(results, unreadable)
+    notes = status_notes(results, unreadable, absent)
     return (
         f"# bsbench summary: {', '.join(str(d) for d in directories)}\n\n"
         f"{plural(len(results), 'run')} ({counts or 'none'}) in {plural(len(rows), 'configuration')}. Times: "

@@ -5,6 +5,7 @@ at the end of every multirun."""
 
 from pathlib import Path
 
+from bsbench.core.plan import sweeps_under, without_results
 from bsbench.core.results import read_results, write_atomic
 from bsbench.core.stopping import read_stop, usable
 from bsbench.core.arms import arm_names
@@ -67,7 +68,12 @@ def write_report(directories: list[Path], out: Path | None = None) -> tuple[str,
     results = sorted((r for d in directories for r in read_results(d, unreadable)),
                      key=lambda r: (str(r.get("model")), r.get("batch_size") or 0, r.get("repeat") or 0, r["run_dir"]))
     rows = configurations(results)
-    summary = summary_markdown(directories, results, rows, unreadable)
+    absent: tuple[list[dict], list[dict]] = ([], [])  # the jobs a sweep planned that have no results.json
+    for sweep in sweeps_under(directories):
+        gone, not_run = without_results(sweep)
+        absent[0].extend(gone)
+        absent[1].extend(not_run)
+    summary = summary_markdown(directories, results, rows, unreadable, absent)
     verdict = verdict_markdown(rows, stops(directories, results), results)
     explained = differences_markdown(results)  # mode=profile's: why, where profiles exist
     if explained:

@@ -271,16 +271,14 @@ class ImageDataModule(L.LightningDataModule):
         return (precision.convert_input(images) if precision is not None else images), labels
 
     def _download_cifar10(self) -> None:
-        ways_out = (
-            f"place the CIFAR-10 python files (cifar-10-batches-py/) in {self.root} "
-            "or run with data=synthetic"
-        )
+        ways_out = (f"use data.root=<a folder that holds CIFAR-10's python files, cifar-10-batches-py/> (place them in "
+                    f"{self.root}), or data=synthetic")
         if not self.download:
-            raise UserError(f"CIFAR-10 was not found in {self.root} and data.download=false: {ways_out}.")
+            raise UserError(f"data.root={self.root} holds no CIFAR-10 and data.download=false; {ways_out}.")
         try:
             CIFAR10(str(self.root), train=True, download=True)
         except Exception as exc:  # urllib raises several types for "no network"
             raise UserError(
-                f"CIFAR-10 was not found in {self.root} and could not be downloaded "
-                f"({type(exc).__name__}: {exc}): {ways_out}."
+                f"data.root={self.root} holds no CIFAR-10 and it could not be downloaded "
+                f"({type(exc).__name__}: {exc}); {ways_out}."
             ) from exc

@@ -240,6 +240,8 @@ class TimingCallback(L.Callback):
             "train_samples_per_s": rate(self.timed_samples, self.timed_seconds),
             "warmup_steps": self.warmup_steps,
             "timed_steps": self.timed_steps,
+            "timed_samples": self.timed_samples,
+            "timed_seconds": self.timed_seconds,
             "optimizer_steps": self.optimizer_steps if self.timed_steps else None,
             "weights_moved": self.weights_moved,
             "batch_size_observed": observed(self.device_batches),
