@@ -34,6 +34,49 @@ def test_the_candidates_hold_the_start_the_powers_of_two_and_the_multiples_of_8_
     assert tuning.promising(knobs, effects) == {"channels_last": True, "precision": "bf16-mixed"}
 
 
+def test_the_loaders_settings_are_knobs_where_the_datamodule_takes_them_and_chosen_only_together_with_workers():
+    start = {"batch_size": 8, "precision": "32-true", "channels_last": False, "compile": False,
+             "data.num_workers": 0, "data.pin_memory": False, "data.persistent_workers": False}
+    # no workers: a few (never more than the cores this process may use); pinned memory only toward a GPU
+    assert tuning.loader_knobs(start, on_cuda=False, cores=2) == [{"data.num_workers": 2}]
+    assert tuning.loader_knobs(start, on_cuda=True, cores=16) == [{"data.num_workers": 4}, {"data.pin_memory": True}]
+    # yours: none, or twice as many; with workers, keeping them and preparing more batches ahead
+    workers = {**start, "data.num_workers": 3, "data.prefetch_factor": 2}
+    assert tuning.loader_knobs(workers, on_cuda=False, cores=16) == [
+        {"data.num_workers": 0}, {"data.num_workers": 6}, {"data.persistent_workers": True}, {"data.prefetch_factor": 4}]
+    assert tuning.loader_knobs({"batch_size": 8}, on_cuda=True, cores=8) == []  # a datamodule that takes none
+    # of one key's values the fastest clear one; settings of workers dropped where no workers were chosen
+    knobs = tuning.loader_knobs(workers, on_cuda=False, cores=16)
+    clear = [{"ratio": 0.3, "ci_low": 0.2}, {"ratio": 0.1, "ci_low": 0.05}, {"ratio": 0.05, "ci_low": 0.01},
+             {"ratio": 0.02, "ci_low": 0.01}]
+    assert tuning.promising(knobs, clear) == {"data.num_workers": 0}
+    assert tuning.promising(knobs, [{}, *clear[1:]]) == {"data.num_workers": 6, "data.persistent_workers": True,
+                                                         "data.prefetch_factor": 4}
+
+
+def test_replayed_batches_are_the_loaders_own_read_once_and_as_many_per_epoch():
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    import lightning as L
+    from bsbench.training.replay import KEPT, replay_on
+
+    class Counted(L.LightningDataModule):
+        made = 0
+
+        def train_dataloader(self):
+            Counted.made += 1
+            return DataLoader(TensorDataset(torch.arange(100.0)), batch_size=4)
+
+    data = Counted()
+    replay_on(data, torch.device("cpu"))
+    first, again = data.train_dataloader(), data.train_dataloader()
+    assert Counted.made == 1 and len(first) == len(again) == 25  # the loader's epoch, read once
+    batches = [b[0] for b in first]
+    assert len(batches) == 25 and torch.equal(batches[0], torch.arange(4.0))
+    assert torch.equal(batches[KEPT], batches[0]) and torch.equal(batches[KEPT - 1], torch.arange(4.0 * KEPT - 4, 4.0 * KEPT))
+
+
 START = {"batch_size": 256, "precision": "bf16-mixed", "channels_last": False, "model.fused_adam": False,
          "compile": False}
 

@@ -148,7 +148,7 @@ RESULT_FIELDS = (
            "out of the tables"),
     Fields(("tune_decision", "tune_best", "tune_speedup", "tune_resolution", "tune_basis", "tune_basis_reason",
             "tune_best_samples_per_s",
-            "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s"),
+            "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s", "tune_pipeline"),
            "`mode=tune`'s summary (`results.json` in the tune's folder): the advice, `change` or `keep` (keep unless a "
            "change was clearly faster than the starting configuration: [the decision rule](modes/tune.md)); the "
            "setting advised (the start's batch size and the keys it changes; the start itself for keep); its "
@@ -157,7 +157,8 @@ RESULT_FIELDS = (
            "(`detectable`) and what `budget_min` would show half of it; the race the advice rests on (`confirm`, or "
            "an earlier one, and why: the budget ended first, nothing to confirm, the confirm gave no interval); the advised setting's samples/s with a 95% interval; the "
            "memory edge; the knobs the batch races ran with; the stages the budget left out; the time the tune took, "
-           "earlier runs of it (resume=) included"),
+           "earlier runs of it (resume=) included; `tune_pipeline`: the same steps on your loader's batches replayed "
+           "from the device against yours (the ratio and its 95% interval: what waiting for data costs)"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
@@ -226,7 +227,7 @@ FIELD_KINDS = {
     "joules_per_sample": "nonnegative", "energy_reason": "str", "round_joules_per_sample": "list", "tune_stage": "str",
     "tune_job_id": "str", "tune_start": "any", "tune_not_measured": "list", "report_row": "bool", "tune_edge": "any",
     "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str", "tune_basis_reason": "str",
-    "tune_chosen_knobs": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
+    "tune_chosen_knobs": "any", "tune_pipeline": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
     "tune_speedup": "any", "tune_elapsed_s": "nonnegative",
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
     "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",

@@ -45,8 +45,9 @@ from bsbench.core.stats import Race, describe as statistics, simultaneous
 STAGES = ("edge", "knobs", "batch", "near", "confirm")
 SHARES = {"edge": 0.08, "knobs": 0.27, "batch": 0.2, "near": 0.2, "confirm": 0.15}
 DONE_FILE = "done.json"
-# what a done.json's stages mean: 2 since the knobs came before the batch races (a tune of 1 cannot be resumed)
-PROCEDURE = 2
+# what a done.json's stages mean: 2 since the knobs came before the batch races, 3 since the knobs race holds
+# the loader's settings and the input pipeline's ceiling (a tune of an earlier one cannot be resumed)
+PROCEDURE = 3
 OBJECTIVES = ("time", "energy")
 CONFIDENCE = 0.95  # of the advice: every interval it rests on holds at once with this confidence
 DROP_CONFIDENCE = 0.99  # of the racing rule, which looks after every round: a stricter interval for many looks
@@ -54,6 +55,11 @@ MIN_ROUNDS = 3  # a race drops nothing and trusts no target before it
 SMALLEST = 2  # batch normalization cannot train on one image (it needs more than one value per channel)
 PROGRESS_S = 10.0  # at most one progress line per race this often (and one per stage)
 KEEP, CHANGE = "keep", "change"
+# the ceiling arm's key (bsbench.training.replay): your batches replayed from the device, no step waiting for data
+REPLAY = "replay_batches"
+# the loader settings a tune toggles, where the datamodule takes them (bsbench's, or your constructor's)
+LOADER = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor")
+WORKERS = "data.num_workers"
 RESOLVES = 1.0  # a tune that could not have shown a difference this large (+100%: twofold) resolved nothing
 
 
@@ -87,10 +93,11 @@ def neighbourhood(leader: int, edge: int, start: int) -> list[int]:
     return sorted(s for s in sizes if SMALLEST <= s <= edge)
 
 
-def knob_settings(start: dict, on_cuda: bool, bf16: bool, compile_: bool, builds_optimizer: bool = True) -> list[dict]:
+def knob_settings(start: dict, on_cuda: bool, bf16: bool, compile_: bool, builds_optimizer: bool = True,
+                  cores: int = 1) -> list[dict]:
     """The knobs a tune tries, each as the keys it changes from the start: the other memory format, each
     16-bit mixed precision the device runs that is not the start's, fused Adam where bsbench builds the
-    optimizer, and torch.compile when asked."""
+    optimizer, torch.compile when asked, and the loader's settings the datamodule takes (`loader_knobs`)."""
     knobs = [{"channels_last": not start["channels_last"]}]
     precisions = (["16-mixed"] if on_cuda else []) + (["bf16-mixed"] if bf16 or not on_cuda else [])
     knobs += [{"precision": p} for p in precisions if p != start["precision"]]
@@ -98,23 +105,44 @@ def knob_settings(start: dict, on_cuda: bool, bf16: bool, compile_: bool, builds
         knobs.append({"model.fused_adam": not start["model.fused_adam"]})
     if compile_ and not start["compile"]:
         knobs.append({"compile": True})
+    return knobs + loader_knobs(start, on_cuda, cores)
+
+
+def loader_knobs(start: dict, on_cuda: bool, cores: int) -> list[dict]:
+    """The loader's settings, where the start has them: loader workers (none against a few, or yours against
+    none and twice as many, up to the cores this process may use), pinned memory on a GPU, and, with
+    workers, keeping them between epochs and twice the batches each prepares ahead."""
+    knobs = []
+    workers = start.get(WORKERS)
+    if isinstance(workers, int):
+        counts = [min(4, max(1, cores))] if workers == 0 else [0, min(2 * workers, max(cores, workers))]
+        knobs += [{WORKERS: n} for n in dict.fromkeys(counts) if n != workers]
+    if on_cuda and isinstance(start.get("data.pin_memory"), bool):
+        knobs.append({"data.pin_memory": not start["data.pin_memory"]})
+    if isinstance(workers, int) and workers > 0:
+        if isinstance(start.get("data.persistent_workers"), bool):
+            knobs.append({"data.persistent_workers": not start["data.persistent_workers"]})
+        if isinstance(start.get("data.prefetch_factor"), int) and start["data.prefetch_factor"] > 0:
+            knobs.append({"data.prefetch_factor": 2 * start["data.prefetch_factor"]})
     return knobs
 
 
 def promising(knobs: list[dict], effects: list[dict]) -> dict:
     """The knobs the later stages turn on: each whose 95% interval against the start (one comparison's, not
-    the family's: a choice the confirm tests again on fresh rounds) lies above zero, and of the precisions
-    the fastest such one."""
+    the family's: a choice the confirm tests again on fresh rounds) lies above zero, and of the values of one
+    key (the precisions, the worker counts) the fastest such one. Without loader workers, the settings of
+    workers (kept between epochs, batches prepared ahead) are not turned on: a loader refuses them."""
     best: dict = {}
-    precision_gain = 0.0
+    gain: dict = {}
     for knob, c in zip(knobs, effects):
         if c.get("ci_low") is None or c["ci_low"] <= 0:
             continue
-        if "precision" in knob:
-            if c["ratio"] > precision_gain:
-                precision_gain, best["precision"] = c["ratio"], knob["precision"]
-        else:
-            best.update(knob)
+        for key, value in knob.items():
+            if c["ratio"] > gain.get(key, 0.0):
+                gain[key], best[key] = c["ratio"], value
+    if best.get(WORKERS) == 0:
+        for key in ("data.persistent_workers", "data.prefetch_factor"):
+            best.pop(key, None)
     return best
 
 
@@ -345,6 +373,7 @@ class Lab(Protocol):
     def spent(self) -> float: ...  # seconds an earlier run of this tune spent (resume=)
     def edge(self, seconds: float, costs: Costs) -> int: ...  # the memory edge, found within `seconds`
     def knobs(self) -> list[dict]: ...
+    def ceiling(self) -> dict | None: ...  # the input pipeline's ceiling arm's keys (REPLAY), where it has one
     def done(self, stage: str) -> list[dict] | None: ...  # a stage finished before (resume=): its results
     def forget(self, stage: str) -> None: ...  # a stage finished before, to be measured again
     def begin(self, stage: str) -> None: ...
@@ -386,11 +415,13 @@ class Procedure:
                      f"budget_min={spec.budget_min:g} left)")
         edge = self.lab.edge(self.budget.stage_s("edge"), self.costs)
         base = {"batch_size": min(start["batch_size"], edge)}
-        knobs = self.lab.knobs()
-        tried = self.race("knobs", [base] + [{**base, **k} for k in knobs],
+        knobs, ceiling = self.lab.knobs(), self.lab.ceiling()
+        tried = self.race("knobs", [base] + [{**base, **k} for k in knobs + ([ceiling] if ceiling else [])],
                           lambda arms, table: [(i, 0) for i in range(1, len(arms)) if arms[i].live],
                           lambda arms, table: decided(table, [a.live for a in arms]))
         effects = self._effects(tried, base, knobs)
+        # the same steps without waiting for data against yours: what your input pipeline costs (a knob of none)
+        pipeline = self._effects(tried, base, [ceiling])[0] if ceiling else {}
         chosen = promising(knobs, effects)
         at = lambda b: {"batch_size": b, **chosen}  # noqa: E731 - the batch races' arms: the start, the knobs chosen
 
@@ -412,7 +443,8 @@ class Procedure:
         found = self.confirm(start, best, chosen, edge)
         self.lab.keep_only([])
         return {**found, "tune_edge": edge, "tune_start": dict(start), "tune_skipped": self.skipped,
-                "tune_elapsed_s": self.budget.elapsed(), "tune_chosen_knobs": chosen}
+                "tune_elapsed_s": self.budget.elapsed(), "tune_chosen_knobs": chosen,
+                "tune_pipeline": pipeline or None}
 
     def confirm(self, start: dict, best: dict, chosen: dict, edge: int) -> dict:
         spec = self.spec

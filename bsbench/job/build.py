@@ -14,8 +14,10 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core import parts
+from bsbench.core.tuning import REPLAY
 from bsbench.training.health import LossWatch
 from bsbench.training.parts import make_datamodule, make_module, set_batch_size
+from bsbench.training.replay import replay_on
 from bsbench.training.telemetry import TelemetryCallback
 from bsbench.training.timing import StepTimer, TimingCallback
 
@@ -78,6 +80,8 @@ def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
     )
     if not reuse and parts.own(cfg, "data") and trainer.world_size > 1:
         per_rank(datamodule, trainer, cfg.batch_size)
+    if not reuse and cfg.get(REPLAY):  # mode=tune's ceiling arm: no step waits for its data
+        replay_on(datamodule, trainer.strategy.root_device)
     return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)
 
 

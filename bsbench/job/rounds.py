@@ -22,14 +22,15 @@ import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from bsbench.core import racing
+from bsbench.core import parts, racing
 from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
 from bsbench.core.results import setup_fields
 from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
-from bsbench.job.run import check_trained, fit
+from bsbench.job.run import check_trained, fit, with_utilization
 from bsbench.training.energy import energy_fields
+from bsbench.training.flops import StepFlops
 from bsbench.training.telemetry import FIELDS, summarize
 from bsbench.training.timing import step_time_metrics
 
@@ -59,6 +60,7 @@ class Arm:
     nonfinite_loss_steps: int = 0
     peak_memory_bytes: int | None = None
     precision_used: str | None = None
+    step_flops: int | None = None  # FLOPs per sample of a real warm-up step (a module the meta device cannot run)
     energy_mj: float | None = 0.0  # over the timed steps of every round (None: not measured)
     energy_reason: str | None = None
     round_joules_per_sample: list[float] = field(default_factory=list)
@@ -169,8 +171,11 @@ def warm(cfg: DictConfig, setting: dict) -> Arm:
     arm = Arm(setting, with_setting(cfg, setting))
     # the same seed for every arm: the same initial weights, the same data order
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    warmup = max(1, cfg.timing.warmup_steps)
+    # a module of the user's: its last warm-up step counted for real, where the meta device's count fails
+    counter = StepFlops(warmup - 1) if parts.own(cfg, "model") else None
     try:
-        built = build(fit_config(arm.cfg, max(1, cfg.timing.warmup_steps), 0))
+        built = build(fit_config(arm.cfg, warmup, 0), [counter] if counter else [])
     except Exception as exc:
         if not (is_oom(exc) and one_process()):
             raise
@@ -180,6 +185,7 @@ def warm(cfg: DictConfig, setting: dict) -> Arm:
         built.timing.collect(built.trainer)
         arm.built, arm.first_step_time_s = built, built.timing.first_step_time_s
         arm.precision_used = str(built.trainer.precision)
+        arm.step_flops = counter.flops_per_sample if counter else None
     return arm
 
 
@@ -276,6 +282,12 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
         **step_time_metrics(arm.step_times_s, arm.data_waits_s),
         **summarize(arm.telemetry, arm.gpu_others),
     }
+
+
+def arm_flops(arm: Arm, result: dict) -> dict:
+    """An arm's result with its FLOPs and MFU (bsbench.job.run.with_utilization), counted on the meta device or
+    on its real warm-up step."""
+    return with_utilization(arm.cfg, result, step_flops=arm.step_flops)
 
 
 @contextmanager

@@ -92,13 +92,16 @@ def check_trained(cfg: DictConfig, measured: dict) -> None:
                                "that returns None (Lightning then skips the backward pass and the step), or manual "
                                "optimization that never calls optimizer.step(); return the loss, or step your "
                                "optimizers, and the run is timed as usual")
-    made = measured.get("batch_size_observed")
-    if made is not None and made != cfg.batch_size:
+    check_batch(cfg.batch_size, measured.get("batch_size_observed"))
+
+
+def check_batch(batch_size: int, made: int | None, what: str = "this run would be labelled with") -> None:
+    """The training loader made the batches bsbench set: else NotATrainingRate, in one line."""
+    if made is not None and made != batch_size:
         raise NotATrainingRate(f"the training loader made batches of {made} per device, not batch_size="
-                               f"{cfg.batch_size}, the batch size this run would be labelled with: build your "
-                               "training DataLoader with the batch size bsbench sets (self.batch_size or "
-                               "hparams.batch_size, where Lightning's BatchSizeFinder sets it too), and give it at "
-                               "least that many training samples")
+                               f"{batch_size}, the batch size {what}: build your training DataLoader with the "
+                               "batch size bsbench sets (self.batch_size or hparams.batch_size, where Lightning's "
+                               "BatchSizeFinder sets it too), and give it at least that many training samples")
 
 
 def with_utilization(cfg: DictConfig, result: dict, batch=None, step_flops: int | None = None) -> dict:

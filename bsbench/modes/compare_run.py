@@ -40,7 +40,7 @@ def run_compare(cfg: DictConfig, started_at: str) -> dict | None:
     if trainer is not None and not trainer.is_global_zero:
         return None
     world_size = trainer.world_size if trainer is not None else 1
-    return {
+    whole = {
         "status": Status.OK if trainer is not None else Status.OOM,
         **setup_fields(cfg),
         "compare_id": uuid.uuid4().hex[:12],
@@ -54,5 +54,12 @@ def run_compare(cfg: DictConfig, started_at: str) -> dict | None:
         "started_at": started_at,
         "finished_at": now(),
         **describe(trainer.strategy.root_device if trainer is not None else rounds.device_of(cfg)),
-        "arms": [rounds.arm_result(arm, world_size, spec) for arm in arms],
     }
+    # each arm with its FLOPs and MFU, counted with the job's device known (a real warm-up step's count where
+    # the meta device cannot run the user's module)
+    whole["arms"] = []
+    for arm in arms:
+        own = rounds.arm_result(arm, world_size, spec)
+        counted = rounds.arm_flops(arm, {**whole, **own})
+        whole["arms"].append({k: v for k, v in counted.items() if k in own or k not in whole})
+    return whole

@@ -91,7 +91,7 @@ class FindMax(Mode):
         from bsbench.core.oom import is_oom
         from bsbench.core.results import now, setup_fields
         from bsbench.job.build import build
-        from bsbench.job.run import fit, ran, with_utilization
+        from bsbench.job.run import check_batch, fit, ran, with_utilization
         from bsbench.training.environment import describe
         from bsbench.training.parts import train_samples
 
@@ -101,6 +101,9 @@ class FindMax(Mode):
             built = build(trial)
             trained.update(ran(cfg, built.trainer), device=built.trainer.strategy.root_device)
             fit(built)
+            built.timing.collect(built.trainer)
+            # a trial that fit did so on the batch size it is counted as, not on what a loader made of it
+            check_batch(trial.batch_size, built.timing.first_batch_samples, "the search tried")
 
         found = find_max(cfg, run_trial, train_samples(cfg) or cfg.find_max.max_val, is_oom, garbage_collection_cuda)
         device = trained.pop("device")

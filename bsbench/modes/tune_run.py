@@ -6,6 +6,7 @@ again, and the time the earlier run spent counts against the budget."""
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -25,9 +26,10 @@ from bsbench.core.oom import is_oom
 from bsbench.core.results import RESULT_FILE, now, read_results, setup_fields, write_json_atomic
 from bsbench.job import noise, rounds
 from bsbench.job.build import build
-from bsbench.job.run import fit, with_utilization
+from bsbench.job.run import check_batch, fit
 from bsbench.modes.find_max import find_max
 from bsbench.training.environment import describe
+from bsbench.training.parts import loader_settings
 
 log = logging.getLogger("bsbench")
 COMPILED_ARMS = 32  # more than a tune's races hold together
@@ -145,12 +147,19 @@ class DeviceLab:
         built = build(rounds.fit_config(trial, 1, 1))  # two steps: the second holds the optimizer's state
         self.device = built.trainer.strategy.root_device
         fit(built)
+        built.timing.collect(built.trainer)
+        check_batch(trial.batch_size, built.timing.first_batch_samples, "the edge's search tried")
 
     # --- 2-5. races ---
     def knobs(self) -> list[dict]:
         on_cuda = (self.device or rounds.device_of(self.cfg)).type == "cuda"
         bf16 = on_cuda and torch.cuda.is_bf16_supported()
-        return tuning.knob_settings(self.start, on_cuda, bf16, self.cfg.tune.compile, parts.builds_optimizer(self.cfg))
+        return tuning.knob_settings(self.start, on_cuda, bf16, self.cfg.tune.compile, parts.builds_optimizer(self.cfg),
+                                    cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                                    os.cpu_count() or 1)
+
+    def ceiling(self) -> dict:
+        return {tuning.REPLAY: True}  # bsbench.training.replay, which bsbench.job.build applies
 
     def begin(self, stage: str) -> None:
         """A stage's measurement starts: the machine's load is watched from here to its results."""
@@ -206,7 +215,7 @@ class DeviceLab:
                  "tune_not_measured": [s for s in settings if s not in measured], "compare_stop": stop,
                  "compile_recompile_limit": self.recompile_limit, "finished_at": now(), "config": OmegaConf.to_container(arm.cfg, resolve=True),
                  "run_dir": str(self.dir / stage / folder(arm.setting)), **busy}
-            r = with_utilization(arm.cfg, r)
+            r = rounds.arm_flops(arm, r)
             results.append({**r, **noise.judge(r)})
         self._write(stage, results, elapsed_s)
         busy = next((r for r in results if r.get("busy")), None)
@@ -229,7 +238,7 @@ def start_of(cfg: DictConfig) -> dict:
              "compile": cfg.compile}
     if parts.builds_optimizer(cfg):  # a module of the user's builds its own
         start["model.fused_adam"] = cfg.model.fused_adam
-    return start
+    return {**start, **loader_settings(cfg)}
 
 
 def run_tune(cfg: DictConfig, started_at: str) -> dict:

@@ -105,12 +105,15 @@ def analyse(one: dict) -> dict:
         if r is base:
             continue
         changed = {k: v for k, v in r["compare_setting"].items() if k != "batch_size"}
-        what = f"{named(changed)} (at your batch size, {r['batch_size']})"
+        what, kind = f"{named(changed)} (at your batch size, {r['batch_size']})", "knob"
+        if tuning.REPLAY in changed:  # the ceiling arm: what waiting for data costs, not a setting to change
+            what, kind = (f"no wait for data: your loader's batches replayed from the device (at your batch size, "
+                          f"{r['batch_size']})", PIPELINE)
         if r not in knobs or base is None:
-            out["rows"].append({"what": what, "kind": "knob", "ratio": None, "ci_low": None, "ci_high": None,
+            out["rows"].append({"what": what, "kind": kind, "ratio": None, "ci_low": None, "ci_high": None,
                                 "reason": f"{r.get('status')}: {r.get('error', '')}", "busy": _busy(r)})
             continue
-        pending.append((what, "knob", knobs, r, base))
+        pending.append((what, kind, knobs, r, base))
     race = tuning.measured(stages.get("near") or stages.get("batch") or [], objective)
     if race:
         rates = [tuning.values(r, objective) for r in race]
@@ -149,6 +152,24 @@ def analyse(one: dict) -> dict:
         same = tuning.indistinguishable([tuning.values(r, objective) for r in race], lead, level)
         out["indistinguishable"] = sorted(race[i]["batch_size"] for i in same)
     return out
+
+
+PIPELINE = "input pipeline"  # the kind of the ceiling arm's row
+
+
+def pipeline_words(row: dict) -> str:
+    """What the input pipeline costs, from the ceiling arm's row: the share of the training time the steps
+    spend waiting for data (1 - yours / the ceiling's rate), with its interval, or that none was shown."""
+    def share(ratio: float) -> str:
+        return f"{ratio / (1 + ratio):.0%}"
+
+    if row.get("ratio") is None:
+        return f"not measured ({row.get('reason') or 'the budget ended before it'})"
+    replayed = f"your loader's batches replayed from the device, the same steps were {reading(row)}"
+    if resolved(row) and row["ci_low"] > 0:
+        return (f"your input pipeline costs about {share(row['ratio'])} of the training time ({share(row['ci_low'])} "
+                f"to {share(row['ci_high'])}): {replayed}; the loader's settings are among the knobs below")
+    return f"no measurable cost ({replayed})"
 
 
 def ranked(rows: list[dict]) -> list[dict]:
@@ -268,6 +289,9 @@ def markdown(one: dict) -> str:
                   "before trusting small effects."]
     if a["edge"] is not None:
         lines.append(f"- Memory edge: {a['edge']} ({tuning.edge_words(a['edge_stop'], a['edge_searched'])}).")
+    for row in a["rows"]:
+        if row["kind"] == PIPELINE:
+            lines.append(f"- Input pipeline: {pipeline_words(row)}.")
     if summary is not None:
         if "_target_" in ((summary.get("config") or {}).get("model") or {}):
             lines.append("- Fused Adam: not tried, since your module's configure_optimizers builds its optimizer "
@@ -317,8 +341,9 @@ def markdown(one: dict) -> str:
 def _flags(summary: dict, setting: dict) -> str:
     config = summary.get("config") or {}
     own_module = "_target_" in (config.get("model") or {})
-    keys = ["batch_size", "precision", "channels_last", *([] if own_module else ["model.fused_adam"]), "compile"]
     start = summary["tune_start"]
+    keys = ["batch_size", "precision", "channels_last", *([] if own_module else ["model.fused_adam"]), "compile",
+            *(k for k in tuning.LOADER if k in start)]
     return " ".join(f"{k}={text(setting.get(k, start.get(k, False)))}" for k in keys)
 
 
@@ -340,6 +365,10 @@ def snippet(summary: dict) -> list[str]:
                      f"{', fused=True' if best.get('model.fused_adam') else ''})  # in configure_optimizers")
     if best.get("compile"):
         lines.append("model = torch.compile(model)")
+    loader = {k.split(".", 1)[1]: best[k] for k in tuning.LOADER if k in best}
+    if changes({k: best[k] for k in tuning.LOADER if k in best}, summary["tune_start"]):
+        lines.append(f"loader = DataLoader(..., {', '.join(f'{k}={v!r}' for k, v in loader.items())})  "
+                     "# your training DataLoader's (or your datamodule's arguments)")
     return lines + ["", f"# measure it again: python -m bsbench mode=throughput {_flags(summary, best)}"]
 
 

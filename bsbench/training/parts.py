@@ -63,6 +63,25 @@ def user_class(cfg: DictConfig, section: str) -> type:
     return found
 
 
+LOADER_ARGUMENTS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
+
+
+def loader_settings(cfg: DictConfig) -> dict:
+    """The loader settings the run's datamodule takes, with the values it runs with (`data.<name>`: value):
+    bsbench's own keys, or those among its constructor's arguments that the config sets or that have a
+    default. mode=tune toggles them (bsbench.core.tuning.loader_knobs)."""
+    if not parts.own(cfg, "data"):
+        return {f"data.{name}": cfg.data[name] for name in LOADER_ARGUMENTS if name in cfg.data}
+    found = {}
+    for name, parameter in inspect.signature(user_class(cfg, "data")).parameters.items():
+        if name not in LOADER_ARGUMENTS:
+            continue
+        value = cfg.data[name] if name in cfg.data else parameter.default
+        if isinstance(value, (bool, int)) and value is not inspect.Parameter.empty:
+            found[f"data.{name}"] = value
+    return found
+
+
 def _user_arguments(cfg: DictConfig, section: str, cls: type, batch_size: int) -> dict:
     """The user's constructor arguments: the section's keys, and the batch size where the constructor
     takes one; a key the constructor does not take is a UserError. Hydra's own keys (`_partial_`,

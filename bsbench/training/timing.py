@@ -25,7 +25,8 @@ STATE_KEY = "bsbench_timing"
 STEP_TIMES_KEY = "bsbench_step_times"
 STATE = ("train_time_s", "epoch_times_s", "first_step_time_s", "inference_time_s", "test_samples", "steps_seen",
          "samples_seen", "timed_steps", "timed_samples", "timed_seconds", "peak_memory_bytes", "batch_latencies_s",
-         "batch_samples", "timed_energy_mj", "energy_reason", "optimizer_steps", "device_batches", "weights_moved")
+         "batch_samples", "timed_energy_mj", "energy_reason", "optimizer_steps", "device_batches", "weights_moved",
+         "first_batch_samples")
 
 
 class TimingCallback(L.Callback):
@@ -61,6 +62,7 @@ class TimingCallback(L.Callback):
         self._meter: EnergyMeter | None = None
         self._energy_start: float | None = None
         self.first_batch = None  # the first training batch's shapes, on the meta device (the FLOP count)
+        self.first_batch_samples: int | None = None  # one device's samples in it (mode=find_max's trials)
         self.optimizer_steps = 0  # in the timed steps, with a gradient to step on (a step that trains)
         self.device_batches: dict[int, int] = {}  # one device's batch sizes in the timed steps: how often each
         # whether a trained weight changed over the timed steps: a step of an optimizer that Lightning does not
@@ -156,12 +158,17 @@ class TimingCallback(L.Callback):
         if self.steps_seen == 0:
             self.first_step_time_s = self._now(trainer) - self._first_step_start
             self.first_batch = on_meta(batch)
+            self.first_batch_samples = device_samples
         self.steps_seen += 1
         self.samples_seen += samples
         if self._interval_start is not None:
             self.timed_steps += 1
             self.timed_samples += samples
-            self.device_batches[device_samples] = self.device_batches.get(device_samples, 0) + 1
+            # an epoch's last batch may be short (a loader that keeps it): not the batch size the run trains on,
+            # however often short epochs make it (a batch of 80 from 154 samples: every other batch is 74)
+            last = batch_idx + 1 == trainer.num_training_batches
+            if not (last and self.device_batches and device_samples < max(self.device_batches)):
+                self.device_batches[device_samples] = self.device_batches.get(device_samples, 0) + 1
 
     def on_validation_start(self, trainer, pl_module):
         self._close_interval(trainer)

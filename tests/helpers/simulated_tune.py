@@ -86,6 +86,9 @@ class SimLab:
     def knobs(self) -> list[dict]:
         return KNOBS
 
+    def ceiling(self):
+        return None  # the simulated steps wait for no data
+
     def done(self, stage: str):
         return None
 
