@@ -19,8 +19,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from bsbench.core.config import Config
-from bsbench.core.fields import fields_markdown
+from bsbench.core.fields import fields_markdown, flatten
 from bsbench.core.ranges import RANGES
+from bsbench.job.groups import GROUPS, config_dir
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 LIGHTNING_TRAINER = "https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-flags"
@@ -61,8 +62,6 @@ def yaml_comments(path: Path) -> dict[str, str]:
 
 
 def conf_dir() -> Path:
-    from bsbench.job.app import config_dir
-
     return Path(config_dir())
 
 
@@ -130,8 +129,6 @@ def view(cfg) -> dict[str, str]:
     """{dotted key: its value as the reference shows it}: resolved where that works outside a run,
     "`10` (follows `epochs`)" for a plain interpolation, as written where it cannot resolve
     (`${hydra:runtime.output_dir}`); a config group's key shows the option chosen (`logger`: `csv`)."""
-    from bsbench.core.fields import flatten
-
     written = flatten({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"})
     shown = {}
     for key, raw in written.items():
@@ -147,8 +144,6 @@ def view(cfg) -> dict[str, str]:
         shown[group] = f"`{cfg.hydra.runtime.choices.get(group)}`"
     return shown
 
-
-GROUPS = ("mode", "model", "data", "trainer", "logger", "experiment")
 
 
 def cell(text: str) -> str:

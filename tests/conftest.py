@@ -29,7 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from bsbench.core.config import typed
-from bsbench.job.app import config_dir
+from bsbench.job.groups import config_dir
 
 # Tiny, fast settings on top of experiment=smoke, for tests that go through the command line.
 SMOKE = ["experiment=smoke", "accelerator=cpu"]
@@ -126,12 +126,14 @@ class Zygote:
             self.ended[message["ended"]] = message["returncode"]
         return message
 
-    def start(self, args: list[str], cwd: Path, env: dict, module: str = "bsbench") -> "Forked":
-        """`python -m <module> <args>`, forked."""
+    def start(self, args: list[str], cwd: Path, env: dict, module: str = "bsbench",
+              sigint_ignored: bool = False) -> "Forked":
+        """`python -m <module> <args>`, forked (started with Ctrl-C ignored where `sigint_ignored`)."""
         self._running()
         folder = Path(tempfile.mkdtemp(prefix="cli-", dir=self.root))
         out, err = folder / "stdout", folder / "stderr"
-        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "module": module}
+        request = {"args": args, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err), "module": module,
+                   "sigint_ignored": sigint_ignored}
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
         while True:

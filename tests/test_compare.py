@@ -11,7 +11,7 @@ import pytest
 from bsbench.core import stopping
 from bsbench.core.order import round_order
 from bsbench.core.errors import UserError
-from bsbench.core.results import results_of
+from bsbench.modes import results_of
 from bsbench.job.hooks import check
 from bsbench.core.stats import compare, half_width, paired
 from bsbench.report.summary import configurations

@@ -119,7 +119,7 @@ def test_console_script_runs_the_same_app(tmp_path):
 
 
 def test_running_from_the_project_root_uses_its_conf_directory():
-    proc = subprocess.run([sys.executable, "-c", "from bsbench.job.app import config_dir; print(config_dir())"],
+    proc = subprocess.run([sys.executable, "-c", "from bsbench.job.groups import config_dir; print(config_dir())"],
                           cwd=ROOT, capture_output=True, text=True)
     assert Path(proc.stdout.strip()) == ROOT / "conf"
 

@@ -27,10 +27,10 @@ def record(name, level, message, **extra):
 
 
 def test_a_sweeps_elapsed_clock_starts_with_its_process(tmp_path, monkeypatch):
-    import bsbench
+    from bsbench.core import process
     from bsbench.job.console import PROGRESS_ENV, follow_sweep, sweep_progress
 
-    monkeypatch.setattr(bsbench, "STARTED_AT", time.time() - 20)  # the imports and the planning took 20 s
+    monkeypatch.setattr(process, "STARTED_AT", time.time() - 20)  # the imports and the planning took 20 s
     monkeypatch.delenv(PROGRESS_ENV, raising=False)
     follow_sweep(tmp_path, 4)
     for name in ("hydra", "bsbench"):  # the sweep.log it opened is this test's only

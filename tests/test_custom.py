@@ -163,7 +163,7 @@ def test_synthetic_inputs_take_the_example_input_arrays_shape_and_dtype(toy, tmp
 
 
 def test_flops_of_a_users_module_are_its_training_steps(toy, tmp_path):
-    from bsbench.job.run import job_flops
+    from bsbench.job.fit import job_flops
 
     cfg = job_config(tmp_path, "model=custom", "model._target_=toy.TinyNet", "data=synthetic", "+model.width=8",
                      "+model.image_size=16")

@@ -41,7 +41,7 @@ def test_without_a_gpu_the_energy_fields_are_null_and_say_why(tmp_path):
 
 
 def test_a_compare_arm_records_its_joules_per_image_in_each_round(tmp_path, monkeypatch):
-    from bsbench.core.results import results_of
+    from bsbench.modes import results_of
 
     monkeypatch.setattr(bsbench.training.timing, "EnergyMeter", CountingMeter)
     cfg = job_config(tmp_path, "mode=compare", "compare.settings=[{batch_size:4},{batch_size:8}]", "compare.rounds=2",

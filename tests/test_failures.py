@@ -17,7 +17,7 @@ import bsbench.job.run
 import bsbench.training.parts
 from bsbench.core.fields import FIELD_NAMES
 from bsbench.training.model import ImageClassifier
-from conftest import SMOKE, job_config, wait_for
+from conftest import HELPERS, SMOKE, ZYGOTE, job_config, wait_for
 
 FAULT = "+callbacks.fault._target_=faults.FailAt"
 
@@ -172,6 +172,20 @@ except KeyboardInterrupt as exc:
     assert proc.stdout.splitlines() == ["went on", "stopped: signal 15"], proc.stdout + proc.stderr
 
 
+def test_a_command_forked_by_the_zygote_starts_as_its_own_process(tmp_path):
+    # the zygote imported bsbench long before: what bsbench reads of a process's start (bsbench.core.process)
+    # must be the command's, or the tests would run commands no user runs (Ctrl-C ignored or not, the clock)
+    for ignored in (True, False):
+        before = time.time()
+        forked = ZYGOTE.start([], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(HELPERS)}, module="start_probe",
+                              sigint_ignored=ignored)
+        proc = forked.run(60)
+        assert proc.returncode == 0, proc.stderr
+        seen = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert seen["sigint_ignored"] is ignored and seen["still_ignored"] is ignored
+        assert seen["started_at"] >= before
+
+
 def test_ctrl_c_that_the_shell_made_bsbench_ignore_stays_ignored():
     # a script's background job (`python -m bsbench ... &`) starts with SIGINT ignored, so that Ctrl-C
     # reaches the script's foreground alone: bsbench keeps it so for the whole sweep (it used to take
@@ -248,10 +262,10 @@ def test_a_stop_before_a_job_starts_leaves_no_folder_without_its_result(tmp_path
     # launch did not make (an earlier, killed launch's job) and what finished stay
     import time
 
-    import bsbench
+    from bsbench.core import process
     from bsbench.job.hooks import stopped_outside_a_job
 
-    monkeypatch.setattr(bsbench, "STARTED_AT", time.time() - 60)
+    monkeypatch.setattr(process, "STARTED_AT", time.time() - 60)
     earlier, finished, unstarted = (tmp_path / name for name in ("bs30_r0_a", "bs31_r0_b", "bs32_r0_c"))
     for folder in (earlier, finished, unstarted):
         (folder / ".hydra").mkdir(parents=True)

@@ -2,9 +2,13 @@
 every hydra_plugins module at start-up), `--help` and `--cfg job`, and a report built where torch is
 not installed."""
 
+import ast
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from bsbench.core.results import write_json_atomic
 
@@ -45,3 +49,42 @@ def test_the_report_is_built_where_torch_lightning_and_torchvision_cannot_be_imp
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| 32 | 2^5, 8×4 | 31 | 2 vs 2 |" in (tmp_path / "verdict.md").read_text()
     assert (tmp_path / "samples_per_s.png").is_file()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(cwd: Path, package_parent: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(package_parent)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(ROOT / "pyproject.toml")], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_the_packages_layers_hold_and_a_function_level_import_breaks_them(tmp_path):
+    # pyproject.toml's contracts: the layers (docs/development.md), the core and the modes free of torch, the
+    # report free of the job and training sides, no import cycle
+    proc = lint_imports(ROOT, ROOT)
+    assert proc.returncode == 0 and "BROKEN" not in proc.stdout and proc.stdout.count("KEPT") == 5, proc.stdout
+    # an import inside a function counts: torch imported lazily by the core breaks its contract, and a mode
+    # reaching lazily for the job's side breaks the layers
+    copy = tmp_path / "bsbench"
+    shutil.copytree(ROOT / "bsbench", copy, ignore=shutil.ignore_patterns("__pycache__", "conf"))
+    with open(copy / "core" / "stats.py", "a") as f:
+        f.write("\n\ndef lazily():\n    import torch  # noqa: F401\n")
+    with open(copy / "modes" / "train.py", "a") as f:
+        f.write("\n\ndef lazily():\n    from bsbench.job import fit  # noqa: F401\n")
+    proc = lint_imports(tmp_path, tmp_path)
+    assert proc.returncode == 1, proc.stdout
+    assert "bsbench.core.stats -> torch" in proc.stdout and "bsbench.modes.train -> bsbench.job.fit" in proc.stdout
+
+
+def test_no_module_imports_another_ones_private_name():
+    # a name another module uses is public: one with a leading underscore is its own module's to change
+    found = []
+    for path in sorted((ROOT / "bsbench").rglob("*.py")) + sorted((ROOT / "hydra_plugins").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bsbench"):
+                found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []

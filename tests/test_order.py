@@ -41,8 +41,8 @@ def test_a_sweep_composes_and_types_once_whatever_its_batch_sizes_and_repeats(mo
     monkeypatch.setattr(sweep, "typed", lambda cfg: typings.append(1) or typed(cfg))
     jobs = sweep_order([[f"batch_size={b}"] for b in range(8, 28)], 4, "interleaved", 0)
     # Hydra's composition costs about 0.25 s and the typed merge 50 ms: once for the group choices every job
-    # shares (bsbench.job.sweep._composer), once for the first job (typed_jobs), whatever the batch sizes and
+    # shares (bsbench.job.sweep.composer), once for the first job (typed_jobs), whatever the batch sizes and
     # repeats (a sweep of 500 batch sizes would otherwise wait half a minute before its first job)
-    seen = [(cfg.batch_size, cfg.repeat) for cfg, _ in sweep.typed_jobs(jobs, sweep._composer(load))]
+    seen = [(cfg.batch_size, cfg.repeat) for cfg, _ in sweep.typed_jobs(jobs, sweep.composer(load))]
     assert seen == [(b, r) for r in range(4) for b in range(8, 28)]
     assert calls == [[]] and len(typings) == 1

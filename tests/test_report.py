@@ -115,3 +115,36 @@ def test_suggestions_follow_the_quoted_rule_of_thumb():
     assert "range(504,521)" in text and "mode=train" not in text
     around = suggest(132, 224, 3, 1024, 100)  # --around centres the list and the commands
     assert "near 100:" in around and "'batch_size=99,100,101'" in around and "range(92,109)" in around
+
+
+def test_suggest_reads_the_gpus_sms_from_the_cuda_driver_or_asks_for_them(monkeypatch):
+    import ctypes
+
+    from bsbench.report import suggest as module
+
+    class Driver:  # libcuda's calls as the CUDA driver API answers them: 0 is success
+        def cuInit(self, flags):
+            return 0
+
+        def cuDeviceGet(self, device, ordinal):
+            device._obj.value = ordinal
+            return 0
+
+        def cuDeviceGetAttribute(self, value, attribute, device):
+            value._obj.value = 132 if attribute == 16 else -1  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+            return 0
+
+        def cuDeviceGetName(self, buffer, length, device):
+            buffer.value = b"NVIDIA H100 80GB HBM3"
+            return 0
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Driver())
+    text = module.suggest(None, 224, 3, 1024, 512)
+    assert text.startswith("Candidate batch sizes for NVIDIA H100 80GB HBM3 (132 SMs)")
+
+    def no_driver(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_driver)
+    with pytest.raises(SystemExit, match=r"no CUDA GPU here to count its SMs; pass --sm N"):
+        module.suggest(None, 224, 3, 1024, 512)

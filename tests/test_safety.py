@@ -16,7 +16,7 @@ import yaml
 
 import bsbench.training.parts
 from bsbench.core.errors import UserError
-from bsbench.core.identity import job_id
+from bsbench.job.identity import job_id
 from bsbench.core.results import finished_runs, read_results, write_json_atomic
 from bsbench.job.hooks import check
 from bsbench.job.run import attempt

@@ -1,12 +1,12 @@
 """A sweep is planned from one Hydra composition per choice of config groups: every job's config is
-what Hydra would have composed for it, value for value (bsbench.job.sweep._composer)."""
+what Hydra would have composed for it, value for value (bsbench.job.sweep.composer)."""
 
 import pytest
 from omegaconf import OmegaConf
 
 from bsbench.core.config import typed
-from bsbench.core.identity import job_id
-from bsbench.job.sweep import _composer
+from bsbench.job.identity import job_id
+from bsbench.job.sweep import composer
 from conftest import SMOKE, composed
 
 JOBS = [
@@ -34,7 +34,7 @@ def test_each_job_is_what_hydra_composes_for_it_with_one_composition_per_group_c
         calls.append(overrides)
         return composed(*SMOKE, *overrides)
 
-    compose = _composer(load)
+    compose = composer(load)
     for job in [*JOBS, *JOBS]:  # the second time from the compositions already made: none of them changed
         planned, hydras = compose(job), composed(*SMOKE, *job)
         # Hydra's node too: the launcher takes the job's config from here (bsbench.job.sweep.PlannedLoader)
@@ -51,16 +51,16 @@ def test_each_job_is_what_hydra_composes_for_it_with_one_composition_per_group_c
 def test_a_value_of_the_wrong_type_is_refused_as_before(tmp_path):
     from bsbench.core.errors import UserError
 
-    compose = _composer(lambda overrides: composed(*SMOKE, *overrides))
+    compose = composer(lambda overrides: composed(*SMOKE, *overrides))
     with pytest.raises(UserError, match=r"^compile=maybe is not true or false"):
         typed(compose(["compile=maybe"]))
 
 
 def test_jobs_that_differ_in_values_are_typed_from_the_first_as_the_typed_merge_types_them():
-    from bsbench.core.identity import JobIds
+    from bsbench.job.identity import JobIds
     from bsbench.job.sweep import typed_jobs
 
-    compose = _composer(lambda overrides: composed(*SMOKE, *overrides))
+    compose = composer(lambda overrides: composed(*SMOKE, *overrides))
     compare = ["mode=compare", "data=synthetic", "compare.batch_sizes=[8,9]"]
     jobs = [*JOBS, ["batch_size=31", "repeat=5"], ["batch_size='40'", "repeat=0"], ["batch_size=32", "repeat=1"],
             ["batch_size=${epochs}", "repeat=1"],

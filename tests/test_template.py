@@ -190,7 +190,7 @@ def test_a_search_path_plugins_directories_hold_options_too(monkeypatch, tmp_pat
     from hydra.core.plugins import Plugins
     from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-    from bsbench.job import app
+    from bsbench.job import app, groups
 
     configs = _configs(tmp_path / "configs")
 
@@ -199,9 +199,9 @@ def test_a_search_path_plugins_directories_hold_options_too(monkeypatch, tmp_pat
             search_path.append(provider="theirs", path=f"file://{configs}")
 
     monkeypatch.setattr(Plugins.instance(), "discover", lambda kind: [Theirs] if kind is SearchPathPlugin else [])
-    assert configs in app.search_path([]) and "mnist" in app.options("model", app.search_path([]))
+    assert configs in groups.search_path([]) and "mnist" in groups.options("model", groups.search_path([]))
     app.check_group_choices(["model=mnist"])  # no error
-    assert json.dumps(app.options("model")) == json.dumps(sorted(app.options("model")))  # bsbench's alone: sorted
+    assert json.dumps(groups.options("model")) == json.dumps(sorted(groups.options("model")))  # bsbench's alone: sorted
 
 
 def test_every_mode_runs_the_template_module_and_datamodule(cli):

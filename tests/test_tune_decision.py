@@ -150,7 +150,7 @@ def test_an_end_to_end_a_a_comparison_finds_no_difference(tmp_path):
     """Two settings that run the same training (matmul_precision=null is torch's default, highest) in a real
     mode=compare run: no detectable difference. The rule errs in 1 of 20 such runs by design (95%), so a
     difference is measured again, twice at most: all three wrong happens in 1 of 8000."""
-    from bsbench.core.results import results_of
+    from bsbench.modes import results_of
     from bsbench.job.run import attempt
     from bsbench.report.verdict import setting_comparisons
     from conftest import job_config

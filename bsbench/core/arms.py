@@ -64,6 +64,17 @@ def against_first(settings: list[dict]) -> list[tuple[int, int]]:
     return pairs
 
 
+def comparisons(settings: list[dict], by_setting: bool) -> list[tuple[int, int]]:
+    """The index pairs the rounds wait for: each power of two or multiple of 8 against its neighbours
+    among the batch sizes of one setting, and each setting against the first at the same batch size."""
+    keys = [k for k in varying(settings) if k != "batch_size"]
+    groups: dict[str, dict[int, int]] = {}
+    for i, s in enumerate(settings):
+        groups.setdefault(str([s.get(k) for k in keys]), {})[s["batch_size"]] = i
+    pairs = [(group[b], group[n]) for group in groups.values() for b, n in neighbour_pairs(group)]
+    return pairs + (against_first(settings) if by_setting else [])
+
+
 def changes(setting: dict, start: dict) -> dict:
     """The keys of `setting` whose values differ from `start`'s: what an arm changes in a configuration."""
     return {k: v for k, v in setting.items() if text(start.get(k)) != text(v)}

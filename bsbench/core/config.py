@@ -212,7 +212,7 @@ def typed(cfg: DictConfig) -> DictConfig:
     except ConfigKeyError as exc:
         raise UserError(unknown_setting(str(exc.full_key))) from None
     except OmegaConfBaseException as exc:
-        raise UserError(_type_error(str(exc.full_key), exc.value)) from None
+        raise UserError(type_error(str(exc.full_key), exc.value)) from None
     values = OmegaConf.to_container(merged, resolve=False)
     _check_finite(values, skip=own)
     _check_interpolations(merged, values)
@@ -319,7 +319,7 @@ _LIST_EXAMPLES = {"compare.batch_sizes": "[511,512,513]",  # the list settings
                   "compare.settings": "[{channels_last:false},{channels_last:true}]"}
 
 
-def _type_error(key: str, value) -> str:
+def type_error(key: str, value) -> str:
     item = re.fullmatch(r"(.+)\[\d+\]", key)  # an element of a list: compare.batch_sizes[0]
     if item:
         kind, _ = _schema_field(item.group(1))

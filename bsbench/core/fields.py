@@ -26,7 +26,7 @@ ANSWERED = (Status.OK, Status.OOM)
 
 # Config keys that say how a sweep runs its jobs, where they land, what the terminal shows and what
 # their speed is measured against (the peak of MFU), not what a job is: a resumed sweep may change
-# them and still skip the jobs it already ran (bsbench.core.identity).
+# them and still skip the jobs it already ran (bsbench.job.identity).
 SWEEP_CONTROL = ("resume", "repeats", "order", "order_seed", "cooldown_s", "output_root", "verbose", "mfu",
                  "target_ci", "budget_min", "compare.rounds")
 

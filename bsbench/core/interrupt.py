@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 
+from bsbench.core import process
+
 _requested: int | None = None
 
 
@@ -45,10 +47,8 @@ def from_the_start() -> None:
 
 def install() -> None:
     sys.unraisablehook = _quiet_when_swallowed
-    import bsbench
-
     signal.signal(signal.SIGTERM, _on_signal)
-    if not bsbench.SIGINT_IGNORED:  # a background job of a script: Ctrl-C is its foreground's
+    if not process.SIGINT_IGNORED:  # a background job of a script: Ctrl-C is its foreground's
         signal.signal(signal.SIGINT, _on_signal)
     if "SLURM_JOB_ID" in os.environ and hasattr(signal, "SIGUSR2"):
         signal.signal(signal.SIGUSR2, _on_signal)

@@ -47,19 +47,6 @@ def data_name(cfg: DictConfig) -> str:
     return target(cfg, "data") if own(cfg, "data") else cfg.data.name
 
 
-def image_size(cfg: DictConfig) -> int | None:
-    """The size of bsbench's images where the run trains on them; None for a datamodule of the user's,
-    or a module of the user's on data=synthetic inputs shaped like its example_input_array or data.shape."""
-    if own(cfg, "data"):
-        return None
-    if own(cfg, "model") and cfg.data.name == "synthetic":
-        # torch, only for a module of the user's (which the sweep's planning has built already)
-        from bsbench.training.parts import input_spec
-
-        return None if input_spec(cfg) is not None else cfg.data.image_size
-    return cfg.data.image_size
-
-
 def builds_optimizer(cfg: DictConfig) -> bool:
     """bsbench's module builds the optimizer (so model.fused_adam is a setting); a user's module builds its own."""
     return not own(cfg, "model")

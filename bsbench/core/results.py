@@ -1,17 +1,13 @@
 """A run's result on disk: one flat JSON object per run directory (fields: bsbench.core.fields),
-written atomically, read back by the report and by a resumed sweep. Stdlib and OmegaConf only."""
+written atomically, read back by the report and by a resumed sweep. The standard library only."""
 
 import datetime as dt
 import json
 import math
 import os
 import tempfile
-import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
-
-from bsbench.core import parts
 from bsbench.core.fields import FIELD_KINDS, KIND_WORDS, Status, of_kind
 
 RESULT_FILE = "results.json"
@@ -20,48 +16,6 @@ RESULT_FILE = "results.json"
 def now() -> str:
     """Local time with its UTC offset, to the millisecond: when runs of a sweep started and ended."""
     return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
-
-
-def setup_fields(cfg: DictConfig) -> dict:
-    """What was asked for: the fields every result has, finished or not."""
-    trainer = cfg.trainer
-    config = OmegaConf.to_container(cfg, resolve=True)
-    return {
-        "mode": cfg.mode,
-        "batch_size": cfg.batch_size,
-        "precision": str(cfg.precision),
-        "devices": config["devices"],
-        "strategy": str(cfg.strategy),
-        "accelerator": str(cfg.accelerator),
-        "epochs": trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None,
-        "max_steps": trainer.max_steps if trainer.max_steps > 0 else None,
-        "model": parts.model_name(cfg),
-        "data": parts.data_name(cfg),
-        "image_size": parts.image_size(cfg),
-        "seed": cfg.seed,
-        "repeat": cfg.repeat,
-        "resize_on": cfg.data.get("resize_on"),
-        "channels_last": cfg.channels_last,
-        "cudnn_benchmark": cfg.cudnn_benchmark,
-        "compile": cfg.compile,
-        "matmul_precision": cfg.matmul_precision,
-        "fused_adam": cfg.model.get("fused_adam"),
-        "train_acc_eval_forward": cfg.model.get("train_acc_eval_forward"),
-        "config": config,
-    }
-
-
-def unfinished(cfg: DictConfig, status: Status, exc: BaseException | None = None) -> dict:
-    """The result of a run that did not finish: status oom, failed or interrupted, and why."""
-    result = {"status": status, **setup_fields(cfg), "finished_at": now()}
-    if exc is not None:
-        message = str(exc).strip()
-        result.update(
-            error_type=type(exc).__name__,
-            error=message.splitlines()[0] if message else type(exc).__name__,
-            traceback="".join(traceback.format_exception(exc)),
-        )
-    return result
 
 
 def _umask() -> int:
@@ -130,15 +84,6 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     """`obj` as JSON, written atomically (`write_atomic`). A value that is not a finite number is
     written null, with the reason (`finite`)."""
     write_atomic(path, to_json(obj, indent=2) + "\n")
-
-
-def results_of(result: dict) -> list[dict]:
-    """The results a job writes: itself, or, where its mode measures several arms (mode=compare: one per
-    batch size or setting), one result per arm in its own folder under the job's."""
-    from bsbench.modes import MODES
-
-    mode = MODES.get(result.get("mode"))
-    return mode.results(result) if mode is not None else [result]
 
 
 def _profile_problem(result: dict) -> str | None:

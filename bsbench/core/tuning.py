@@ -1,4 +1,4 @@
-"""mode=tune's procedure (bsbench.modes.tune is the mode, bsbench.modes.tune_run its measurements on the
+"""mode=tune's procedure (bsbench.modes.tune is the mode, bsbench.job.runs.tune its measurements on the
 device): what a tune measures in which order, how it spends its budget, and the rule that turns what it
 measured into advice. Stdlib only, so that the tests put thousands of simulated tunes through this very
 code (tests/test_tune_decision.py) and the report reads a finished tune with the same arithmetic.
@@ -366,7 +366,7 @@ class Arm(Protocol):
 
 
 class Lab(Protocol):
-    """What the procedure needs from whatever measures: the device (bsbench.modes.tune_run) or a simulation."""
+    """What the procedure needs from whatever measures: the device (bsbench.job.runs.tune) or a simulation."""
 
     def clock(self) -> float: ...
     def say(self, line: str) -> None: ...

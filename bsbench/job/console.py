@@ -16,7 +16,7 @@ import time
 import warnings
 from pathlib import Path
 
-import bsbench
+from bsbench.core import process
 
 # Warnings that tell a library's authors, or a user of another tool, what to change; not a bsbench user.
 NOT_ACTIONABLE = (
@@ -168,7 +168,7 @@ def follow_sweep(directory: Path, total: int) -> None:
         logging.getLogger(name).addHandler(_sweep_log)
     logging.getLogger("hydra").setLevel(logging.INFO)
     # elapsed from the process's start (imports and the sweep's planning included), as its user waited
-    os.environ[PROGRESS_ENV] = json.dumps({"total": total, "started": bsbench.STARTED_AT})
+    os.environ[PROGRESS_ENV] = json.dumps({"total": total, "started": process.STARTED_AT})
 
 
 def sweep_progress(position: int | None) -> tuple[str, str] | None:

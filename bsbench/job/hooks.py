@@ -9,6 +9,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from bsbench.core import process
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import ANSWERED
 
@@ -40,8 +41,10 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
             raise UserError(f"resume={cfg.resume} finishes a sweep; run the sweep's own command, with -m.")
         from bsbench.job.sweep import check_resumable_run
 
+        from bsbench.job.identity import job_id
+
         check_resumable_run(cfg.resume, cfg.mode)
-        mode_of(cfg.mode).check_resume(cfg, cfg.resume)
+        mode_of(cfg.mode).check_resume(cfg, cfg.resume, job_id(cfg))
     elif cfg.resume:
         from bsbench.job.sweep import check_resumable
 
@@ -145,11 +148,9 @@ def _remove_unstarted_jobs(directory: Path) -> None:
     job's, which records its own stop."""
     import shutil
 
-    import bsbench
-
     if (directory / ".submitit").exists():
         return
     for folder in directory.iterdir():
-        if folder.is_dir() and not folder.name.startswith(".") and folder.stat().st_mtime >= bsbench.STARTED_AT \
+        if folder.is_dir() and not folder.name.startswith(".") and folder.stat().st_mtime >= process.STARTED_AT \
                 and not any(folder.rglob("results.json")):
             shutil.rmtree(folder, ignore_errors=True)

@@ -21,11 +21,12 @@ from bsbench.core import interrupt
 from bsbench.core.config import typed
 from bsbench.core.errors import UserError, fail
 from bsbench.core.fields import Status
-from bsbench.core.identity import job_id
-from bsbench.core.results import RESULT_FILE, results_of, to_json, unfinished, write_json_atomic
+from bsbench.core.results import RESULT_FILE, to_json, write_json_atomic
 from bsbench.job import noise
 from bsbench.job.console import LOG_ONLY, route_library_output, sweep_progress
-from bsbench.modes import mode_of
+from bsbench.job.identity import job_id
+from bsbench.job.record import unfinished
+from bsbench.modes import mode_of, results_of
 
 log = logging.getLogger("bsbench")
 
@@ -46,7 +47,8 @@ def run_job(cfg: DictConfig) -> None:
         os.environ.setdefault("WANDB_SILENT", "true")  # logger=wandb's banners, per job (docs/getting-started.md says where runs go)
     # torch and Lightning: only when a job runs
     from bsbench.job.ranks import cluster_rank, processes_to_start, run_ranks, settle_cluster_rank, slurm_job_id
-    from bsbench.job.run import attempt, job_flops, with_utilization
+    from bsbench.job.fit import job_flops, with_utilization
+    from bsbench.job.run import attempt
 
     record = {"run_dir": str(run_dir), "overrides": overrides, "sweep_position": position, "job_id": job_id(cfg),
               "slurm_job_id": slurm_job_id()}

@@ -20,7 +20,7 @@ from torchvision import transforms
 
 from bsbench.core.config import typed
 from bsbench.core.order import round_order
-from bsbench.job.app import config_dir
+from bsbench.job.groups import config_dir
 from bsbench.job.build import build
 from bsbench.core.stats import paired
 from bsbench.training.data import ArrayCIFAR10, TensorImages, device_transform, load_arrays, resized

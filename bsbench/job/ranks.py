@@ -30,8 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from bsbench.core import interrupt
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
-from bsbench.core.results import unfinished, write_json_atomic
+from bsbench.core.results import write_json_atomic
 from bsbench.job.console import LOG_ONLY
+from bsbench.job.record import unfinished
 
 log = logging.getLogger("bsbench")
 RANKS_DIR = "ranks"

@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from bsbench.core import parts, racing
 from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
-from bsbench.core.results import setup_fields
 from bsbench.job.build import Built, build
 from bsbench.job.console import LOG_ONLY
-from bsbench.job.run import check_trained, fit, with_utilization
+from bsbench.job.fit import check_trained, fit, with_utilization
+from bsbench.job.record import setup_fields
 from bsbench.training.energy import energy_fields
 from bsbench.training.flops import StepFlops
 from bsbench.training.telemetry import FIELDS, summarize
@@ -285,7 +285,7 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
 
 
 def arm_flops(arm: Arm, result: dict) -> dict:
-    """An arm's result with its FLOPs and MFU (bsbench.job.run.with_utilization), counted on the meta device or
+    """An arm's result with its FLOPs and MFU (bsbench.job.fit.with_utilization), counted on the meta device or
     on its real warm-up step."""
     return with_utilization(arm.cfg, result, step_flops=arm.step_flops)
 

@@ -30,10 +30,13 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 from omegaconf import OmegaConf, open_dict
 
 from bsbench.core.config import typed
+from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
-from bsbench.core.identity import job_id
-from bsbench.core.results import results_of, read_results, unfinished, write_json_atomic
+from bsbench.core.results import read_results, write_json_atomic
 from bsbench.job.console import LOG_ONLY, progress
+from bsbench.job.identity import job_id
+from bsbench.job.record import unfinished
+from bsbench.modes import results_of
 
 log = logging.getLogger("bsbench")
 
@@ -125,8 +128,6 @@ def _params(launcher, overrides: list[str]) -> dict:
 def refuse_if_running(config) -> None:
     """A resumed sweep whose earlier launch left SLURM jobs running (its submitting process was killed,
     or its session closed) would run them a second time into the same folders: refused, naming them."""
-    from bsbench.core.errors import UserError
-
     folder = Path(str(config.hydra.launcher.submitit_folder)).parent
     ids = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
     running = sorted(job for job, state in (states_of(ids) or {}).items() if state in ACTIVE) if ids else []
@@ -140,8 +141,6 @@ def submit(params: dict, runner: Runner, arguments: list[tuple]) -> list:
     """The jobs, submitted as one array; sbatch's refusal (a partition or account that does not exist, a
     time limit over the partition's) or no sbatch at all ends the sweep in one line."""
     from submitit.core.utils import FailedJobError, FailedSubmissionError
-
-    from bsbench.core.errors import UserError
 
     try:
         made = executor(params)
@@ -251,7 +250,7 @@ def settle(launcher, s: Submitted, state: str, why: str | None = None) -> list[d
     first failure any of its ranks wrote (all of them have written by now, which rank 0 could not wait
     for), else rank 0's own result told with SLURM's state, else one made here from that state."""
     from bsbench.job.ranks import first_failure, rank_outcomes
-    from bsbench.job.run import with_utilization
+    from bsbench.job.fit import with_utilization
 
     loaded = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, s.overrides)
     run_dir = Path(str(loaded.hydra.sweep.dir)) / str(loaded.hydra.sweep.subdir)

@@ -1,7 +1,7 @@
 """The plan of a sweep, made before any job runs (bsbench's sweeper calls it): every job typed and
 checked; the sweep's directory claimed for this process alone; with `resume=`, the jobs that already
 have an `ok` result dropped; and every other job given a folder named after what it is
-(bsbench.core.identity), so that no job ever writes into another configuration's folder, whatever
+(bsbench.job.identity), so that no job ever writes into another configuration's folder, whatever
 the order or the wording of the command that resumes it.
 
 A sweep directory belongs to one sweep: a new sweep never takes a directory that holds another
@@ -21,12 +21,12 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from bsbench.core.config import node_of, typed
 from bsbench.core.errors import UserError
-from bsbench.core.identity import JobIds, job_dir_name
+from bsbench.job.identity import JobIds, job_dir_name
 from bsbench.core.plan import write_plan
 from bsbench.core import stopping
 from bsbench.core.results import RESULT_FILE, finished_runs, read_results, write_json_atomic
 from bsbench.core.stopping import STOP_FILE
-from bsbench.job.app import GROUPS
+from bsbench.job.groups import GROUPS
 from bsbench.job.console import LOG_ONLY, follow_sweep
 
 try:
@@ -44,7 +44,7 @@ CREATED: list[Path] = []  # the directories this process made and claimed (a sto
 def plan(config: DictConfig, compose: Callable[[list[str]], DictConfig], here: bool,
          jobs: list[list[str]]) -> list[list[str]]:
     """The jobs to launch, each with the Hydra overrides that put it in its own folder of the claimed
-    directory. `compose` gives a job's config from its overrides (`_composer`)."""
+    directory. `compose` gives a job's config from its overrides (`composer`)."""
     from bsbench.job.validate import validate  # torch: after the types, which need none
 
     ids, names, validated, identify = [], [], set(), JobIds()
@@ -168,7 +168,7 @@ def _shapes(override) -> bool:
             or key in GROUPS or "/" in key or key == "hydra" or key.startswith("hydra."))
 
 
-def _composer(load: Callable[[list[str]], DictConfig]) -> Callable[[list[str]], DictConfig]:
+def composer(load: Callable[[list[str]], DictConfig]) -> Callable[[list[str]], DictConfig]:
     """`load` for many jobs at a fraction of its cost: Hydra composes each distinct set of the overrides
     that change what is composed (`_shapes`: the config group choices and the like), a quarter of a
     second each; a job's plain `key=value` overrides are then applied to a copy of that composition by
@@ -217,7 +217,7 @@ def _composer(load: Callable[[list[str]], DictConfig]) -> Callable[[list[str]], 
 
 class PlannedLoader:
     """Hydra's config loader as the launcher sees it: each job's config from the plan's compositions
-    (`_composer`), not composed again (a quarter of a second per job). Everything but
+    (`composer`), not composed again (a quarter of a second per job). Everything but
     load_sweep_config is Hydra's own."""
 
     def __init__(self, loader, compose: Callable[[list[str]], DictConfig]):

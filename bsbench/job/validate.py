@@ -22,6 +22,7 @@ from bsbench.core import parts
 from bsbench.core.config import in_range
 from bsbench.core.errors import UserError
 from bsbench.modes import mode_of
+from bsbench.training.energy import unavailable
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON, ImageDataModule
 from bsbench.training.model import TIMM, network
 from bsbench.training.parts import check as check_parts
@@ -66,8 +67,19 @@ def validate(cfg: DictConfig, here: bool = True) -> None:
     # the mode's own keys first: a mode derives trainer.max_steps from them (profile.repeat=-1 is the
     # mistake, not the trainer.max_steps=-2 it makes)
     mode.check(cfg, here)
-    validate_run(cfg, here, mode.full_batches(cfg))
-    mode.check_steps(cfg)
+    validate_run(cfg, here, mode.full_batches(cfg))  # the job's own first: its mistakes are not an arm's
+    for name, arm in mode.arms(cfg):
+        try:
+            in_range(arm)
+            validate_run(arm, here)
+        except UserError as err:
+            raise UserError(f"{name}: {err}") from None
+    energy = mode.energy(cfg)
+    if energy is not None and here:
+        why = unavailable(cfg.accelerator)
+        if why:
+            raise UserError(f"{energy[0]}, which this machine cannot measure ({why}); use {energy[1]}.")
+    mode.check_steps(cfg, training_steps(cfg))
 
 
 def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, str]] | None = None) -> None:

@@ -1,10 +1,10 @@
 """What a mode is: one object per `mode=<name>` (bsbench/modes/<name>.py, beside conf/mode/<name>.yaml)
-holding everything that mode does differently: its checks, its run, the results a job of it writes,
-its line on the terminal and what the report calls its rate. Every other module asks the mode
-instead of testing `cfg.mode`.
+holding everything that mode does differently: its checks, the configs a job of it runs, the results
+it writes, its line on the terminal and what the report calls its rate. Every other module asks the
+mode instead of testing `cfg.mode`; its run on the device is bsbench/job/runs/<name>.py.
 
-Importing a mode imports no torch (the report, the sweeper and Hydra's plugins read the registry);
-a mode's run imports what it needs when it runs."""
+A mode imports bsbench.core alone, never torch (the report, the sweeper and Hydra's plugins read the
+registry): pyproject.toml's import contracts hold it to that."""
 
 
 from bsbench.core.fields import Status
@@ -25,11 +25,23 @@ class Mode:
     def check(self, cfg, here: bool) -> None:
         """The checks this mode adds to every run's (bsbench.job.validate), before anything runs."""
 
-    def check_steps(self, cfg) -> None:
-        """The checks of the steps a run makes, after its batch size, data and devices are known to work."""
+    def arms(self, cfg) -> list[tuple[str, object]]:
+        """The configs a job of this mode runs besides its own, each with its name (mode=compare's settings):
+        bsbench.job.validate checks each as it checks a run."""
+        return []
 
-    def check_resume(self, cfg, path) -> None:
-        """resume=<a single run's folder> (where `resumes_single_run`): what must match the folder."""
+    def energy(self, cfg) -> tuple[str, str] | None:
+        """Where a job measures energy as its objective: what it measures it for and a setting that needs none
+        (bsbench.job.validate refuses it where the machine cannot measure energy)."""
+        return None
+
+    def check_steps(self, cfg, steps: int | None) -> None:
+        """The checks of the `steps` a run makes (None where a datamodule of the user's decides), after its
+        batch size, data and devices are known to work."""
+
+    def check_resume(self, cfg, path, job: str) -> None:
+        """resume=<a single run's folder> (where `resumes_single_run`): what must match the folder, whose
+        job is to be `job` (its id, bsbench.job.identity)."""
 
     def full_batches(self, cfg) -> list[tuple[int, str]]:
         """The batch sizes that must each have a full training batch, with how the user wrote them."""
@@ -42,9 +54,6 @@ class Mode:
     def folder(self, cfg) -> str:
         """The start of a job's folder name in its sweep (the job id follows)."""
         return f"bs{cfg.batch_size}"
-
-    def run(self, cfg, started_at: str) -> dict | None:
-        raise NotImplementedError
 
     def results(self, result: dict) -> list[dict]:
         """The results.json files a job's result becomes: itself, or one per measured arm."""

@@ -10,13 +10,17 @@ pass `budget_min`, or `compare.rounds` have run (bsbench.core.stopping). The com
 of two or multiple of 8 against its neighbours among an arm's batch sizes (the verdict's question),
 and each setting against the first setting at the same batch size."""
 
+from pathlib import Path
+
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bsbench.core import parts
-from bsbench.core.arms import against_first, arm_names, describe, folder, neighbour_pairs, varying
+from bsbench.core.arms import arm_names, comparisons, describe, folder, neighbour_pairs, varying
+from bsbench.core.config import type_error
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
+from bsbench.core.stats import Race, half_width
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
 
 # what a compared setting may change: what a model, its data and its Trainer are rebuilt from for each arm
@@ -53,10 +57,8 @@ def config_with(config: dict, setting: dict) -> dict:
     return out
 
 
-def _check_settings(cfg, here: bool) -> None:
-    from bsbench.core.config import _type_error, in_range
-    from bsbench.job.validate import validate_run
-
+def _check_settings(cfg) -> None:
+    """compare.settings as settings: each a mapping of keys compare can vary, two or more that differ."""
     spec = cfg.compare
     for i, setting in enumerate(spec.settings):
         if not setting:
@@ -79,18 +81,6 @@ def _check_settings(cfg, here: bool) -> None:
     if len(arms) < 2 or len({describe(a) for a in arms}) != len(arms):
         raise UserError(f"compare.settings={OmegaConf.to_container(spec.settings)} needs two or more different "
                         "settings; use e.g. compare.settings=[{channels_last:false},{channels_last:true}].")
-    for setting in arms:
-        arm = cfg.copy()
-        for key, value in setting.items():
-            try:
-                OmegaConf.update(arm, key, value, merge=False)
-            except OmegaConfBaseException:
-                raise UserError(f"compare.settings: {_type_error(key, value)}") from None
-        try:
-            in_range(arm)
-            validate_run(arm, here)
-        except UserError as err:
-            raise UserError(f"compare.settings, the setting {describe(setting)}: {err}") from None
 
 
 class Compare(Mode):
@@ -99,11 +89,9 @@ class Compare(Mode):
     reports_single_run = True
 
     def check(self, cfg, here):
-        from bsbench.job.validate import validate_run
         spec = cfg.compare
         if spec.settings:
-            validate_run(cfg, here, batches=[])  # the base first: its own mistakes are not a setting's
-            _check_settings(cfg, here)
+            _check_settings(cfg)
         else:
             sizes = list(spec.batch_sizes)
             shown = f"compare.batch_sizes=[{','.join(map(str, sizes))}]"
@@ -119,8 +107,23 @@ class Compare(Mode):
 
     def full_batches(self, cfg):
         if cfg.compare.settings:
-            return []  # each arm's own, checked with the arm (_check_settings)
+            return []  # each arm's own, checked with the arm (arms)
         return [(b, f"compare.batch_sizes holds {b}, which") for b in cfg.compare.batch_sizes]
+
+    def arms(self, cfg):
+        """Each setting's config, checked as a run of its own (its batch size's full batch included)."""
+        if not cfg.compare.settings:
+            return []
+        out = []
+        for setting in arm_settings(cfg.compare, cfg.batch_size):
+            arm = cfg.copy()
+            for key, value in setting.items():
+                try:
+                    OmegaConf.update(arm, key, value, merge=False)
+                except OmegaConfBaseException:
+                    raise UserError(f"compare.settings: {type_error(key, value)}") from None
+            out.append((f"compare.settings, the setting {describe(setting)}", arm))
+        return out
 
     def unused(self, cfg):
         # a comparison of batch sizes does not run `batch_size` (job ids from before settings stay)
@@ -131,16 +134,9 @@ class Compare(Mode):
         sizes = sorted({a["batch_size"] for a in arms}) or [cfg.batch_size]
         return f"cmp{min(sizes)}-{max(sizes)}" if len(sizes) > 1 else f"cmp{sizes[0]}x{len(arms)}"
 
-    def run(self, cfg, started_at):
-        from bsbench.modes.compare_run import run_compare
-
-        return run_compare(cfg, started_at)
-
     def results(self, result):
         """One result per arm, in its own folder under the job's, with its setting in its config and
         fields. A compare job that did not finish gives every arm its status."""
-        from pathlib import Path
-
         config = result.get("config") or {}
         settings = arm_settings(config.get("compare") or {}, config.get("batch_size"))
         arms = result.get("arms") or [
@@ -156,7 +152,6 @@ class Compare(Mode):
 
     def line(self, r, progress):
         """Each arm's rate, each comparison with its interval, what ended the rounds."""
-        from bsbench.core.stats import Race, half_width
         config = r.get("config") or {}
         settings = arm_settings(config.get("compare") or {}, config.get("batch_size"))
         keys = varying(settings)
@@ -171,12 +166,7 @@ class Compare(Mode):
         arms = r["arms"]
         shown = ", ".join(f"{n}: {a['train_samples_per_s']:.0f}" if a.get("train_samples_per_s") else f"{n}: "
                           f"{a.get('status', 'no rate')}" for n, a in zip(names, arms)) + " samples/s"
-        pairs = against_first(settings) if config.get("compare", {}).get("settings") else []
-        by_size = {}
-        for i, s in enumerate(settings):
-            by_size.setdefault(describe(s, [k for k in keys if k != "batch_size"]), {})[s["batch_size"]] = i
-        for group in by_size.values():
-            pairs += [(group[b], group[n]) for b, n in neighbour_pairs(group)]
+        pairs = comparisons(settings, bool(config.get("compare", {}).get("settings")))  # the run's own
         table = Race([a.get("round_samples_per_s") or [] for a in arms])  # the noise of every arm of the run
         for i, j in pairs:
             if arms[i].get("round_samples_per_s") and arms[j].get("round_samples_per_s"):

@@ -85,38 +85,6 @@ class FindMax(Mode):
             raise UserError(f"trainer.max_steps={cfg.trainer.max_steps} would make every find_max trial train forever; "
                             "use the training steps per trial, e.g. trainer.max_steps=3.")
 
-    def run(self, cfg, started_at):
-        from lightning.pytorch.utilities.memory import garbage_collection_cuda
-
-        from bsbench.core.oom import is_oom
-        from bsbench.core.results import now, setup_fields
-        from bsbench.job.build import build
-        from bsbench.job.run import check_batch, fit, ran, with_utilization
-        from bsbench.training.environment import describe
-        from bsbench.training.parts import train_samples
-
-        trained: dict = {}  # what the trials ran on; never a trial's Trainer, which would keep its model in memory
-
-        def run_trial(trial) -> None:
-            built = build(trial)
-            trained.update(ran(cfg, built.trainer), device=built.trainer.strategy.root_device)
-            fit(built)
-            built.timing.collect(built.trainer)
-            # a trial that fit did so on the batch size it is counted as, not on what a loader made of it
-            check_batch(trial.batch_size, built.timing.first_batch_samples, "the search tried")
-
-        found = find_max(cfg, run_trial, train_samples(cfg) or cfg.find_max.max_val, is_oom, garbage_collection_cuda)
-        device = trained.pop("device")
-        return with_utilization(cfg, {
-            "status": Status.OK if found["max_batch_size"] else Status.OOM,
-            **setup_fields(cfg),
-            **trained,
-            **found,
-            "started_at": started_at,
-            "finished_at": now(),
-            **describe(device),
-        })
-
     def line(self, r, progress):
         if "find_max_stop" not in r:
             return with_progress(f"{setup(r)}: {failure(r)}", progress)

@@ -17,16 +17,5 @@ class Inference(Mode):
     def full_batches(self, cfg):
         return []  # the test set is cycled into its batches: any batch size has them
 
-    def run(self, cfg, started_at):
-        from bsbench.job.build import build
-        from bsbench.job.run import lightning_call, result
-
-        built = build(cfg)
-        trainer = built.trainer
-        lightning_call(trainer, trainer.predict, built.model, datamodule=built.datamodule, return_predictions=False)
-        built.timing.collect(trainer)
-        measured = {**built.timing.inference_metrics(), "inference_world_size": trainer.world_size}
-        return result(cfg, built, measured, started_at)
-
 
 MODE = Inference()

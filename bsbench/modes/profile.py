@@ -27,24 +27,6 @@ class Profile(Mode):
                             f"+ (profile.warmup + profile.active) * profile.repeat = {needed} steps); use "
                             f"trainer.max_steps={needed}, or leave it to mode=profile.")
 
-    def run(self, cfg, started_at):
-        import os
-        from pathlib import Path
-
-        from bsbench.job.run import train
-        from bsbench.training.profiling import TRACE_DIR, ProfileCallback
-
-        spec = cfg.profile
-        root = OmegaConf.to_container(cfg.trainer, resolve=True)["default_root_dir"] or "."
-        profiler = ProfileCallback(os.path.join(root, TRACE_DIR), cfg.batch_size, cfg.timing.warmup_steps,
-                                   spec.warmup, spec.active, spec.repeat, cfg.verbose)  # traces in the run's folder
-
-        def traced(built) -> dict:
-            trainer = built.trainer
-            return profiler.metrics(Path(trainer.default_root_dir), spec.top) if trainer.is_global_zero else {}
-
-        return train(cfg, started_at, [profiler], after_fit=traced)
-
     def figures(self, r):
         if not r.get("profile_top"):
             return super().figures(r)

@@ -14,10 +14,5 @@ class Throughput(Mode):
             raise UserError(f"trainer.max_steps={max_steps} leaves no timed step after timing.warmup_steps={warmup} "
                             f"(mode=throughput times the steps after the warm-up); use e.g. trainer.max_steps={warmup + 50}.")
 
-    def run(self, cfg, started_at):
-        from bsbench.job.run import train
-
-        return train(cfg, started_at)
-
 
 MODE = Throughput()

@@ -1,10 +1,13 @@
 """mode=tune (conf/mode/tune.yaml): the fastest way to train the configured model on this device within
 `budget_min`, and what matters for it. The procedure, its stages and its decision rule are
 bsbench.core.tuning's (no torch: the report and the tests' simulations run the same code); the
-measurements on the device are bsbench.modes.tune_run's. Every arm of every stage is a result in
+measurements on the device are bsbench.job.runs.tune's. Every arm of every stage is a result in
 `<stage>/<arm>/results.json` under the tune's folder, with a `done.json` per finished stage;
 `resume=<the tune's folder>` goes on from the first stage without one. The report
 (bsbench.report.tune) derives tune.md, the ranked "what matters" table and the plot from those results."""
+
+import json
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -24,29 +27,22 @@ class Tune(Mode):
     resumes_single_run = True
 
     def check(self, cfg, here):
-        spec = cfg.tune
         if cfg.budget_min is None:
             raise UserError("mode=tune needs a time budget, budget_min=null gives it none; use e.g. budget_min=10.")
         # unresolved: before the job runs, Hydra's ${hydra:runtime.output_dir} has no value yet
         if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
             raise UserError("mode=tune writes its stages under trainer.default_root_dir, which is null; use its "
                             "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
-        if spec.objective == "energy" and here:
-            from bsbench.training.energy import unavailable
 
-            why = unavailable(cfg.accelerator)
-            if why:
-                raise UserError(f"tune.objective=energy ranks by joules per image, which this machine cannot measure "
-                                f"({why}); use tune.objective=time.")
+    def energy(self, cfg):
+        if cfg.tune.objective == "energy":
+            return "tune.objective=energy ranks by joules per image", "tune.objective=time"
+        return None
 
-    def check_resume(self, cfg, path) -> None:
-        """resume=<a tune's folder> with another configuration would mix two tunes' stages: refused
-        before anything is written there (Hydra rewrites the folder's .hydra/ when the run starts)."""
-        import json
-        from pathlib import Path
-
-        from bsbench.core.identity import job_id
-
+    def check_resume(self, cfg, path, job: str) -> None:
+        """resume=<a tune's folder> with another configuration (another job id) would mix two tunes'
+        stages: refused before anything is written there (Hydra rewrites the folder's .hydra/ when the run
+        starts)."""
         recorded, procedures = set(), set()
         for marker in Path(path).glob(f"*/{DONE_FILE}"):
             try:
@@ -58,18 +54,13 @@ class Tune(Mode):
         if procedures - {PROCEDURE}:
             raise UserError(f"resume={path} holds a tune of an earlier bsbench, whose stages measured other things; "
                             "tune anew without resume.")
-        if recorded and recorded != {job_id(cfg)}:
+        if recorded and recorded != {job}:
             raise UserError(f"resume={path} holds a tune of another configuration; resume it with its own command "
                             f"(its overrides are in {Path(path) / '.hydra' / 'overrides.yaml'}), or tune anew "
                             "without resume.")
 
     def folder(self, cfg):
         return f"tune{cfg.batch_size}"
-
-    def run(self, cfg, started_at):
-        from bsbench.modes.tune_run import run_tune
-
-        return run_tune(cfg, started_at)
 
     def line(self, r, progress):
         what = f"tune from batch_size={r['batch_size']}{model_chosen(r)} precision={r['precision']}"

@@ -10,15 +10,34 @@ def rule_of_thumb(sm_count: int, image_size: int, channels: int, largest: int) -
     return [int(n * unit) for n in range(1, int(largest / unit) + 1) if int(n * unit) > 0]
 
 
+def gpu_here() -> tuple[int, str] | None:
+    """The first CUDA GPU's streaming multiprocessors and name, read from the CUDA driver (libcuda) through
+    ctypes: the report imports no torch (it runs where torch is not installed), and the driver is there
+    wherever a GPU is. None where there is no driver or no GPU."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("cuda") or "libcuda.so.1"
+    try:
+        cuda = ctypes.CDLL(name)
+    except OSError:
+        return None
+    device, count, label = ctypes.c_int(), ctypes.c_int(), ctypes.create_string_buffer(256)
+    multiprocessor_count = 16  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+    if cuda.cuInit(0) or cuda.cuDeviceGet(ctypes.byref(device), 0) \
+            or cuda.cuDeviceGetAttribute(ctypes.byref(count), multiprocessor_count, device) or count.value < 1:
+        return None
+    cuda.cuDeviceGetName(label, len(label), device)
+    return count.value, label.value.decode(errors="replace") or "CUDA GPU 0"
+
+
 def suggest(sm_count: int | None, image_size: int, channels: int, largest: int, around: int) -> str:
     if sm_count is None:
-        import torch
-
-        if not torch.cuda.is_available():
+        found = gpu_here()
+        if found is None:
             known = ", ".join(f"{name} {sm}" for name, sm in KNOWN_SM.items())
             raise SystemExit(f"bsbench-report: error: no CUDA GPU here to count its SMs; pass --sm N ({known}).")
-        props = torch.cuda.get_device_properties(0)
-        sm_count, device = props.multi_processor_count, props.name
+        sm_count, device = found
     else:
         device = "the given GPU"
     powers = [2**k for k in range(largest.bit_length()) if 2**k <= largest]

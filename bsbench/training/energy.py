@@ -8,7 +8,7 @@ device that is not an NVIDIA GPU, or on a GPU whose counter is unsupported, the 
 
 import torch
 
-from bsbench.training.telemetry import _handle, _nvml
+from bsbench.training.telemetry import nvml_handle, nvml_module
 
 
 def unavailable(accelerator: str = "auto", device: torch.device | None = None) -> str | None:
@@ -17,11 +17,11 @@ def unavailable(accelerator: str = "auto", device: torch.device | None = None) -
         return f"NVML's energy counter reads NVIDIA GPUs, not {device.type}"
     if device is None and (accelerator == "cpu" or not torch.cuda.is_available()):
         return "no CUDA GPU here; NVML's energy counter reads NVIDIA GPUs"
-    nvml = _nvml()
+    nvml = nvml_module()
     if nvml is None:
         return 'NVML is not available (pip install "bsbench[nvml]", and an NVIDIA driver)'
     try:
-        handle = _handle(nvml, device or torch.device("cuda", torch.cuda.current_device()))
+        handle = nvml_handle(nvml, device or torch.device("cuda", torch.cuda.current_device()))
         nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     except Exception as exc:
         return f"this GPU does not report its total energy ({type(exc).__name__}; Volta and newer do)"
@@ -35,8 +35,8 @@ class EnergyMeter:
         self.reason = unavailable(device=device)
         self._read = None
         if self.reason is None:
-            nvml = _nvml()
-            handle = _handle(nvml, device)
+            nvml = nvml_module()
+            handle = nvml_handle(nvml, device)
             self._read = lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
 
     def read(self) -> float | None:

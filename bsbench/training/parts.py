@@ -312,6 +312,16 @@ def meta_module(cfg: DictConfig) -> L.LightningModule:
         return make_module(cfg).to("meta")
 
 
+def image_size(cfg: DictConfig) -> int | None:
+    """The size of bsbench's images where the run trains on them; None for a datamodule of the user's,
+    or a module of the user's on data=synthetic inputs shaped like its example_input_array or data.shape."""
+    if parts.own(cfg, "data"):
+        return None
+    if parts.own(cfg, "model") and cfg.data.name == "synthetic":
+        return None if input_spec(cfg) is not None else cfg.data.image_size
+    return cfg.data.image_size
+
+
 def input_spec(cfg: DictConfig) -> InputSpec | None:
     """The input a module of the user's takes on data=synthetic: data.shape (float32), else its
     example_input_array; None when neither says (bsbench's CIFAR-shaped images then)."""

@@ -13,7 +13,7 @@ log = logging.getLogger("bsbench")
 FIELDS = ("gpu_temp_c", "sm_clock_mhz", "power_w")
 
 
-def _nvml():
+def nvml_module():
     try:
         import pynvml
 
@@ -68,7 +68,7 @@ def other_processes(nvml, handle) -> int:
     return len(pids - {os.getpid()}) if os.getpid() in pids else max(0, len(pids) - 1)
 
 
-def _handle(nvml, device):
+def nvml_handle(nvml, device):
     """NVML numbers GPUs apart from CUDA (CUDA_VISIBLE_DEVICES renumbers them): match by UUID."""
     import torch
 
@@ -104,12 +104,12 @@ class TelemetryCallback(L.Callback):
 
     def on_fit_start(self, trainer, pl_module):
         device = trainer.strategy.root_device
-        nvml = _nvml() if device.type == "cuda" else None
+        nvml = nvml_module() if device.type == "cuda" else None
         if nvml is None and self.required:
             why = "NVML could not be initialised" if device.type == "cuda" else f"NVML reads NVIDIA GPUs, not {device.type}"
             raise RuntimeError(f"telemetry.required=true but {why}; use telemetry.required=false for null telemetry.")
         if nvml is not None:
-            self.sampler = NvmlSampler(nvml, _handle(nvml, device), self.interval_s)
+            self.sampler = NvmlSampler(nvml, nvml_handle(nvml, device), self.interval_s)
             self.sampler.start()
 
     def on_fit_end(self, trainer, pl_module):

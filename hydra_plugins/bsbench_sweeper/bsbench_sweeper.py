@@ -53,12 +53,12 @@ class BsbenchSweeper(BasicSweeper):
 
         from bsbench.core.errors import UserError, fail
         from bsbench.core.order import sweep_order
-        from bsbench.job.sweep import PlannedLoader, Stopper, _composer, plan
+        from bsbench.job.sweep import PlannedLoader, Stopper, composer, plan
 
         (jobs,) = BasicSweeper.split_arguments(overrides, None)
         ordered = sweep_order(jobs, self.config.repeats, self.config.order, self.config.order_seed)
         loader = self.hydra_context.config_loader
-        compose = _composer(lambda o: loader.load_sweep_config(self.config, o))
+        compose = composer(lambda o: loader.load_sweep_config(self.config, o))
         here = isinstance(self.launcher, BasicLauncher)  # the other launchers run jobs on other machines
         try:
             planned = plan(self.config, compose, here=here, jobs=ordered)

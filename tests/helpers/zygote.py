@@ -11,7 +11,7 @@ processes), its SLURM jobs. Signals reach it as they reach a process started in 
 Tests of what only a fresh interpreter shows (what it imports) start real processes instead.
 
 Protocol, one JSON object per line: a request {"args", "cwd", "env", "stdout", "stderr"} (and "module"
-where it is not bsbench) on stdin is
+where it is not bsbench, "sigint_ignored" where the command starts with Ctrl-C ignored) on stdin is
 answered {"started": pid} once its child is forked; {"ended": pid, "returncode": ...} follows whenever
 a child ends (several may run at once, as two commands started together do). At the end of its input
 it kills what still runs and exits.
@@ -90,16 +90,18 @@ def child(request: dict, stdio: list[int] | None = None, close=()) -> None:
         extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         sys.path[:] = [os.getcwd(), *extra, *BASE_PATH]
         import importlib
-        import time
 
         import torch
 
         importlib.invalidate_caches()
         if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # what OpenMP reads when a fresh process loads it
             torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        import bsbench
+        # SIGINT as the command's starter left it (ignored for a script's background job), then what bsbench
+        # reads of its start: this command's, not the zygote's (bsbench.core.process)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if request.get("sigint_ignored") else signal.default_int_handler)
+        from bsbench.core import process
 
-        bsbench.STARTED_AT = time.time()
+        process.started()
         sys.argv = ["bsbench", *request["args"]]
         import runpy
 

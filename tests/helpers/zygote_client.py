@@ -24,7 +24,10 @@ def main() -> None:
         os.execv(sys.executable, [sys.executable, *args])
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(os.environ["BSBENCH_ZYGOTE"])
-    request = {"module": args[1], "args": args[2:], "cwd": os.getcwd(), "env": dict(os.environ)}
+    # a script's background job starts with Ctrl-C ignored: so does its command, and Ctrl-C is not relayed
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    request = {"module": args[1], "args": args[2:], "cwd": os.getcwd(), "env": dict(os.environ),
+               "sigint_ignored": ignored}
     socket.send_fds(connection, [(json.dumps(request) + "\n").encode()], [0, 1, 2])
     answers = connection.makefile("rb")
     pid = json.loads(answers.readline())["started"]
@@ -35,7 +38,7 @@ def main() -> None:
         except ProcessLookupError:
             pass
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGHUP) + (() if ignored else (signal.SIGINT,)):
         signal.signal(sig, relay)
     line = answers.readline()
     code = json.loads(line)["returncode"] if line else 1

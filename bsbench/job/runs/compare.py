@@ -5,26 +5,16 @@ import uuid
 
 from omegaconf import DictConfig
 
-from bsbench.core.arms import against_first, neighbour_pairs, varying
+from bsbench.core.arms import comparisons
 from bsbench.core.fields import Status
-from bsbench.core.results import now, setup_fields
+from bsbench.core.results import now
 from bsbench.job import rounds
+from bsbench.job.record import setup_fields
 from bsbench.modes.compare import arm_settings
 from bsbench.training.environment import describe
 
 
-def comparisons(settings: list[dict], by_setting: bool):
-    """The index pairs the rounds wait for: each power of two or multiple of 8 against its neighbours
-    among the batch sizes of one setting, and each setting against the first at the same batch size."""
-    keys = [k for k in varying(settings) if k != "batch_size"]
-    groups: dict[str, dict[int, int]] = {}
-    for i, s in enumerate(settings):
-        groups.setdefault(str([s.get(k) for k in keys]), {})[s["batch_size"]] = i
-    pairs = [(group[b], group[n]) for group in groups.values() for b, n in neighbour_pairs(group)]
-    return pairs + (against_first(settings) if by_setting else [])
-
-
-def run_compare(cfg: DictConfig, started_at: str) -> dict | None:
+def run(cfg: DictConfig, started_at: str) -> dict | None:
     """Measure the compared arms in rounds. Returns the job's result, with one result per arm under
     `arms`, on global rank 0."""
     spec = cfg.compare

@@ -21,15 +21,16 @@ from bsbench.core.arms import describe as named
 from bsbench.core.arms import folder
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
-from bsbench.core.identity import job_id
 from bsbench.core.oom import is_oom
-from bsbench.core.results import RESULT_FILE, now, read_results, setup_fields, write_json_atomic
+from bsbench.core.results import RESULT_FILE, now, read_results, write_json_atomic
 from bsbench.job import noise, rounds
 from bsbench.job.build import build
-from bsbench.job.run import check_batch, fit
+from bsbench.job.fit import check_batch, fit
+from bsbench.job.identity import job_id
+from bsbench.job.record import setup_fields
 from bsbench.modes.find_max import find_max
 from bsbench.training.environment import describe
-from bsbench.training.parts import loader_settings
+from bsbench.training.parts import loader_settings, train_samples
 
 log = logging.getLogger("bsbench")
 COMPILED_ARMS = 32  # more than a tune's races hold together
@@ -112,8 +113,6 @@ class DeviceLab:
             return found[0]["max_batch_size"]
         cfg, started = self.cfg, time.monotonic()
         self.begin("edge")
-        from bsbench.training.parts import train_samples
-
         images = train_samples(cfg) or cfg.find_max.max_val
         if cfg.tune.max_batch_size is not None:
             edge, outcome = cfg.tune.max_batch_size, {"find_max_stop": "tune.max_batch_size", "find_max_trials": []}
@@ -241,7 +240,7 @@ def start_of(cfg: DictConfig) -> dict:
     return {**start, **loader_settings(cfg)}
 
 
-def run_tune(cfg: DictConfig, started_at: str) -> dict:
+def run(cfg: DictConfig, started_at: str) -> dict:
     start = start_of(cfg)
     lab = DeviceLab(cfg, started_at, start)
     spec = tuning.Spec(start=start, budget_min=cfg.budget_min, grid_points=cfg.tune.grid_points,
