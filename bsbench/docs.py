@@ -147,7 +147,13 @@ def view(cfg) -> dict[str, str]:
 
 
 def cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A table cell's text as Markdown shows it as written: outside `code`, `<name>` is not an HTML tag and
+    `_target_` not emphasis (escaped); a `|` never ends the cell."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):  # outside code spans, where Markdown would read them
+        parts[i] = (parts[i].replace("\\", "\\\\").replace("<", "&lt;").replace(">", "&gt;").replace("_", "\\_")
+                    .replace("*", "\\*"))
+    return "`".join(parts).replace("|", "\\|")
 
 
 def settings_markdown() -> str:
@@ -175,7 +181,10 @@ def settings_markdown() -> str:
         sections.setdefault(section, []).append(
             f"| `{key}` | {cell(kind_text)} | {cell(default)} | {cell(by_mode)} | {cell(meaning)} |")
     header = ["| key | type and range | default | set by a mode | meaning |", "| --- | --- | --- | --- | --- |"]
-    out = []
+    # the sections, linked: the page shows no table of contents beside the tables, which take its width
+    anchors = [("Top level", "top-level") if not section else (f"`{section}`", section) for section in sections]
+    out = ["Sections: " + " · ".join(f"[{title}](#{anchor})" for title, anchor in
+                                     [*anchors, ("config groups", "config-groups")]), ""]
     for section, lines in sections.items():
         title = f"`{section}`" if section else "Top level"
         intro = notes.get(section, "")

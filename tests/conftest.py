@@ -348,3 +348,26 @@ def pytest_xdist_make_scheduler(config, log):
             return next((unit for unit in TOGETHER if nodeid.startswith(unit)), nodeid)
 
     return Scheduling(config, log)
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@pytest.fixture(scope="session")
+def browser() -> str:
+    """A headless browser: Debian's chromium. Where this machine can install it (root with apt-get, as
+    in CI, whose .ci/run installs it first) it is installed here; elsewhere the test is skipped, with
+    the reason in pytest's summary."""
+    found = next(filter(None, map(shutil.which, BROWSERS)), None)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}): `apt-get install chromium` to run this test")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900)
+        proc = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            pytest.fail(f"this machine can install chromium, but apt-get failed:\n{proc.stderr[-2000:]}")
+    return shutil.which("chromium")

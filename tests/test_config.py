@@ -363,3 +363,15 @@ def test_a_cpu_input_path_that_would_fill_shared_memory_is_refused(monkeypatch, 
         check(composed(*reference, "data.resize_on=cpu"), sweep=False)
     check(composed(*reference, "data.resize_on=device"), sweep=False)  # workers hand over 32 px uint8 images
     check(composed(*reference, "data.resize_on=cpu", "data.num_workers=0"), sweep=False)  # no workers, no /dev/shm
+
+
+def test_the_default_precision_runs_as_named_on_each_accelerator():
+    # 16-mixed (the published experiment's) where a GPU may run it; on a CPU, where Lightning would run 16-mixed
+    # as bf16-mixed, 32-true; a precision the user sets is theirs
+    from bsbench.job.rounds import precision_that_runs
+
+    assert typed(composed()).precision == "16-mixed"
+    cpu = typed(composed("accelerator=cpu"))
+    assert cpu.precision == "32-true" and precision_that_runs(cpu) == "32-true"
+    chosen = typed(composed("accelerator=cpu", "precision=16-mixed"))
+    assert chosen.precision == "16-mixed" and precision_that_runs(chosen) == "bf16-mixed"  # what a tune starts from

@@ -2,22 +2,18 @@
 as parsed HTML and as a real headless browser draws it."""
 
 import base64
-import os
 import re
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 from matplotlib.image import imread
 
 from bsbench.core.results import write_json_atomic
 from bsbench.report.write import write_report
 from test_plots import result
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PLOT_BLUE = np.array([0x1F, 0x77, 0xB4]) / 255  # matplotlib's first series colour (C0)
 
 
@@ -78,26 +74,6 @@ def test_report_html_holds_the_tables_the_plots_the_verdict_and_what_differs_in_
     differs = page_text[page_text.index("What differs"):]
     assert "precision=32-true" in differs and "precision=bf16-mixed" in differs
     assert "<code>model</code>" not in differs or "Settings every row shares" in differs
-
-
-@pytest.fixture(scope="session")
-def browser() -> str:
-    """A headless browser: Debian's chromium. Where this machine can install it (root with apt-get, as
-    in CI, whose .ci/run installs it first) it is installed here; elsewhere the test is skipped, with
-    the reason in pytest's summary."""
-    found = next(filter(None, map(shutil.which, BROWSERS)), None)
-    if found:
-        return found
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}): `apt-get install chromium` to run this test")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]
-    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900)
-        proc = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            pytest.fail(f"this machine can install chromium, but apt-get failed:\n{proc.stderr[-2000:]}")
-    return shutil.which("chromium")
 
 
 def test_report_html_opens_in_a_headless_browser_with_its_tables_and_images(tmp_path, browser):

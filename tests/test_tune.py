@@ -179,8 +179,9 @@ def test_an_interval_too_wide_to_read_is_cut_at_the_axis_and_its_end_written():
 
 def test_a_tune_interrupted_after_a_stage_resumes_from_the_next_one_within_its_budget(cli):
     # a tiny model at 32 px, 64 images at most: seconds per stage; stopped (Ctrl-C) in the batch stage's first
-    # training step, once the knobs stage is done
-    args = [*SMOKE, "mode=tune", "budget_min=0.4", "tune.max_batch_size=32", "tune.grid_points=2",
+    # training step, once the knobs stage is done. precision=16-mixed runs as bf16-mixed on this CPU: the tune
+    # starts from what runs
+    args = [*SMOKE, "precision=16-mixed", "mode=tune", "budget_min=0.4", "tune.max_batch_size=32", "tune.grid_points=2",
             "compare.steps=1", "compare.warmup_steps=1", "timing.warmup_steps=1",
             "+callbacks.stop._target_=faults.StopAfterStage", "+callbacks.stop.stage=knobs"]
     proc = cli(*args)
@@ -197,6 +198,8 @@ def test_a_tune_interrupted_after_a_stage_resumes_from_the_next_one_within_its_b
     for stage in ("edge", "knobs", "batch"):
         assert (run / stage / "done.json").is_file(), stage
     summary = json.loads((run / "results.json").read_text())
+    assert summary["tune_start"]["precision"] == "bf16-mixed" and "runs as bf16-mixed" in proc.stderr + proc.stdout
+    assert not any("precision" in json.loads(p.read_text())["compare_setting"] for p in (run / "knobs").rglob("results.json"))
     # the time the first run spent counts: the two runs together stay within the budget and its tenth of slack
     assert summary["status"] == "ok" and spent < summary["tune_elapsed_s"] <= 0.4 * 60 * 1.1
     assert "tune: stage 3 of 5" in proc.stderr + proc.stdout

@@ -20,6 +20,11 @@ OmegaConf.register_new_resolver("bsbench_profile_steps", lambda skip, warmup, ac
                                 * repeat, replace=True)
 # mode=compare's default batch sizes, which give way to compare.settings (conf/mode/compare.yaml)
 OmegaConf.register_new_resolver("bsbench_unless", lambda given, default: [] if given else list(default), replace=True)
+# the default precision by accelerator: what runs as named there (16-mixed would run as bf16-mixed on a CPU);
+# a value of the config alone, never of the machine, so that a sweep planned on one machine and run on
+# another (SLURM) gives its jobs the ids they are run with
+OmegaConf.register_new_resolver("bsbench_precision", lambda accelerator: "32-true" if accelerator == "cpu" else "16-mixed",
+                                replace=True)
 # DIR under the launch directory, or DIR itself where absolute (logger=mlflow's store under output_root).
 OmegaConf.register_new_resolver("bsbench_under", lambda cwd, path: str(Path(cwd) / path), replace=True)
 

@@ -13,6 +13,7 @@ holds (the float32 matmul precision), so nothing leaks from one arm into the nex
 ranks every rank runs the same loop and rank 0 decides when it ends."""
 
 import logging
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
@@ -145,6 +146,16 @@ def device_of(cfg: DictConfig) -> torch.device:
     """The device the arms were to run on, where none got a Trainer (every arm out of memory)."""
     gpu = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return torch.device("cuda", torch.cuda.current_device()) if gpu else torch.device("cpu")
+
+
+def precision_that_runs(cfg: DictConfig) -> str:
+    """The precision Lightning runs `cfg.precision` as on the job's accelerator (16-mixed runs as bf16-mixed on
+    a CPU), as a Trainer of one device takes it."""
+    with warnings.catch_warnings():  # Lightning's note of the substitution: the caller says what it does of it
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, precision=cfg.precision, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    return str(trainer.precision)
 
 
 def one_process() -> bool:

@@ -27,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bsbench.core.config import typed
 from bsbench.core.errors import UserError
@@ -52,6 +52,7 @@ SAYS = {"CANCELLED": "was cancelled (scancel)", "TIMEOUT": "reached its time lim
 GENERIC = {"name", "timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_node", "tasks_per_node",
            "stderr_to_stdout"}
 CANCEL_WAIT_S = 90  # after Ctrl-C: how long the cancelled jobs get to record their interruption
+RECORD_WAIT_S = 30  # of that, for one job SLURM calls cancelled while its ranks still record their stop
 
 
 class Runner(SlurmLauncher):
@@ -252,10 +253,7 @@ def settle(launcher, s: Submitted, state: str, why: str | None = None) -> list[d
     from bsbench.job.ranks import first_failure, rank_outcomes
     from bsbench.job.fit import with_utilization
 
-    loaded = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, s.overrides)
-    run_dir = Path(str(loaded.hydra.sweep.dir)) / str(loaded.hydra.sweep.subdir)
-    with open_dict(loaded):
-        loaded.hydra.runtime.output_dir = str(run_dir)
+    loaded, run_dir = _job_config(launcher, s)
     HydraConfig.instance().set_config(loaded)  # the job's config resolves as it did in the job
     cfg = typed(loaded)
     written = [r for r in read_results(run_dir) if r.get("slurm_job_id") == s.id]
@@ -283,6 +281,30 @@ def settle(launcher, s: Submitted, state: str, why: str | None = None) -> list[d
     return told
 
 
+def _job_config(launcher, s: Submitted) -> tuple[DictConfig, Path]:
+    """The job's config as the sweep composed it, and its folder."""
+    loaded = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, s.overrides)
+    run_dir = Path(str(loaded.hydra.sweep.dir)) / str(loaded.hydra.sweep.subdir)
+    with open_dict(loaded):
+        loaded.hydra.runtime.output_dir = str(run_dir)
+    return loaded, run_dir
+
+
+def _await_record(launcher, s: Submitted, until: float) -> None:
+    """A cancelled job that had started: SLURM calls it CANCELLED at once, while its ranks, signalled, still
+    record their stop (within SLURM's KillWait); wait for rank 0's result or a rank's failure, until `until`."""
+    from bsbench.job.ranks import first_failure, rank_outcomes
+
+    if not Path(_log_of(s)).exists():  # never started: nothing of it will record anything
+        return
+    run_dir = _job_config(launcher, s)[1]
+    while time.monotonic() < until:
+        if any(r.get("slurm_job_id") == s.id for r in read_results(run_dir)) or \
+                first_failure(rank_outcomes(run_dir, s.id)) is not None:
+            return
+        time.sleep(0.5)
+
+
 def _log_of(s: Submitted) -> str:
     return str(s.job.paths.stderr).replace("%t", "0")
 
@@ -307,8 +329,11 @@ def cancel(launcher, submitted: list[Submitted], sweep_dir: Path) -> None:
         _ask(["scancel", *ids])
     why = "was cancelled: its sweep was interrupted"
     left = {s.id: s for s in submitted}
+    until = time.monotonic() + CANCEL_WAIT_S
     try:
-        for s, state in follow(submitted, until=time.monotonic() + CANCEL_WAIT_S):
+        for s, state in follow(submitted, until=until):
+            if state != "COMPLETED":
+                _await_record(launcher, s, min(until, time.monotonic() + RECORD_WAIT_S))
             settle(launcher, left.pop(s.id), state, why=why)
     except KeyboardInterrupt:
         pass

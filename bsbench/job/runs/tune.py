@@ -36,10 +36,10 @@ log = logging.getLogger("bsbench")
 COMPILED_ARMS = 32  # more than a tune's races hold together
 
 class DeviceLab:
-    def __init__(self, cfg: DictConfig, started_at: str, start: dict):
+    def __init__(self, cfg: DictConfig, started_at: str, start: dict, job: str):
         self.cfg, self.started_at, self.start = cfg, started_at, start
         self.dir = Path(OmegaConf.to_container(cfg.trainer, resolve=True).get("default_root_dir") or ".")
-        self.job = job_id(cfg)
+        self.job = job  # the tune's job id (bsbench.job.identity), as its command asked for it
         self.objective = cfg.tune.objective
         self.warmed_arms: dict[str, rounds.Arm] = {}  # arms built in this process, by setting, for later stages
         self.device = None
@@ -241,8 +241,15 @@ def start_of(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig, started_at: str) -> dict:
+    job = job_id(cfg)
+    ran = rounds.precision_that_runs(cfg)
+    if ran != str(cfg.precision):  # a tune starts from what runs: its knobs and its advice are changes of that
+        log.warning("precision=%s runs as %s on this device, so the tune starts from precision=%s", cfg.precision, ran,
+                    ran)
+        cfg = cfg.copy()
+        cfg.precision = ran
     start = start_of(cfg)
-    lab = DeviceLab(cfg, started_at, start)
+    lab = DeviceLab(cfg, started_at, start, job)
     spec = tuning.Spec(start=start, budget_min=cfg.budget_min, grid_points=cfg.tune.grid_points,
                        objective=cfg.tune.objective, target_ci=cfg.target_ci, cap=cfg.compare.rounds)
     compiled = cfg.compile or cfg.tune.compile
@@ -258,7 +265,7 @@ def run(cfg: DictConfig, started_at: str) -> dict:
         "status": Status.OK,
         **setup_fields(cfg),
         **lab.common(),
-        "job_id": job_id(cfg),
+        "job_id": job,
         "report_row": False,  # it measured nothing itself: its stages' results are the runs
         **found,
         "finished_at": now(),
