@@ -88,3 +88,12 @@ def test_no_module_imports_another_ones_private_name():
                 found += [f"{path.relative_to(ROOT)}: {node.module}.{a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
     assert found == []
+
+
+def test_every_mode_has_its_run_and_every_run_its_mode():
+    # a mode is what it is (bsbench.modes) and how it runs (bsbench.job.runs): neither without the other
+    from bsbench.job.runs import RUNS
+    from bsbench.modes import MODES
+
+    assert list(RUNS) == list(MODES) and all(mode.name == name for name, mode in MODES.items())
+    assert sorted(p.stem for p in (ROOT / "conf" / "mode").glob("*.yaml")) == sorted(MODES)

@@ -94,7 +94,7 @@ def per_rank(datamodule: L.LightningDataModule, trainer: L.Trainer, batch_size: 
     `world_size` times smaller than the run is labelled with: its loader is looked at once (setup and
     train_dataloader, as fit calls them) and, where it made batch_size / world_size, the datamodule is given
     batch_size x world_size, said once. What the loader makes in the timed steps is checked against
-    batch_size all the same (bsbench.job.run.check_trained)."""
+    batch_size all the same (bsbench.job.fit.check_trained)."""
     world = trainer.world_size
     try:
         datamodule.trainer = trainer  # as Trainer.fit attaches it, which its setup reads

@@ -39,9 +39,8 @@ def check(config: DictConfig, sweep: bool) -> DictConfig:
                 raise UserError(f"resume={cfg.resume} holds a mode={held} run; resume it with its own command, "
                                 f"mode={held} and the overrides in {Path(cfg.resume) / '.hydra' / 'overrides.yaml'}.")
             raise UserError(f"resume={cfg.resume} finishes a sweep; run the sweep's own command, with -m.")
-        from bsbench.job.sweep import check_resumable_run
-
         from bsbench.job.identity import job_id
+        from bsbench.job.sweep import check_resumable_run
 
         check_resumable_run(cfg.resume, cfg.mode)
         mode_of(cfg.mode).check_resume(cfg, cfg.resume, job_id(cfg))

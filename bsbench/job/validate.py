@@ -22,8 +22,8 @@ from bsbench.core import parts
 from bsbench.core.config import in_range
 from bsbench.core.errors import UserError
 from bsbench.modes import mode_of
-from bsbench.training.energy import unavailable
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON, ImageDataModule
+from bsbench.training.energy import unavailable
 from bsbench.training.model import TIMM, network
 from bsbench.training.parts import check as check_parts
 

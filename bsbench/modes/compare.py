@@ -25,7 +25,7 @@ from bsbench.modes.base import Mode, failure, model_chosen, with_progress
 
 # what a compared setting may change: what a model, its data and its Trainer are rebuilt from for each arm
 ALLOWED = ("batch_size", "precision", "channels_last", "matmul_precision", "model.fused_adam", "compile")
-# the result field each allowed key is recorded in (bsbench.core.results.setup_fields)
+# the result field each allowed key is recorded in (bsbench.job.record.setup_fields)
 RECORDED_AS = {"model.fused_adam": "fused_adam"}
 REFUSED = {"cudnn_benchmark": "cuDNN's plan cache is process-wide and its key ignores the flag, so whichever setting "
                               "runs first picks the convolution algorithms for both; sweep it as separate runs "
