@@ -263,6 +263,7 @@ def test_a_precision_and_a_matmul_precision_compared_in_one_process_leak_into_no
         ("32-true", "32-true", before, False), ("bf16-mixed", "bf16-mixed", "medium", False),
         ("32-true", "32-true", before, True)]
     assert [a["config"]["model"]["fused_adam"] for a in arms] == [False, False, True]
+    assert [a["compile_time_s"] for a in arms] == [None, None, None]  # no arm compiled
     found = setting_comparisons(arms)
     assert [(c["setting"], c["against"]) for c in found] == [
         ("precision=bf16-mixed matmul_precision=medium", "precision=32-true"),

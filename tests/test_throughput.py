@@ -108,6 +108,7 @@ def test_a_jobs_process_wide_settings_do_not_leak_into_the_next_job(tmp_path):
                                 "matmul_precision=medium"))
     assert result["status"] == "ok" and result["matmul_precision"] == "medium"
     assert torch.get_float32_matmul_precision() == before
+    assert result["compile_time_s"] is None  # nothing compiled
 
 
 def test_every_precision_trains_through_the_default_input_path(cli):
@@ -142,6 +143,8 @@ def test_compile_gives_every_job_its_own_static_graph(tmp_path, monkeypatch):
         result = attempt(job_config(tmp_path, "compile=true", "mode=throughput", f"batch_size={batch_size}",
                                     "timing.warmup_steps=1", "trainer.max_steps=3"))
         assert result["status"] == "ok" and result["compile"] is True and result["first_step_time_s"] > 0
+        # what compiling took: the first step beyond a steady one
+        assert result["compile_time_s"] == max(0.0, result["first_step_time_s"] - result["step_time_median_ms"] / 1000)
     by_job = {j: [g for g in graphs if g[0] == j] for j in range(3)}
     assert all(by_job[j] for j in range(3))  # every job compiled, even a repeat of the one before
     assert not any(symbolic for _, _, symbolic in graphs)  # static shapes

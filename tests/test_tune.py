@@ -3,7 +3,9 @@ evidence, busy races, intervals too wide to read), and one tune through the comm
 after a stage and resumed. The decision rule itself: tests/test_tune_decision.py."""
 
 import json
+import math
 import random
+import re
 
 import pytest
 
@@ -245,3 +247,36 @@ def test_a_tune_whose_results_files_hold_anything_is_reported_without_them(tmp_p
     text, _ = write_tune(results, tmp_path)
     assert "This tune did not finish" in text  # no usable summary: said so, not a traceback
     assert "model.fused_adam=true" not in text and "channels_last=true (at your batch size, 256)" in text
+
+
+def test_tune_md_says_what_memory_the_advice_takes_and_when_compile_pays_back():
+    results = planted_tune()
+    for r in results:  # an H200's 140 GiB; the advised 512 at 91% of it, the others by their batch size
+        if r.get("tune_stage") in ("knobs", "near", "confirm"):
+            r["device_memory_gib"] = 140.0
+            r["peak_memory_mib"] = 0.91 * 140 * 1024 if r["batch_size"] == 512 else 200.0 * r["batch_size"]
+    base = next(r for r in results if r.get("tune_stage") == "knobs" and set(r["compare_setting"]) == {"batch_size"})
+    base["first_step_time_s"] = 2.0
+    compiled_rates = [1.25 * v for v in rounds_around(2600, 8, 9)]
+    results.append(_arm("knobs", {"batch_size": 256, "compile": True}, compiled_rates, first_step_time_s=42.0))
+    (one,) = tunes(results).values()
+    text = markdown(one)
+    memory = next(line for line in text.splitlines() if line.startswith("- Memory: "))
+    assert memory.startswith("- Memory: of the device's 140.0 GiB: the advised setting peaked at 127.4 GiB (91%): "
+                             "close to the device's edge")
+    assert "; the fastest batch sizes: " in memory and "512: 127.4 GiB (91%)" in memory and "256:" not in memory
+    # 40 s of compiling against the steady-state steps' saving, from the rounds' geometric means
+    saved = 256 / math.exp(tuning.mean_log(base["round_samples_per_s"])) - 256 / math.exp(tuning.mean_log(compiled_rates))
+    found = re.search(r"- torch.compile \(ranked below by its steady-state effect\): its first step took 40.0 s more "
+                      r"than the uncompiled one's \(compiling\); each steady-state step saves [\d.]+ ms, so it pays "
+                      r"back after about ([\d,]+) training steps", text)
+    assert found and int(found.group(1).replace(",", "")) == math.ceil(40.0 / saved)
+    assert any(row["what"].startswith("compile=true") for row in analyse(one)["rows"])
+    # a compiled step no faster: it never pays back; a tune on the CPU measured no device memory
+    results[-1]["round_samples_per_s"] = rounds_around(2500, 8, 10)
+    for r in results:
+        r.pop("peak_memory_mib", None)
+    (one,) = tunes(results).values()
+    text = markdown(one)
+    assert "its steady-state steps are no faster: it never pays back here" in text
+    assert "- Memory: not measured (peak device memory is CUDA's to count; this tune ran on the CPU)." in text

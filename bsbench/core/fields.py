@@ -67,6 +67,9 @@ RESULT_FIELDS = (
     Fields(("epoch_times_s",), "each training epoch, with its validation"),
     Fields(("first_step_time_s",), "the first training step alone (with `compile=true`, compilation is most of it); "
            "left out of every steady-state figure"),
+    Fields(("compile_time_s",), "with `compile=true`: what compiling took, the first step beyond a steady-state "
+           "(median) step; null for a run that did not compile. mode=tune sets it against what each compiled step "
+           "saves: the steps after which compiling pays back (docs/modes/tune.md)"),
     Fields(("train_samples_per_s", "warmup_steps", "timed_steps", "timed_samples", "timed_seconds"),
            "steady-state training throughput, `timed_samples / timed_seconds`, and the steps, samples and seconds it "
            "covers (a result whose rate is not its samples over its seconds, or whose timed seconds exceed its "
@@ -207,7 +210,7 @@ FIELD_KINDS = {
     "max_steps": "int", "model": "str", "data": "str", "image_size": "int", "seed": "int", "resize_on": "str",
     "channels_last": "bool", "cudnn_benchmark": "bool", "compile": "bool", "matmul_precision": "str",
     "fused_adam": "bool", "train_acc_eval_forward": "bool", "float32_matmul_precision": "str",
-    "cudnn_allow_tf32": "bool", "train_time_s": "nonnegative", "epoch_times_s": "numbers", "first_step_time_s": "nonnegative",
+    "cudnn_allow_tf32": "bool", "train_time_s": "nonnegative", "epoch_times_s": "numbers", "first_step_time_s": "nonnegative", "compile_time_s": "nonnegative",
     "train_samples_per_s": "rate", "warmup_steps": "count", "timed_steps": "count", "train_samples": "count",
     "timed_samples": "count", "timed_seconds": "nonnegative",
     "step_time_mean_ms": "nonnegative", "step_time_median_ms": "nonnegative", "step_time_sd_ms": "nonnegative",

@@ -18,6 +18,7 @@ from bsbench.training.environment import describe
 from bsbench.training.flops import count as count_flops
 from bsbench.training.flops import StepFlops, count_step, uncounted
 from bsbench.training.parts import input_batch, meta_module, parts_text, shapes
+from bsbench.training.timing import compile_time
 
 log = logging.getLogger("bsbench")
 
@@ -46,6 +47,8 @@ def result(cfg: DictConfig, built: Built, measured: dict, started_at: str, step_
     trainer = built.trainer
     if not trainer.is_global_zero:
         return None
+    measured = {**measured, "compile_time_s": compile_time(cfg.compile, measured.get("first_step_time_s"),
+                                                           measured.get("step_time_median_ms"))}
     return with_utilization(cfg, {
         "status": Status.OK,
         **setup_fields(cfg),

@@ -33,7 +33,7 @@ from bsbench.job.record import setup_fields
 from bsbench.training.energy import energy_fields
 from bsbench.training.flops import StepFlops
 from bsbench.training.telemetry import FIELDS, summarize
-from bsbench.training.timing import step_time_metrics
+from bsbench.training.timing import compile_time, step_time_metrics
 
 log = logging.getLogger("bsbench")
 STARTING_MATMUL_PRECISION = torch.get_float32_matmul_precision()  # the value matmul_precision=null means
@@ -290,7 +290,8 @@ def arm_result(arm: Arm, world_size: int, spec: DictConfig) -> dict:
         **energy_fields(arm.energy_mj if ran else None, arm.timed_samples, arm.energy_reason or
                         (None if ran else "no round ran")),
         "round_joules_per_sample": arm.round_joules_per_sample if arm.energy_mj is not None else [],
-        **step_time_metrics(arm.step_times_s, arm.data_waits_s),
+        **(steps := step_time_metrics(arm.step_times_s, arm.data_waits_s)),
+        "compile_time_s": compile_time(arm.cfg.compile, arm.first_step_time_s, steps["step_time_median_ms"]),
         **summarize(arm.telemetry, arm.gpu_others),
     }
 

@@ -3,6 +3,7 @@ decision rule): tune.md (the advice, change or keep, with its interval; what mat
 the batch sizes that cannot be told apart from the fastest; a snippet to paste where there is something
 to change) and tune.png (samples/s against batch size)."""
 
+import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -155,6 +156,74 @@ def analyse(one: dict) -> dict:
 
 
 PIPELINE = "input pipeline"  # the kind of the ceiling arm's row
+NEAR_THE_EDGE = 0.9  # a setting that peaks above this share of the device's memory is said to be close to its edge
+
+
+def _geomean(rounds: list[float]) -> float | None:
+    return math.exp(tuning.mean_log(rounds)) if rounds else None
+
+
+def _gib(mib: float) -> str:
+    return f"{mib / 1024:.1f} GiB"
+
+
+def memory_words(a: dict, one: dict) -> str | None:
+    """The advised setting's peak device memory and the fastest batch sizes', with the share of the device's
+    memory each takes (a setting near the edge is one to know about); None where nothing was measured."""
+    summary = a["summary"]
+    results = [r for stage in ("confirm", "near", "batch", "knobs") for r in one["stages"].get(stage, [])
+               if r.get("status") == "ok"]
+    if not results:
+        return None
+    if all(r.get("peak_memory_mib") is None for r in results):
+        return "not measured (peak device memory is CUDA's to count; this tune ran on the CPU)"
+    total = next((r["device_memory_gib"] * 1024 for r in results if r.get("device_memory_gib")), None)
+
+    def peak(r: dict) -> str:
+        return _gib(r["peak_memory_mib"]) + (f" ({r['peak_memory_mib'] / total:.0%})" if total else "")
+
+    said = [f"of the device's {_gib(total)}"] if total else []
+    if summary is not None:
+        advised = {**summary["tune_start"], **summary["tune_best"]}
+        found = next((r for r in results if r.get("peak_memory_mib") is not None
+                      and tuning.same({**summary["tune_start"], **r["compare_setting"]}, advised)), None)
+        if found is not None:
+            what = "the advised setting" if summary["tune_decision"] == tuning.CHANGE else "your settings"
+            said.append(f"{what} peaked at {peak(found)}")
+            if total and found["peak_memory_mib"] / total > NEAR_THE_EDGE:
+                said[-1] += (": close to the device's edge, where a larger input, a longer sequence or another "
+                             "process on the device may not fit beside it")
+    race = {r["batch_size"]: r for r in tuning.measured(one["stages"].get("near") or one["stages"].get("batch")
+                                                         or [], a["objective"])}
+    fastest = [race[b] for b in a.get("indistinguishable") or [] if race[b].get("peak_memory_mib") is not None]
+    if fastest:
+        said.append("the fastest batch sizes: " + ", ".join(f"{r['batch_size']}: {peak(r)}" for r in fastest))
+    return (said[0] + ": " + "; ".join(said[1:]) if total and len(said) > 1 else "; ".join(said)) or None
+
+
+def compile_words(one: dict, objective: str) -> str | None:
+    """torch.compile's cost beside its steady-state effect (its row in "what matters"): the time its first step
+    took beyond the uncompiled one's, and the training steps after which the compiled run has saved more than
+    that (steady-state step times, from the knobs race's rates); None where compile was not raced."""
+    knobs = tuning.measured(one["stages"].get("knobs") or [], objective)
+    base = next((r for r in knobs if set(r["compare_setting"]) == {"batch_size"}), None)
+    compiled = next((r for r in knobs if r["compare_setting"].get("compile") is True
+                     and set(r["compare_setting"]) == {"batch_size", "compile"}), None)
+    if base is None or compiled is None or objective != "time":
+        return None
+    first = [r.get("first_step_time_s") for r in (compiled, base)]
+    if None in first:
+        return None
+    cost = max(0.0, first[0] - first[1])
+    batch = compiled["batch_size"]
+    step = {id(r): batch / _geomean(tuning.values(r, objective)) for r in (compiled, base)}
+    saved = step[id(base)] - step[id(compiled)]
+    took = f"its first step took {cost:.1f} s more than the uncompiled one's (compiling)"
+    if saved <= 0:
+        return f"{took}, and its steady-state steps are no faster: it never pays back here"
+    steps = math.ceil(cost / saved)
+    return (f"{took}; each steady-state step saves {saved * 1000:.3g} ms, so it pays back after about {steps:,} "
+            f"training steps ({steps * step[id(base)] / 60:.1f} min at your settings' rate)")
 
 
 def pipeline_words(row: dict) -> str:
@@ -292,6 +361,12 @@ def markdown(one: dict) -> str:
     for row in a["rows"]:
         if row["kind"] == PIPELINE:
             lines.append(f"- Input pipeline: {pipeline_words(row)}.")
+    memory = memory_words(a, one)
+    if memory:
+        lines.append(f"- Memory: {memory}.")
+    compiled = compile_words(one, a["objective"])
+    if compiled:
+        lines.append(f"- torch.compile (ranked below by its steady-state effect): {compiled}.")
     if summary is not None:
         if "_target_" in ((summary.get("config") or {}).get("model") or {}):
             lines.append("- Fused Adam: not tried, since your module's configure_optimizers builds its optimizer "

@@ -370,6 +370,14 @@ def _seconds(a, b) -> float:
 INPUT_BOUND = 0.2
 
 
+def compile_time(compiled: bool, first_step_s: float | None, median_step_ms: float | None) -> float | None:
+    """What compiling took, where the run compiled: its first step beyond a steady-state step (torch.compile
+    compiles the forward and backward passes in the first step). None for a run that did not compile."""
+    if not compiled or first_step_s is None or median_step_ms is None:
+        return None
+    return max(0.0, first_step_s - median_step_ms / 1000)
+
+
 def step_time_metrics(seconds: list[float], waits: list[float] | None = None) -> dict:
     """The step-time fields of a result, from the steps' durations in seconds, and the time each waited for
     its batch (`waits`: from the end of the step before to its own start, which the steps' durations hold)."""
