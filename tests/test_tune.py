@@ -279,4 +279,4 @@ def test_tune_md_says_what_memory_the_advice_takes_and_when_compile_pays_back():
     (one,) = tunes(results).values()
     text = markdown(one)
     assert "its steady-state steps are no faster: it never pays back here" in text
-    assert "- Memory: not measured (peak device memory is CUDA's to count; this tune ran on the CPU)." in text
+    assert "- Memory: not measured (peak device memory is CUDA's to count, and this tune ran on no CUDA device)." in text

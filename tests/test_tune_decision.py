@@ -10,7 +10,7 @@ import random
 import pytest
 
 from helpers import simulated_tune as sim
-from bsbench.core import tuning
+from bsbench.core import stopping, tuning
 from bsbench.core.stats import Race, paired, readable, simultaneous
 
 
@@ -139,6 +139,11 @@ def test_the_stages_come_in_the_order_that_finds_the_large_effects_first_and_the
     assert starts == [f"tune: stage {i} of 5" for i in range(1, 6)]
     assert "knob" in next(line for line in lab.lines if line.startswith("tune: stage 2"))
     assert found["tune_chosen_knobs"] == {"channels_last": True} and lab.t <= 2 * 60 * 1.1
+    # a race stopped by its stage's time says so, not that budget_min was a fraction of a minute
+    assert all(stop["budget_of"] == f"the {stage} stage's share of budget_min=2" for stage, stop in lab.stops.items())
+    stopped = {**lab.stops["knobs"], "stop": stopping.BUDGET, "budget_min": 0.43}
+    assert "another round would have passed the knobs stage's share of budget_min=2 (0.43 min)" in \
+        stopping.sentence(stopped) and stopping.usable(stopped)
     # a budget that ends before anything is measured: keep, from nothing, and said so
     lab = sim.SimLab(sim.channels_last_10, sim.quiet, random.Random(1))
     found = tuning.run(lab, tuning.Spec(start=sim.START, budget_min=1e-9))

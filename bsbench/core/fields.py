@@ -120,9 +120,11 @@ RESULT_FIELDS = (
            "`mode=compare` and `mode=tune`: the keys that make this result's arm (`batch_size` among them; its config "
            "holds them too), every arm of the measurement, and, where an arm compiled, the recompile limit torch ran "
            "with (raised to 8 graphs per compiled arm; hitting it fails the run rather than timing uncompiled steps)"),
-    Fields(("compare_stop",), "`mode=compare`: what ended the rounds: `stop` (`target_ci`, `budget_min` or `cap`), "
-           "`rounds` run, `cap` (`compare.rounds`), `target_ci`, `budget_min`, `elapsed_s` and the widest relative "
-           "95% half-width of the comparisons, `widest_half_width`"),
+    Fields(("compare_stop",), "`mode=compare` (and each race of `mode=tune`): what ended the rounds: `stop` "
+           "(`target_ci`, `budget_min`, `cap`, or `one_left` where a tune's racing rule left one arm), `rounds` run, "
+           "`cap` (`compare.rounds`), `target_ci`, `budget_min` (in a tune, the race's share of it, which "
+           "`budget_of` names), `elapsed_s` and the widest relative 95% half-width of the comparisons, "
+           "`widest_half_width`"),
     Fields(("profile_traces", "profile_count", "profile_steps", "profile_kind"),
            "`mode=profile`: the trace files (`profile/bs<N>_p<k>.pt.trace.json`, one per profile, Perfetto and "
            "TensorBoard open them; relative to `trainer.default_root_dir`, the job's folder unless set apart), how "

@@ -18,14 +18,16 @@ def race(arms: list, play: Callable[[object], None], pairs: Callable[[list, Race
          value: Callable[[object], list[float]], cap: int, target_ci: float | None, budget_s: float | None,
          min_rounds: int, eliminate: Callable[[list, Race], list[int]] | None = None, budget_after: int = 1,
          hard_s: float | None = None, clock: Callable[[], float] = time.monotonic,
-         agree: Callable = lambda decision: decision, on_round: Callable[[int, list], None] | None = None) -> dict:
+         agree: Callable = lambda decision: decision, on_round: Callable[[int, list], None] | None = None,
+         budget_of: str | None = None) -> dict:
     """Rounds over the live arms until every comparison `pairs(arms, table)` names (index pairs into
     `arms`; `table`: the rounds so far, bsbench.core.stats.Race, the noise pooled over every arm) has its
     95% interval within `target_ci`, another round would pass `budget_s`, or `cap` rounds have run;
     `eliminate(arms, table)`, after each round, names the arms (indices) to leave, each told by `leave()`; the budget stops nothing before `budget_after` rounds (2: every comparison gets
     an interval), except that no round starts that would end past `hard_s` (seconds from now); `agree`
     makes every DDP rank take rank 0's decision; `on_round(done, arms)` after each round (the progress
-    line). Returns the stop record (bsbench.core.stopping)."""
+    line); `budget_of` says what `budget_s` is where it is not budget_min (a tune stage's share). Returns the
+    stop record (bsbench.core.stopping)."""
     started = clock()
     done, reason, found = 0, None, []
     while reason is None:
@@ -53,4 +55,4 @@ def race(arms: list, play: Callable[[object], None], pairs: Callable[[list, Race
         if on_round is not None:
             on_round(done, arms)
     return stopping.record(reason, done, cap, target_ci, budget_s / 60 if budget_s is not None else None,
-                           clock() - started, found)
+                           clock() - started, found, budget_of)

@@ -34,9 +34,11 @@ def widest(half_widths: list[float | None]) -> float | None:
 
 
 def record(reason: str, done: int, cap: int, target_ci: float | None, budget_min: float | None,
-           elapsed_s: float, half_widths: list[float | None]) -> dict:
+           elapsed_s: float, half_widths: list[float | None], budget_of: str | None = None) -> dict:
+    """`budget_of`: what the budget was, where it was not the setting budget_min (a tune stage's share of it)."""
     return {"stop": reason, "rounds": done, "cap": cap, "target_ci": target_ci, "budget_min": budget_min,
-            "elapsed_s": elapsed_s, "widest_half_width": widest(half_widths)}
+            "elapsed_s": elapsed_s, "widest_half_width": widest(half_widths),
+            **({"budget_of": budget_of} if budget_of else {})}
 
 
 def sentence(stop: dict, unit: str = "rounds") -> str:
@@ -49,8 +51,10 @@ def sentence(stop: dict, unit: str = "rounds") -> str:
                 f"(target_ci={target}).")
     missed = f"; target_ci={target} was not reached" if target is not None else ""
     if stop["stop"] == BUDGET:
-        return (f"Stopped by the budget after {ran}: another round would have passed budget_min="
-                f"{stop['budget_min']:.3g} min; the widest 95% interval is {widest_text}{missed}.")
+        budget = (f"{stop['budget_of']} ({stop['budget_min']:.2g} min)" if stop.get("budget_of")
+                  else f"budget_min={stop['budget_min']:.3g} min")
+        return (f"Stopped by the budget after {ran}: another round would have passed {budget}; the widest 95% "
+                f"interval is {widest_text}{missed}.")
     if stop["stop"] == ONE_LEFT:
         return f"Stopped after {ran}: every other arm had left, its comparison decided (the racing rule)."
     return f"Ran all {ran}; the widest 95% interval is {widest_text}{missed}."
@@ -63,7 +67,8 @@ def usable(stop) -> bool:
 
     return (isinstance(stop, dict) and stop.get("stop") in (TARGET, BUDGET, CAP, ONE_LEFT) and number("rounds", int)
             and number("cap", int) and number("elapsed_s")
-            and all(stop.get(k) is None or number(k) for k in ("target_ci", "budget_min", "widest_half_width")))
+            and all(stop.get(k) is None or number(k) for k in ("target_ci", "budget_min", "widest_half_width"))
+            and (stop.get("budget_of") is None or isinstance(stop["budget_of"], str)))
 
 
 def read_stop(directory: Path) -> dict | None:

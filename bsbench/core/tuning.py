@@ -533,7 +533,8 @@ class Procedure:
         stop = racing.race(arms, play, pairs, value=self.lab.value, cap=spec.cap, target_ci=spec.target_ci,
                            budget_s=max(0.0, seconds - (self.lab.clock() - started)), min_rounds=MIN_ROUNDS,
                            eliminate=drop, budget_after=2, hard_s=max(0.0, self.budget.left()),
-                           clock=self.lab.clock, on_round=progress.round)
+                           clock=self.lab.clock, on_round=progress.round,
+                           budget_of=f"the {stage} stage's share of budget_min={spec.budget_min:g}")
         progress.end(stop)
         self.races[stage] = self.lab.save(stage, arms, settings, stop, self.budget.elapsed())
         return self.races[stage]

@@ -176,7 +176,7 @@ def memory_words(a: dict, one: dict) -> str | None:
     if not results:
         return None
     if all(r.get("peak_memory_mib") is None for r in results):
-        return "not measured (peak device memory is CUDA's to count; this tune ran on the CPU)"
+        return "not measured (peak device memory is CUDA's to count, and this tune ran on no CUDA device)"
     total = next((r["device_memory_gib"] * 1024 for r in results if r.get("device_memory_gib")), None)
 
     def peak(r: dict) -> str:

@@ -65,6 +65,7 @@ class SimLab:
         self.rate, self.noise, self.rng, self.edge_size, self.drift = rate, noise, rng, edge, drift
         self.scale = scale  # an arm's noise, as a multiple of the others' (noise that differs between arms)
         self.t, self.state, self.warm_arms, self.lines = 0.0, 0.0, set(), []
+        self.stops: dict[str, dict] = {}  # each race's stop record, by stage
 
     def _spend(self, seconds: float) -> None:
         self.t += seconds
@@ -120,6 +121,7 @@ class SimLab:
         self.warm_arms &= {describe(s) for s in settings}
 
     def save(self, stage, arms, settings, stop, elapsed_s):
+        self.stops[stage] = stop
         return [{"status": "ok", "tune_stage": stage, "compare_setting": a.setting, "batch_size": a.setting["batch_size"],
                  "round_samples_per_s": list(a.values)} for a in arms]
 
