@@ -375,3 +375,13 @@ def test_the_default_precision_runs_as_named_on_each_accelerator():
     assert cpu.precision == "32-true" and precision_that_runs(cpu) == "32-true"
     chosen = typed(composed("accelerator=cpu", "precision=16-mixed"))
     assert chosen.precision == "16-mixed" and precision_that_runs(chosen) == "bf16-mixed"  # what a tune starts from
+
+
+def test_a_precision_typo_lists_each_precision_lightning_has_once():
+    from bsbench.core.errors import UserError
+    from bsbench.job.validate import validate
+
+    with pytest.raises(UserError) as err:
+        validate(typed(composed(*SMOKE, "precision=16-mixd")))
+    named = str(err.value).split("use one of: ", 1)[1].rstrip(".").split(", ")
+    assert "16-mixed" in named and "bf16-mixed" in named and len(named) == len(set(named))

@@ -34,7 +34,7 @@ def _flatten(t) -> tuple:
 
 
 # Every value Lightning's Trainer accepts for `precision` and `strategy`, read from Lightning itself.
-PRECISIONS = tuple(str(p) for p in _flatten(_PRECISION_INPUT))
+PRECISIONS = tuple(dict.fromkeys(str(p) for p in _flatten(_PRECISION_INPUT)))  # each once
 STRATEGIES = ("auto", *StrategyRegistry.available_strategies())
 ACCELERATORS = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))  # as Lightning's connector takes them
 GPU_ACCELERATORS = ("gpu", "cuda")
