@@ -199,6 +199,7 @@ OUT_OF_RANGE = {
     "find_max.max_trials": (["find_max.max_trials=0"], "find_max.max_trials=0 is not a positive integer"),
     "inference.batches": (["inference.batches=0"], "inference.batches=0 is not a positive integer"),
     "tune.max_batch_size": (["tune.max_batch_size=0"], "tune.max_batch_size=0 is not a positive integer"),
+    "tune.effective_batch": (["tune.effective_batch=1"], "tune.effective_batch=1 is not at least 2"),
     "tune.objective": (["tune.objective=speed"], "tune.objective=speed is not one of: time, energy"),
     "tune.grid_points": (["tune.grid_points=0"], "tune.grid_points=0 is not a positive integer"),
     "profile.warmup": (["profile.warmup=-1"], "profile.warmup=-1 is not at least 0"),

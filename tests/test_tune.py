@@ -211,6 +211,54 @@ def test_a_tune_interrupted_after_a_stage_resumes_from_the_next_one_within_its_b
     assert "# What trains fastest here" in proc.stdout
 
 
+def test_a_tune_that_keeps_the_effective_batch_advises_a_micro_batch_and_accumulation_that_make_it(cli):
+    # a tiny module of the user's, 32 samples per optimizer step: your batch_size=8, the tune sets the accumulation
+    proc = cli(*SMOKE, "model=custom", "model._target_=toy.TinyNet", "data=synthetic", "mode=tune", "budget_min=0.2",
+               "batch_size=8", "tune.effective_batch=32", "compare.steps=2", "compare.warmup_steps=1",
+               "timing.warmup_steps=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "as batch_size=8 with trainer.accumulate_grad_batches=4" in proc.stderr + proc.stdout
+    results = cli.results()
+    (summary,) = [r for r in results if r.get("tune_decision")]
+    assert summary["tune_start"]["trainer.accumulate_grad_batches"] == 4 and summary["tune_effective_batch"] == 32
+    arms = [r for r in results if r.get("tune_stage") in ("knobs", "batch", "near", "confirm") and r["round_samples_per_s"]]
+    raced = {r["batch_size"] for r in arms if r["tune_stage"] == "batch"}
+    assert len(raced) >= 2 and raced <= {32, 16, 8, 4, 2}
+    for r in arms:  # every arm makes 32, and its rounds timed whole optimizer steps of 32 samples
+        assert r["batch_size"] * r["config"]["trainer"]["accumulate_grad_batches"] == 32
+        assert r["timed_samples"] == 32 * r["optimizer_steps"] > 0
+    best = summary["tune_best"]
+    assert best["batch_size"] * best["trainer.accumulate_grad_batches"] == 32
+    text = next(cli.outputs.rglob("tune.md")).read_text()
+    assert "- Optimizer step: tune.effective_batch=32 samples each: " in text
+    if summary["tune_decision"] == "change":  # the snippet gives the micro-batch and its accumulation together
+        assert f"accumulate_grad_batches={best['trainer.accumulate_grad_batches']})" in text
+        assert f"batch_size = {best['batch_size']}  # your DataLoader's: 32 samples per optimizer step" in text
+
+
+def test_an_effective_batch_your_settings_cannot_make_is_refused_in_one_sentence():
+    from bsbench.core.errors import UserError
+    from bsbench.job.hooks import check
+    from conftest import composed
+
+    with pytest.raises(UserError, match=r"^tune.effective_batch=100 is not made by batch_size=32 × "
+                                        r"trainer.accumulate_grad_batches=1, .* \(e.g. batch_size=25\)"):
+        check(composed(*SMOKE, "mode=tune", "tune.effective_batch=100"), sweep=False)
+    with pytest.raises(UserError, match=r"batch_size=32 × trainer.accumulate_grad_batches=2, which the tune starts"):
+        check(composed(*SMOKE, "mode=tune", "tune.effective_batch=256", "trainer.accumulate_grad_batches=2"), sweep=False)
+    # one device's share of it must be an epoch's batches too: an accumulation cut short steps on fewer samples
+    with pytest.raises(UserError, match=r"^tune.effective_batch=512 is larger than the 256 training images"):
+        check(composed(*SMOKE, "mode=tune", "tune.effective_batch=512"), sweep=False)
+    check(composed(*SMOKE, "mode=tune", "tune.effective_batch=256"), sweep=False)  # 32 × 8: the tune sets the 8
+    check(composed(*SMOKE, "mode=tune", "tune.effective_batch=128", "trainer.accumulate_grad_batches=4"), sweep=False)
+    # a tune that keeps no effective batch is the job it was before the setting existed (resume= finds its stages)
+    from bsbench.core.config import typed
+    from bsbench.job.identity import identity
+
+    assert "tune.effective_batch" not in identity(typed(composed(*SMOKE, "mode=tune")))
+    assert identity(typed(composed(*SMOKE, "mode=tune", "tune.effective_batch=256")))["tune.effective_batch"] == 256
+
+
 def test_a_tune_resumed_with_another_configuration_is_refused_before_anything_is_written(tmp_path):
     from bsbench.core.errors import UserError
     from bsbench.job.hooks import check

@@ -1,8 +1,9 @@
 """mode=tune's decision rule tested as a statistical procedure: simulated tunes through bsbench.core.tuning's
 own code (tests/helpers/simulated_tune.py) with known true rates. With every arm as fast as every other
-(A/A), a change is advised in at most 5% of tunes, quiet or busy; with one knob 10% faster and noise like
-the development VM's quiet figures, the tune finds it in most tunes at the default budget; no simulated
-tune ends past its budget. And the pieces the procedure rests on: the pooled intervals, the rule's
+(A/A), a change is advised in at most 5% of tunes, quiet or busy, the batch size free or the effective batch
+kept; with one knob 10% faster and noise like the development VM's quiet figures, the tune finds it in most
+tunes at the default budget, and with a fixed effective batch the fastest micro-batch; no simulated tune
+ends past its budget. And the pieces the procedure rests on: the pooled intervals, the rule's
 choices on planted races."""
 
 import random
@@ -13,11 +14,16 @@ from helpers import simulated_tune as sim
 from bsbench.core import stopping, tuning
 from bsbench.core.stats import Race, paired, readable, simultaneous
 
+# a fixed effective batch of 256, your settings making it as 16 micro-batches of 16
+EFFECTIVE_START = {"batch_size": 16, tuning.ACCUMULATE: 16, **{k: v for k, v in sim.START.items() if k != "batch_size"}}
 
-@pytest.mark.parametrize("noise, scale", [(sim.quiet, lambda s: 1.0), (sim.busy, lambda s: 1.0), (sim.busy, sim.unequal)],
-                         ids=["quiet", "busy", "busy, noise unequal between arms"])
-def test_with_every_setting_as_fast_a_change_is_advised_in_at_most_5_percent_of_tunes(noise, scale):
-    found = sim.simulate(sim.flat, noise, 600, budget_min=3, seed=11, scale=scale)
+
+@pytest.mark.parametrize("noise, scale, effective", [(sim.quiet, lambda s: 1.0, None), (sim.busy, lambda s: 1.0, None),
+                                                     (sim.busy, sim.unequal, None), (sim.busy, lambda s: 1.0, 256)],
+                         ids=["quiet", "busy", "busy, noise unequal between arms", "busy, a fixed effective batch"])
+def test_with_every_setting_as_fast_a_change_is_advised_in_at_most_5_percent_of_tunes(noise, scale, effective):
+    start = EFFECTIVE_START if effective else sim.START
+    found = sim.simulate(sim.flat, noise, 600, budget_min=3, seed=11, scale=scale, start=start, effective_batch=effective)
     assert sim.changed(found) <= 0.05
     # and none ran past its budget (the procedure's own clock is the simulation's)
     assert max(t for _, t in found) <= 3 * 60 * 1.1
@@ -173,3 +179,34 @@ def test_an_end_to_end_a_a_comparison_finds_no_difference(tmp_path):
         if found["reading"] == "no detectable difference at this precision":
             break
     assert readings[-1] == "no detectable difference at this precision", readings
+
+
+def test_with_a_fixed_effective_batch_every_arm_makes_it_and_the_fastest_micro_batch_comes_with_its_accumulation():
+    assert tuning.ways(256, 1, 256) == [256, 128, 64, 32, 16, 8, 4, 2]
+    assert tuning.ways(240, 2, 40) == [40, 30, 24, 20, 15, 12, 10, 8, 6, 5, 4, 3, 2]  # 120 per device, to the edge
+    found = []
+    for i in range(40):  # the micro-batch of 64 is 8% faster than 32 or 128, channels_last 10% faster
+        lab = sim.SimLab(sim.micro_batch_64, sim.quiet, random.Random(f"effective-{i}"))
+        r = tuning.run(lab, tuning.Spec(start=EFFECTIVE_START, budget_min=10, effective_batch=256))
+        assert lab.raced["batch"] and all(tuning.samples(s) == 256 for raced in lab.raced.values() for s in raced)
+        assert tuning.samples(r["tune_best"]) == 256 and tuning.ACCUMULATE in r["tune_best"]
+        assert r["tune_effective_batch"] == 256 and r["tune_step_time_s"] == pytest.approx(
+            256 / r["tune_best_samples_per_s"])
+        found.append(r)
+    fastest = [r for r in found if r["tune_best"]["batch_size"] == 64 and r["tune_best"].get("channels_last")]
+    assert len(fastest) >= 0.8 * len(found)
+
+
+def test_a_knob_the_confirm_does_not_show_faster_is_not_pasted_beside_one_it_does():
+    # the knobs race chose two knobs, fused Adam on noise: the confirm races the best without each of them, and
+    # the rule advises the fewest changes unless more are clearly faster
+    chosen = {"channels_last": True, "model.fused_adam": True}
+    pasted = 0
+    for i in range(40):
+        lab = sim.SimLab(sim.channels_last_10, sim.quiet, random.Random(f"one-knob-{i}"))
+        found = tuning.Procedure(lab, tuning.Spec(start=sim.START, budget_min=3)).confirm(
+            sim.START, {"batch_size": 32, **chosen}, chosen, edge=256)
+        assert {"batch_size": 32, "channels_last": True} in lab.raced["confirm"]
+        assert {"batch_size": 32, "model.fused_adam": True} in lab.raced["confirm"]
+        pasted += "model.fused_adam" in found["tune_best"]
+    assert pasted <= 3

@@ -122,6 +122,7 @@ class Compare:
 @dataclass
 class Tune:
     max_batch_size: Optional[int] = None
+    effective_batch: Optional[int] = None
     compile: bool = False
     objective: str = "time"
     grid_points: int = 5

@@ -140,7 +140,8 @@ RESULT_FIELDS = (
            "in matrix multiplications and convolutions"),
     Fields(("max_batch_size", "find_max_stop", "find_max_trials"),
            "`mode=find_max` (and `mode=tune`'s edge): the largest batch size that ran, what ended the search (`memory`, "
-           "`max_val`, `dataset`, `max_trials`, or mode=tune's `budget` or `tune.max_batch_size`), and every batch "
+           "`max_val`, `dataset`, `max_trials`, or mode=tune's `budget`, `tune.max_batch_size` or `tune.effective_batch`), "
+           "and every batch "
            "size tried with its outcome"),
     Fields(("energy_j", "joules_per_sample", "energy_reason", "round_joules_per_sample"),
            "energy over the timed steps (or timed forward passes), every rank's GPU together, from NVML's total-energy "
@@ -153,7 +154,8 @@ RESULT_FIELDS = (
            "out of the tables"),
     Fields(("tune_decision", "tune_best", "tune_speedup", "tune_resolution", "tune_basis", "tune_basis_reason",
             "tune_best_samples_per_s",
-            "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s", "tune_pipeline"),
+            "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s", "tune_pipeline",
+            "tune_effective_batch", "tune_step_time_s"),
            "`mode=tune`'s summary (`results.json` in the tune's folder): the advice, `change` or `keep` (keep unless a "
            "change was clearly faster than the starting configuration: [the decision rule](modes/tune.md)); the "
            "setting advised (the start's batch size and the keys it changes; the start itself for keep); its "
@@ -163,7 +165,10 @@ RESULT_FIELDS = (
            "an earlier one, and why: the budget ended first, nothing to confirm, the confirm gave no interval); the advised setting's samples/s with a 95% interval; the "
            "memory edge; the knobs the batch races ran with; the stages the budget left out; the time the tune took, "
            "earlier runs of it (resume=) included; `tune_pipeline`: the same steps on your loader's batches replayed "
-           "from the device against yours (the ratio and its 95% interval: what waiting for data costs)"),
+           "from the device against yours (the ratio and its 95% interval: what waiting for data costs); "
+           "`tune_effective_batch`: the samples per optimizer step the tune kept (null: the batch size was free; the "
+           "advice then gives `trainer.accumulate_grad_batches` beside `batch_size`), and `tune_step_time_s` the "
+           "advised setting's seconds per optimizer step"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
@@ -234,6 +239,7 @@ FIELD_KINDS = {
     "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str", "tune_basis_reason": "str",
     "tune_chosen_knobs": "any", "tune_pipeline": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
     "tune_speedup": "any", "tune_elapsed_s": "nonnegative",
+    "tune_effective_batch": "any", "tune_step_time_s": "nonnegative",
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
     "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",
     "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "count",

@@ -18,8 +18,14 @@ pooled over all of them, bsbench.core.stats.Race):
 4. near: the neighbourhood of the grid's leader (the nearest powers of two and multiples of 8, the sizes
    one apart, yours) and the grid's sizes still in contention, raced the same way;
 5. confirm: fresh rounds of your settings against the best setting found (and, where it changes both
-   the batch size and knobs, against each half of it). The advice is made from these rounds alone: the
-   earlier stages chose what to confirm, and a choice made on noise is not confirmed by new rounds.
+   the batch size and knobs, against each half of it; where it turns on several knobs, against the best
+   without each in turn). The advice is made from these rounds alone: the earlier stages chose what to
+   confirm, and a choice made on noise is not confirmed by new rounds.
+
+With a fixed effective batch (`tune.effective_batch`, Spec.effective_batch) every arm carries its
+accumulation (ACCUMULATE) beside its micro-batch: the edge stops at one device's share, the batch race
+holds every micro-batch that divides it (`ways`), the near race the leader, the sizes in contention and
+yours, and the advice gives the micro-batch and its accumulation together.
 
 The decision rule: keep your settings unless a change is clearly faster, its interval against them lying
 above zero with every comparison of the confirm counted (Bonferroni: simultaneous 95% intervals), each
@@ -40,6 +46,7 @@ from typing import Callable, Protocol
 
 from bsbench.core import racing
 from bsbench.core.arms import changes, describe, is_power_of_two
+from bsbench.core.errors import UserError
 from bsbench.core.stats import Race, describe as statistics, simultaneous
 
 STAGES = ("edge", "knobs", "batch", "near", "confirm")
@@ -60,6 +67,8 @@ REPLAY = "replay_batches"
 # the loader settings a tune toggles, where the datamodule takes them (bsbench's, or your constructor's)
 LOADER = ("data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor")
 WORKERS = "data.num_workers"
+# tune.effective_batch: the arms of a fixed effective batch carry their accumulation beside the micro-batch
+ACCUMULATE = "trainer.accumulate_grad_batches"
 RESOLVES = 1.0  # a tune that could not have shown a difference this large (+100%: twofold) resolved nothing
 
 
@@ -77,6 +86,20 @@ def grid(edge: int, points: int, start: int) -> list[int]:
     if start <= edge:
         sizes.add(start)
     return sorted(sizes)
+
+
+def ways(effective: int, world: int, edge: int) -> list[int]:
+    """The micro-batches that make an effective batch (tune.effective_batch): each per-device batch size that
+    divides the effective batch's share of one device (its accumulation the quotient), from SMALLEST to the
+    edge, largest first (the fastest, as a rule: warmed up first where the stage's time runs short)."""
+    share = effective // world
+    return [b for b in range(min(share, edge), SMALLEST - 1, -1) if share % b == 0]
+
+
+def samples(setting: dict) -> int:
+    """The samples one device trains on per optimizer step of an arm: its batch size times its accumulation
+    (what a round's and a warm-up's cost grows with)."""
+    return setting["batch_size"] * (setting.get(ACCUMULATE) or 1)
 
 
 def neighbourhood(leader: int, edge: int, start: int) -> list[int]:
@@ -152,10 +175,11 @@ def edge_words(stop: str, searched: bool) -> str:
         return "the largest that ran in the edge stage's time, not a memory limit"
     if stop == "tune.max_batch_size":
         return "given by tune.max_batch_size"
+    share = "one device's share of tune.effective_batch: no larger micro-batch makes it"
     if not searched:
-        limit = "the data set's size" if stop == "dataset" else "find_max.max_val"
+        limit = {"dataset": "the data set's size", "tune.effective_batch": share}.get(stop, "find_max.max_val")
         return f"on the CPU nothing runs out of device memory: {limit}; a batch size too slow for the budget is left out"
-    return f"the search ended at: {stop}"
+    return share if stop == "tune.effective_batch" else f"the search ended at: {stop}"
 
 
 # --- what a race measured ---
@@ -287,10 +311,15 @@ def decide(races: dict[str, list[dict]], start: dict, objective: str, budget_min
             if between["ci_low"] is not None and between["ci_low"] > 0:
                 pick = c
     speedup = {k: pick[k] for k in ("ratio", "ci_low", "ci_high", "confidence", "comparisons", "df")}
-    return {"tune_decision": CHANGE, "tune_best": {"batch_size": pick["setting"]["batch_size"],
-                                                   **changes(pick["setting"], start)},
+    return {"tune_decision": CHANGE, "tune_best": {**way_of(pick["setting"]), **changes(pick["setting"], start)},
             "tune_speedup": {**speedup, "reason": None}, "tune_resolution": None, "tune_basis": stage,
             "tune_best_values": values(arms[pick["index"]], objective)}
+
+
+def way_of(setting: dict) -> dict:
+    """An arm's batch size, and its accumulation where it has one (a fixed effective batch): the keys the
+    advice always gives together."""
+    return {k: setting[k] for k in ("batch_size", ACCUMULATE) if k in setting}
 
 
 def _none(reason: str) -> dict:
@@ -330,8 +359,9 @@ class Budget:
 
 
 class Costs:
-    """What warming an arm up and playing one round of it took so far, by batch size: the budget's
-    predictions. Once two batch sizes were seen, a line through them (a fixed part, the Trainer and model
+    """What warming an arm up and playing one round of it took so far, by the samples of one of its steps
+    (its batch size, times its accumulation where it has one): the budget's predictions. Once two sizes were
+    seen, a line through them (a fixed part, the Trainer and model
     built, and a part per image; least squares, neither below zero); before that, the seconds per image
     of the most expensive seen, never less than the cheapest took (a larger batch costs at most
     proportionally more)."""
@@ -393,6 +423,8 @@ class Spec:
     objective: str = "time"
     target_ci: float | None = 0.01
     cap: int = 200  # rounds a race runs at most
+    effective_batch: int | None = None  # tune.effective_batch: the samples per optimizer step, kept (all ranks')
+    world_size: int = 1  # the ranks that share the effective batch
 
 
 @dataclass
@@ -414,7 +446,7 @@ class Procedure:
         self.lab.say(f"tune: stage 1 of {len(STAGES)}, the memory edge ({_minutes(self.budget.left())} of "
                      f"budget_min={spec.budget_min:g} left)")
         edge = self.lab.edge(self.budget.stage_s("edge"), self.costs)
-        base = {"batch_size": min(start["batch_size"], edge)}
+        base = self.way(self._base_size(edge))
         knobs, ceiling = self.lab.knobs(), self.lab.ceiling()
         tried = self.race("knobs", [base] + [{**base, **k} for k in knobs + ([ceiling] if ceiling else [])],
                           lambda arms, table: [(i, 0) for i in range(1, len(arms)) if arms[i].live],
@@ -423,28 +455,73 @@ class Procedure:
         # the same steps without waiting for data against yours: what your input pipeline costs (a knob of none)
         pipeline = self._effects(tried, base, [ceiling])[0] if ceiling else {}
         chosen = promising(knobs, effects)
-        at = lambda b: {"batch_size": b, **chosen}  # noqa: E731 - the batch races' arms: the start, the knobs chosen
+        at = lambda b: {**self.way(b), **chosen}  # noqa: E731 - the batch races' arms: the start, the knobs chosen
 
-        sizes = grid(edge, spec.grid_points, start["batch_size"])
+        # a fixed effective batch: every way to make it that fits; else a grid halving from the edge
+        sizes = ways(spec.effective_batch, spec.world_size, edge) if spec.effective_batch else \
+            grid(edge, spec.grid_points, start["batch_size"])
         self.lab.keep_only([base, at(base["batch_size"])])
         first = self.race("batch", [at(b) for b in sizes], self.against_leader, self.slower)
         leader = self.leader(first) or base["batch_size"]
-        near_sizes = set(neighbourhood(leader, edge, start["batch_size"]))
+        # the leader's neighbourhood (a fixed effective batch has none: its batch race held every way)
+        near_sizes = {leader, base["batch_size"]} if spec.effective_batch else \
+            set(neighbourhood(leader, edge, start["batch_size"]))
         raced = measured(first, spec.objective)
         if raced:  # the grid's sizes as fast as its leader as far as its rounds could tell: raced again
             near_sizes |= {raced[i]["batch_size"] for i in contenders([values(r, spec.objective) for r in raced])}
-        near_settings = [at(b) for b in sorted(near_sizes)]
-        self.lab.keep_only([base, *near_settings])
-        near = self.race("near", near_settings, self.against_leader, self.slower)
-        leader = self.leader(near) or leader
+        near_settings = [at(b) for b in sorted(near_sizes, reverse=bool(spec.effective_batch))]
+        if len(near_settings) > 1:  # one left: nothing to race it against
+            self.lab.keep_only([base, *near_settings])
+            near = self.race("near", near_settings, self.against_leader, self.slower)
+            leader = self.leader(near) or leader
 
-        best = {"batch_size": leader, **chosen}
-        self.lab.keep_only([base, best, {**base, **chosen}, {"batch_size": leader}])  # the confirm's arms
+        best = at(leader)
+        self.lab.keep_only([base, best, *self.halves(best, chosen)])  # the confirm's arms
         found = self.confirm(start, best, chosen, edge)
         self.lab.keep_only([])
+        step = {}
+        if spec.effective_batch and found.get("tune_best_samples_per_s"):  # time per optimizer step, all ranks'
+            step = {"tune_step_time_s": spec.effective_batch / found["tune_best_samples_per_s"]}
         return {**found, "tune_edge": edge, "tune_start": dict(start), "tune_skipped": self.skipped,
                 "tune_elapsed_s": self.budget.elapsed(), "tune_chosen_knobs": chosen,
-                "tune_pipeline": pipeline or None}
+                "tune_pipeline": pipeline or None, "tune_effective_batch": spec.effective_batch, **step}
+
+    def way(self, batch_size: int) -> dict:
+        """An arm's batch size, with the accumulation that makes the effective batch where one is kept."""
+        if not self.spec.effective_batch:
+            return {"batch_size": batch_size}
+        share = self.spec.effective_batch // self.spec.world_size
+        return {"batch_size": batch_size, ACCUMULATE: share // batch_size}
+
+    def _base_size(self, edge: int) -> int:
+        """The batch size the knobs are tried at: yours, or where it does not fit, the largest that does (and,
+        with a fixed effective batch, makes it)."""
+        start = self.spec.start["batch_size"]
+        if start <= edge:
+            return start
+        if not self.spec.effective_batch:
+            return edge
+        fits = ways(self.spec.effective_batch, self.spec.world_size, edge)
+        if not fits:
+            raise UserError(f"no micro-batch that makes tune.effective_batch={self.spec.effective_batch} trains here: "
+                            f"the largest batch size that does is {edge} and none from {SMALLEST} to it divides "
+                            f"{self.spec.effective_batch // self.spec.world_size}; use an effective batch with more "
+                            "divisors, e.g. a power of two.")
+        return fits[0]
+
+    def halves(self, best: dict, chosen: dict) -> list[dict]:
+        """The confirm's arms besides yours and the best: where the best changes both the batch size and knobs,
+        each half of it; where it turns on several knobs, the best without each of them in turn. The rule then
+        advises the fewest changes unless more are clearly faster, so that no knob its own rounds do not show
+        faster is pasted."""
+        start, out = self.spec.start, []
+        base = {k: start[k] for k in way_of(best) if k in start}
+        if chosen and best["batch_size"] != start["batch_size"]:
+            out += [{**base, **chosen}, self.way(best["batch_size"])]
+        if len(chosen) > 1:
+            out += [{**self.way(best["batch_size"]), **{k: v for k, v in chosen.items() if k != key}} for key in chosen]
+        unique = list({describe(s): s for s in out}.values())
+        return [s for s in unique if not same(s, start) and describe(s) != describe(best)]
 
     def confirm(self, start: dict, best: dict, chosen: dict, edge: int) -> dict:
         spec = self.spec
@@ -455,11 +532,8 @@ class Procedure:
                     "tune_speedup": _none(f"batch_size={start['batch_size']} does not fit in memory here (the edge "
                                           f"is {edge})"), "tune_resolution": None,
                     "tune_best_samples_per_s": rate["mean"], "tune_best_ci": [rate["ci_low"], rate["ci_high"]]}
-        base = {"batch_size": start["batch_size"]}
-        candidates = [best]
-        if chosen and best["batch_size"] != start["batch_size"]:  # each half of a change of both
-            candidates += [{**base, **chosen}, {"batch_size": best["batch_size"]}]
-        candidates = [c for c in candidates if not same(c, start)]
+        base = way_of(start)
+        candidates = [c for c in [best, *self.halves(best, chosen)] if not same(c, start)]
         if candidates:
             self.race("confirm", [base, *candidates], lambda arms, table: [(i, 0) for i in range(1, len(arms))])
         decision = decide(self.races, start, spec.objective, spec.budget_min)
@@ -528,7 +602,7 @@ class Procedure:
         def play(arm) -> None:
             t = self.lab.clock()
             self.lab.play(arm)
-            self.costs.add("round", arm.setting["batch_size"], self.lab.clock() - t)
+            self.costs.add("round", samples(arm.setting), self.lab.clock() - t)
 
         stop = racing.race(arms, play, pairs, value=self.lab.value, cap=spec.cap, target_ci=spec.target_ci,
                            budget_s=max(0.0, seconds - (self.lab.clock() - started)), min_rounds=MIN_ROUNDS,
@@ -550,11 +624,11 @@ class Procedure:
                      f"({_minutes(self.budget.left())} left)")
         arms = []
         for setting in settings:
-            size = setting["batch_size"]
+            size = samples(setting)
             fresh = not self.lab.warmed(setting)
             # its warm-up, and two rounds of every arm so far and of it: an interval needs two
             needed = (self.costs.predict("warm", size) if fresh else 0.0) + 2 * sum(
-                self.costs.predict("round", a.setting["batch_size"]) for a in arms) + 2 * self.costs.predict("round", size)
+                self.costs.predict("round", samples(a.setting)) for a in arms) + 2 * self.costs.predict("round", size)
             # two arms make a race: those on the budget alone, the others on the stage's time too
             if needed >= (self.budget.left() if len(arms) < 2 else
                           min(self.budget.left(), seconds - (self.lab.clock() - started))):
@@ -606,6 +680,10 @@ def _minutes(seconds: float) -> str:
 
 def _stage_words(stage: str, settings: list[dict]) -> str:
     sizes = sorted({s["batch_size"] for s in settings})
+    if stage in ("batch", "near") and any(ACCUMULATE in s for s in settings):
+        made = samples(settings[0])
+        return (f"{stage}: micro-batch × accumulation, each making {made} samples per step: "
+                + ", ".join(f"{s['batch_size']}×{s[ACCUMULATE]}" for s in settings))
     if stage == "knobs":
         return f"each knob at batch_size={sizes[0]} against your settings, {len(settings) - 1} knobs"
     if stage == "confirm":

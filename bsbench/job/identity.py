@@ -88,6 +88,8 @@ def _unused(cfg: DictConfig) -> tuple[str, ...]:
         unused += ("compare.settings",)
     if cfg.data.get("shape", None) is None:  # and from before data.shape existed
         unused += ("data.shape",)
+    if cfg.tune.get("effective_batch", None) is None:  # and tunes from before tune.effective_batch existed
+        unused += ("tune.effective_batch",)
     return unused
 
 

@@ -129,10 +129,12 @@ def with_setting(cfg: DictConfig, setting: dict) -> DictConfig:
 
 
 def fit_config(cfg: DictConfig, warmup: int, steps: int) -> DictConfig:
-    """An arm's config for one fit: `warmup` untimed steps, then `steps` timed ones."""
+    """An arm's config for one fit: `warmup` untimed optimizer steps, then `steps` timed ones. Lightning's
+    max_steps counts optimizer steps and the timing callback batches: with gradient accumulation, the timed
+    batches are whole optimizer steps' worth."""
     one = cfg.copy()
     with open_dict(one):
-        one.timing.warmup_steps = warmup
+        one.timing.warmup_steps = warmup * (cfg.trainer.get("accumulate_grad_batches") or 1)
         one.trainer.max_steps = warmup + steps
     return one
 

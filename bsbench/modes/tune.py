@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from bsbench.core.arms import text
 from bsbench.core.errors import UserError
 from bsbench.core.fields import Status
-from bsbench.core.tuning import CHANGE, DONE_FILE, PROCEDURE, RESOLVES
+from bsbench.core.tuning import CHANGE, DONE_FILE, PROCEDURE, RESOLVES, SMALLEST
 from bsbench.modes.base import Mode, failure, model_chosen, with_progress
 
 
@@ -33,6 +33,18 @@ class Tune(Mode):
         if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
             raise UserError("mode=tune writes its stages under trainer.default_root_dir, which is null; use its "
                             "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
+        if cfg.tune.effective_batch is not None:
+            check_effective_batch(cfg)
+
+    def full_batches(self, cfg):
+        """A fixed effective batch: one device's share of it is an epoch's batches too (an accumulation cut
+        short by the epoch's end would step on fewer samples than it)."""
+        batches = super().full_batches(cfg)
+        if cfg.tune.effective_batch is not None:
+            share = cfg.tune.effective_batch // _world(cfg)
+            batches.append((share, f"tune.effective_batch={cfg.tune.effective_batch}" +
+                            (f" ({share} per device)" if share != cfg.tune.effective_batch else "")))
+        return batches
 
     def energy(self, cfg):
         if cfg.tune.objective == "energy":
@@ -82,6 +94,33 @@ class Tune(Mode):
             elif detectable is not None:
                 shown += f" (a difference beyond ±{detectable:.1%} would have shown)"
         return with_progress(f"{what}: {shown}", progress)
+
+
+def _world(cfg) -> int:
+    return cfg.devices * cfg.trainer.num_nodes
+
+
+def check_effective_batch(cfg) -> None:
+    """tune.effective_batch=N: your settings make it (batch_size x trainer.accumulate_grad_batches x the
+    devices), or batch_size divides it and the tune sets the accumulation (from 1, its default); else one
+    sentence saying what would."""
+    n, world, batch, accumulate = cfg.tune.effective_batch, _world(cfg), cfg.batch_size, \
+        cfg.trainer.accumulate_grad_batches
+    devices = f" × {world} devices" if world > 1 else ""
+    if n % world:
+        raise UserError(f"tune.effective_batch={n} does not split evenly over{devices}; use a multiple of {world}, "
+                        f"e.g. tune.effective_batch={max(world, n - n % world)}.")
+    share = n // world
+    if share < SMALLEST:
+        raise UserError(f"tune.effective_batch={n} leaves fewer than {SMALLEST} samples per device and step (batch "
+                        f"normalization needs two); use at least tune.effective_batch={SMALLEST * world}.")
+    if batch * accumulate == share or (accumulate == 1 and share % batch == 0):
+        return
+    divisor = max(b for b in range(1, min(batch, share) + 1) if share % b == 0)
+    raise UserError(f"tune.effective_batch={n} is not made by batch_size={batch} × "
+                    f"trainer.accumulate_grad_batches={accumulate}{devices}, which the tune starts from; use a "
+                    f"batch_size that divides {share} (e.g. batch_size={divisor}) with trainer.accumulate_grad_batches=1 "
+                    "(the tune sets it), or the two that make it.")
 
 
 MODE = Tune()

@@ -87,6 +87,34 @@ def _busy(*results: dict) -> bool:
     return any(r.get("busy") is True for r in results)
 
 
+WAY = ("batch_size", tuning.ACCUMULATE)  # an arm's batch size and, with a fixed effective batch, its accumulation
+
+
+def knob_keys(setting: dict) -> dict:
+    """An arm's keys other than its batch size and accumulation: the knobs it turns."""
+    return {k: v for k, v in setting.items() if k not in WAY}
+
+
+def _knobs_base(knobs: list[dict]) -> dict | None:
+    """The knobs race's arm of your settings: the one that turns no knob."""
+    return next((r for r in knobs if not knob_keys(r["compare_setting"])), None)
+
+
+def size_words(setting: dict) -> str:
+    """A batch size as tune.md writes it: `64`, or with a fixed effective batch `64 × 4` (its accumulation)."""
+    accumulate = setting.get(tuning.ACCUMULATE)
+    return f"{setting['batch_size']}" + (f" × {accumulate}" if accumulate is not None else "")
+
+
+def sizes_words(sizes, start: dict) -> str:
+    """Batch sizes as tune.md lists them: `32, 64`, or with a fixed effective batch (your settings' accumulation
+    in `start`) each with the accumulation that makes it: `32 × 8, 64 × 4`."""
+    if tuning.ACCUMULATE not in start:
+        return ", ".join(map(str, sizes))
+    share = tuning.samples(start)
+    return ", ".join(size_words({"batch_size": b, tuning.ACCUMULATE: share // b}) for b in sizes)
+
+
 def analyse(one: dict) -> dict:
     """What a tune found, from its stages' results (as far as it got): the edge, the batch race's leader and
     the sizes as fast, and the rows of "what matters", each with an interval that holds together with the
@@ -101,15 +129,16 @@ def analyse(one: dict) -> dict:
     out["edge_searched"] = bool(edge.get("find_max_trials"))
     pending = []  # (what, kind, race, arm, against)
     knobs = tuning.measured(stages.get("knobs") or [], objective)
-    base = next((r for r in knobs if set(r["compare_setting"]) == {"batch_size"}), None)
+    base = _knobs_base(knobs)
     for r in stages.get("knobs") or []:
         if r is base:
             continue
-        changed = {k: v for k, v in r["compare_setting"].items() if k != "batch_size"}
-        what, kind = f"{named(changed)} (at your batch size, {r['batch_size']})", "knob"
+        changed = knob_keys(r["compare_setting"])
+        at = size_words(r["compare_setting"])
+        what, kind = f"{named(changed)} (at your batch size, {at})", "knob"
         if tuning.REPLAY in changed:  # the ceiling arm: what waiting for data costs, not a setting to change
             what, kind = (f"no wait for data: your loader's batches replayed from the device (at your batch size, "
-                          f"{r['batch_size']})", PIPELINE)
+                          f"{at})", PIPELINE)
         if r not in knobs or base is None:
             out["rows"].append({"what": what, "kind": kind, "ratio": None, "ci_low": None, "ci_high": None,
                                 "reason": f"{r.get('status')}: {r.get('error', '')}", "busy": _busy(r)})
@@ -120,7 +149,7 @@ def analyse(one: dict) -> dict:
         rates = [tuning.values(r, objective) for r in race]
         lead = race[tuning.fastest(rates)]
         sizes = [r["batch_size"] for r in race]
-        knobs_on = {k: v for k, v in lead["compare_setting"].items() if k != "batch_size"}
+        knobs_on = knob_keys(lead["compare_setting"])
         with_knobs = f" (with {named(knobs_on)})" if knobs_on else ""
         out["leader"], out["lead_result"], out["knobs_on"] = lead["batch_size"], lead, knobs_on
         out["race_sizes"] = sorted(sizes)
@@ -139,8 +168,10 @@ def analyse(one: dict) -> dict:
                                     f"({other['batch_size']}) against it{with_knobs}", "power of two", race, other, lead))
         start_bs = start.get("batch_size")
         if start_bs in sizes and start_bs != lead["batch_size"]:
-            pending.append((f"batch size: {lead['batch_size']} against your {start_bs}{with_knobs}", "batch size", race,
-                            lead, race[sizes.index(start_bs)]))
+            what = "micro-batch × accumulation" if tuning.ACCUMULATE in start else "batch size"
+            pending.append((f"{what}: {size_words(lead['compare_setting'])} against your "
+                            f"{size_words(race[sizes.index(start_bs)]['compare_setting'])}{with_knobs}", "batch size",
+                            race, lead, race[sizes.index(start_bs)]))
     level = simultaneous(tuning.CONFIDENCE, len(pending))
     for what, kind, arms, arm, against in pending:
         table = Race([tuning.values(r, objective) for r in arms])
@@ -201,21 +232,38 @@ def memory_words(a: dict, one: dict) -> str | None:
     return (said[0] + ": " + "; ".join(said[1:]) if total and len(said) > 1 else "; ".join(said)) or None
 
 
+def step_words(a: dict, one: dict) -> str | None:
+    """With a fixed effective batch: the time per optimizer step (its samples over samples/s, all devices') of
+    the advice and of your settings, as measured in the race the advice rests on; None otherwise."""
+    summary, start = a["summary"], a["start"]
+    effective = (summary or {}).get("tune_effective_batch")
+    if not effective or a["objective"] != "time":
+        return None
+    said = []
+    race = tuning.measured(one["stages"].get(summary.get("tune_basis") or "") or [], "time")
+    yours = next((r for r in race if tuning.same(r["compare_setting"], start)), None)
+    if summary["tune_decision"] == tuning.CHANGE and summary.get("tune_best_samples_per_s"):
+        said.append(f"{effective / summary['tune_best_samples_per_s']:.3g} s with the advice "
+                    f"({size_words(summary['tune_best'])})")
+    if yours is not None:
+        said.append(f"{effective / _geomean(tuning.values(yours, 'time')):.3g} s with yours ({size_words(start)})")
+    return f"tune.effective_batch={effective} samples each: " + ", ".join(said) if said else None
+
+
 def compile_words(one: dict, objective: str) -> str | None:
     """torch.compile's cost beside its steady-state effect (its row in "what matters"): the time its first step
     took beyond the uncompiled one's, and the training steps after which the compiled run has saved more than
     that (steady-state step times, from the knobs race's rates); None where compile was not raced."""
     knobs = tuning.measured(one["stages"].get("knobs") or [], objective)
-    base = next((r for r in knobs if set(r["compare_setting"]) == {"batch_size"}), None)
-    compiled = next((r for r in knobs if r["compare_setting"].get("compile") is True
-                     and set(r["compare_setting"]) == {"batch_size", "compile"}), None)
+    base = _knobs_base(knobs)
+    compiled = next((r for r in knobs if knob_keys(r["compare_setting"]) == {"compile": True}), None)
     if base is None or compiled is None or objective != "time":
         return None
     first = [r.get("first_step_time_s") for r in (compiled, base)]
     if None in first:
         return None
     cost = max(0.0, first[0] - first[1])
-    batch = compiled["batch_size"]
+    batch = tuning.samples(compiled["compare_setting"])  # an optimizer step's, with its accumulation
     step = {id(r): batch / _geomean(tuning.values(r, objective)) for r in (compiled, base)}
     saved = step[id(base)] - step[id(compiled)]
     took = f"its first step took {cost:.1f} s more than the uncompiled one's (compiling)"
@@ -300,8 +348,9 @@ def headline(summary: dict, objective: str, as_fast: list[int] | None = None) ->
             family = speedup.get("comparisons") or 1
             held = "95%" + (f", simultaneous over {family} comparisons" if family > 1 else "")
             ties = [b for b in as_fast or [] if b != summary["tune_best"]["batch_size"]]
-            tied = (f" Batch sizes as fast within the noise: {', '.join(map(str, sorted(as_fast)))}; any of them "
-                    "will do." if ties and summary["tune_best"]["batch_size"] != summary["tune_start"]["batch_size"]
+            sizes = "Micro-batches" if tuning.ACCUMULATE in summary["tune_start"] else "Batch sizes"
+            tied = (f" {sizes} as fast within the noise: {sizes_words(sorted(as_fast), summary['tune_start'])}; any of "
+                    "them will do." if ties and summary["tune_best"]["batch_size"] != summary["tune_start"]["batch_size"]
                     else "")
             return [f"**Change: {change}: {_pct(speedup['ratio'])} ({_pct(speedup['ci_low'])} to "
                     f"{_pct(speedup['ci_high'])}, {held}) against your settings**" + (f", {measured}." if measured else ".")
@@ -361,6 +410,9 @@ def markdown(one: dict) -> str:
     for row in a["rows"]:
         if row["kind"] == PIPELINE:
             lines.append(f"- Input pipeline: {pipeline_words(row)}.")
+    step = step_words(a, one)
+    if step:
+        lines.append(f"- Optimizer step: {step}.")
     memory = memory_words(a, one)
     if memory:
         lines.append(f"- Memory: {memory}.")
@@ -374,6 +426,12 @@ def markdown(one: dict) -> str:
         if summary.get("tune_skipped"):
             lines.append(f"- Not run, the budget spent before them: {', '.join(summary['tune_skipped'])}; "
                          "resume=<this folder> with a larger budget_min runs them.")
+        for stage in ("batch", "near"):
+            left = next((r.get("tune_not_measured") for r in one["stages"].get(stage) or []), None)
+            sizes = sorted({s["batch_size"] for s in left or [] if isinstance(s, dict) and "batch_size" in s})
+            if sizes:
+                lines.append(f"- Left out of the {stage} race, too slow to measure in its share of the budget: "
+                             f"{sizes_words(sizes, a['start'])} (a larger budget_min measures them).")
         lines.append(f"- Time: {summary.get('tune_elapsed_s', 0) / 60:.1f} min of budget_min={_budget(summary)}.")
     lines.append("")
     if a["rows"]:
@@ -389,9 +447,14 @@ def markdown(one: dict) -> str:
             lines.append(f"| {i} | {row['what']} | {difference} | {interval} | {marked} |")
         lines.append("")
     if "leader" in a:
-        same = a["indistinguishable"]
-        lines.append(f"Batch sizes that cannot be told apart from the fastest ({a['leader']}), of those raced near it "
-                     f"({', '.join(map(str, a['race_sizes']))}): {', '.join(map(str, same))}.")
+        same, start = a["indistinguishable"], a["start"]
+        if tuning.ACCUMULATE in start:
+            lines.append(f"Micro-batches (× the accumulation that makes {tuning.samples(start)} per device and step) that "
+                         f"cannot be told apart from the fastest ({sizes_words([a['leader']], start)}), of those raced "
+                         f"({sizes_words(a['race_sizes'], start)}): {sizes_words(same, start)}.")
+        else:
+            lines.append(f"Batch sizes that cannot be told apart from the fastest ({a['leader']}), of those raced near "
+                         f"it ({', '.join(map(str, a['race_sizes']))}): {', '.join(map(str, same))}.")
         p = a.get("power_of_two")
         if p is None:
             lines.append("No power of two was raced near the fastest batch size.")
@@ -417,8 +480,8 @@ def _flags(summary: dict, setting: dict) -> str:
     config = summary.get("config") or {}
     own_module = "_target_" in (config.get("model") or {})
     start = summary["tune_start"]
-    keys = ["batch_size", "precision", "channels_last", *([] if own_module else ["model.fused_adam"]), "compile",
-            *(k for k in tuning.LOADER if k in start)]
+    keys = ["batch_size", *(k for k in [tuning.ACCUMULATE] if k in start), "precision", "channels_last",
+            *([] if own_module else ["model.fused_adam"]), "compile", *(k for k in tuning.LOADER if k in start)]
     return " ".join(f"{k}={text(setting.get(k, start.get(k, False)))}" for k in keys)
 
 
@@ -430,7 +493,11 @@ def snippet(summary: dict) -> list[str]:
              f"{named(changes(best, summary['tune_start']))}",
              "import lightning as L", "import torch", "",
              f"trainer = L.Trainer(accelerator={config.get('accelerator', 'auto')!r}, devices=1, "
-             f"precision={best.get('precision')!r})", f"batch_size = {best['batch_size']}  # your DataLoader's"]
+             f"precision={best.get('precision')!r}" + (f", accumulate_grad_batches={best[tuning.ACCUMULATE]}"
+                                                      if tuning.ACCUMULATE in best else "") + ")",
+             f"batch_size = {best['batch_size']}  # your DataLoader's" + (
+                 f": {tuning.samples(best)} samples per optimizer step with the accumulation, as before"
+                 if tuning.ACCUMULATE in best else "")]
     if best.get("channels_last"):
         lines.append("model = model.to(memory_format=torch.channels_last)  # and each input: "
                      "x = x.to(memory_format=torch.channels_last)")
@@ -461,6 +528,7 @@ def figure(one: dict):
     for ax, stage in zip(axes, stages):
         arms = tuning.measured(one["stages"][stage], a["objective"])
         points = {r["batch_size"]: tuning.values(r, a["objective"]) for r in arms}
+        points_setting = {r["batch_size"]: r["compare_setting"] for r in arms}
         busy = {r["batch_size"] for r in arms if r.get("busy") is True}
         sizes = sorted(points)
         # near the fastest, sizes a few apart: evenly spaced, each labelled (the grid halves: a log axis)
@@ -491,13 +559,16 @@ def figure(one: dict):
         if stage == "batch" and len(sizes) > 1 and sizes[-1] / sizes[0] > 4:
             ax.set_xscale("log", base=2)
             ax.minorticks_off()
-        ax.set_xticks([at[b] for b in sizes], [str(b) for b in sizes], rotation=45, fontsize=8)
+        ax.set_xticks([at[b] for b in sizes], [size_words(points_setting[b]) for b in sizes], rotation=45, fontsize=8)
         if stage == "near":
             ax.set_xlim(-0.5, len(sizes) - 0.5)
-        ax.set_xlabel("batch size (per device)")
+        ax.set_xlabel("micro-batch × accumulation (per device)" if tuning.ACCUMULATE in a["start"]
+                      else "batch size (per device)")
         ax.set_ylabel("training samples/s" if a["objective"] == "time" else "images per joule")
         ax.set_ylim(0, top)
-        ax.set_title("the grid below the memory edge" if stage == "batch" else "near the grid's fastest", fontsize=10)
+        kept = tuning.ACCUMULATE in a["start"]
+        ax.set_title((f"the ways to make {tuning.samples(a['start'])} per step" if kept else "the grid below the memory edge") if stage == "batch" else
+                     ("the fastest raced again" if kept else "near the grid's fastest"), fontsize=10)
         ax.grid(alpha=0.3)
     drawn = {}  # each entry once, for what either panel draws
     for ax in axes:

@@ -66,6 +66,7 @@ class SimLab:
         self.scale = scale  # an arm's noise, as a multiple of the others' (noise that differs between arms)
         self.t, self.state, self.warm_arms, self.lines = 0.0, 0.0, set(), []
         self.stops: dict[str, dict] = {}  # each race's stop record, by stage
+        self.raced: dict[str, list[dict]] = {}  # each race's measured settings, by stage
 
     def _spend(self, seconds: float) -> None:
         self.t += seconds
@@ -104,13 +105,13 @@ class SimLab:
 
     def warm(self, setting: dict) -> SimArm:
         if not self.warmed(setting):
-            self._spend(1.0 + 6 * setting["batch_size"] / self.rate(setting))
+            self._spend(1.0 + 6 * tuning.samples(setting) / self.rate(setting))
             self.warm_arms.add(describe(setting))
         return SimArm(setting)
 
     def play(self, arm: SimArm) -> None:
         rate = self.rate(arm.setting)
-        self._spend(0.3 + 4 * arm.setting["batch_size"] / rate)
+        self._spend(0.3 + 4 * tuning.samples(arm.setting) / rate)
         scale = self.scale(arm.setting)  # about the noise's mean: a noisier arm, not a slower one
         arm.values.append(rate * math.exp(self.state + self.noise.mean + scale * (self.noise(self.rng) - self.noise.mean)))
 
@@ -122,6 +123,7 @@ class SimLab:
 
     def save(self, stage, arms, settings, stop, elapsed_s):
         self.stops[stage] = stop
+        self.raced[stage] = [a.setting for a in arms]
         return [{"status": "ok", "tune_stage": stage, "compare_setting": a.setting, "batch_size": a.setting["batch_size"],
                  "round_samples_per_s": list(a.values)} for a in arms]
 
@@ -132,13 +134,22 @@ def unequal(setting: dict) -> float:
     return 3.0 if tuning.same(setting, START) else (START["batch_size"] / setting["batch_size"]) ** 0.5
 
 
-def simulate(rate, noise, tunes: int, budget_min: float = 10, seed: int = 0, scale=lambda s: 1.0):
-    """`tunes` tunes from START: each one's decision fields and the simulated seconds it took."""
+def simulate(rate, noise, tunes: int, budget_min: float = 10, seed: int = 0, scale=lambda s: 1.0, start=START,
+             effective_batch=None):
+    """`tunes` tunes from `start`: each one's decision fields and the simulated seconds it took."""
     out = []
     for i in range(tunes):
         lab = SimLab(rate, noise, random.Random(f"{seed}-{i}"), scale=scale)
-        out.append((tuning.run(lab, tuning.Spec(start=START, budget_min=budget_min)), lab.t))
+        out.append((tuning.run(lab, tuning.Spec(start=start, budget_min=budget_min, effective_batch=effective_batch)),
+                    lab.t))
     return out
+
+
+def micro_batch_64(setting: dict) -> float:
+    """A fixed effective batch: the micro-batch of 64 fastest (each halving or doubling away from it 8% slower,
+    smaller ones also paying for their accumulation's extra steps), channels_last 10% faster."""
+    away = abs(math.log2(setting["batch_size"] / 64))
+    return 1000.0 * 0.92 ** away * (1.1 if setting.get("channels_last") else 1.0)
 
 
 def changed(found) -> float:

@@ -114,21 +114,32 @@ class DeviceLab:
         cfg, started = self.cfg, time.monotonic()
         self.begin("edge")
         images = train_samples(cfg) or cfg.find_max.max_val
-        if cfg.tune.max_batch_size is not None:
-            edge, outcome = cfg.tune.max_batch_size, {"find_max_stop": "tune.max_batch_size", "find_max_trials": []}
-        elif on_cpu(cfg):  # the host's memory: nothing to search; a batch size too slow for the time is left out
-            edge = min(images, cfg.find_max.max_val)
-            outcome = {"find_max_stop": "dataset" if edge == images else "max_val", "find_max_trials": []}
+        share = effective_share(cfg)  # a fixed effective batch: no micro-batch beyond one device's share of it
+        given = cfg.tune.max_batch_size
+        if given is not None and (share is None or given <= share):
+            edge, outcome = given, {"find_max_stop": "tune.max_batch_size", "find_max_trials": []}
+        elif on_cpu(cfg) or given is not None:
+            # the host's memory, or a size said to fit: nothing to search; a batch size too slow for the time is
+            # left out
+            limits = {"tune.effective_batch": share} if given is not None else \
+                {"tune.effective_batch": share, "dataset": images, "max_val": cfg.find_max.max_val}
+            stop, edge = min(((k, v) for k, v in limits.items() if v is not None), key=lambda kv: kv[1])
+            outcome = {"find_max_stop": stop, "find_max_trials": []}
         else:
             def trial(config: DictConfig) -> None:
                 t = time.monotonic()
                 self._trial(config)
                 costs.add("trial", config.batch_size, time.monotonic() - t)
 
-            # no trial that would, by what the trials so far took, end past the stage's time
-            outcome = find_max(cfg, trial, images, is_oom, garbage_collection_cuda,
+            # no trial that would, by what the trials so far took, end past the stage's time; none beyond the
+            # share of a fixed effective batch (the search's limit, said so where it ended there)
+            searched = cfg if share is None or share >= cfg.find_max.max_val else \
+                rounds.with_setting(cfg, {"find_max.max_val": share})
+            outcome = find_max(searched, trial, images, is_oom, garbage_collection_cuda,
                                more=lambda size: time.monotonic() - started + costs.predict("trial", size) <= seconds,
                                tolerance=tuning.edge_tolerance)
+            if searched is not cfg and outcome["find_max_stop"] == "max_val":
+                outcome["find_max_stop"] = "tune.effective_batch"
             edge = outcome["max_batch_size"]
             if edge is None:
                 raise UserError(f"batch_size={cfg.batch_size} ran out of memory, and so did every smaller batch size "
@@ -143,7 +154,8 @@ class DeviceLab:
         return edge
 
     def _trial(self, trial: DictConfig) -> None:
-        built = build(rounds.fit_config(trial, 1, 1))  # two steps: the second holds the optimizer's state
+        # two steps, the second holding the optimizer's state; one batch each (an accumulation adds no memory)
+        built = build(rounds.fit_config(rounds.with_setting(trial, {tuning.ACCUMULATE: 1}), 1, 1))
         self.device = built.trainer.strategy.root_device
         fit(built)
         built.timing.collect(built.trainer)
@@ -231,10 +243,20 @@ def on_cpu(cfg: DictConfig) -> bool:
                                     and not torch.backends.mps.is_available())
 
 
+def effective_share(cfg: DictConfig) -> int | None:
+    """One device's share of tune.effective_batch (None: the batch size is free)."""
+    if cfg.tune.effective_batch is None:
+        return None
+    return cfg.tune.effective_batch // (cfg.devices * cfg.trainer.num_nodes)
+
+
 def start_of(cfg: DictConfig) -> dict:
-    """The starting settings a tune measures changes against: batch_size and every knob's value."""
-    start = {"batch_size": cfg.batch_size, "precision": str(cfg.precision), "channels_last": cfg.channels_last,
-             "compile": cfg.compile}
+    """The starting settings a tune measures changes against: batch_size (with its accumulation, where the
+    effective batch is kept) and every knob's value."""
+    start = {"batch_size": cfg.batch_size}
+    if cfg.tune.effective_batch is not None:
+        start[tuning.ACCUMULATE] = cfg.trainer.accumulate_grad_batches
+    start |= {"precision": str(cfg.precision), "channels_last": cfg.channels_last, "compile": cfg.compile}
     if parts.builds_optimizer(cfg):  # a module of the user's builds its own
         start["model.fused_adam"] = cfg.model.fused_adam
     return {**start, **loader_settings(cfg)}
@@ -248,10 +270,18 @@ def run(cfg: DictConfig, started_at: str) -> dict:
                     ran)
         cfg = cfg.copy()
         cfg.precision = ran
+    share = effective_share(cfg)
+    if share is not None and cfg.batch_size * cfg.trainer.accumulate_grad_batches != share:
+        # batch_size divides the share (bsbench.modes.tune checked it): the accumulation that makes it
+        cfg = rounds.with_setting(cfg, {tuning.ACCUMULATE: share // cfg.batch_size})
+        log.info("tune: your settings make tune.effective_batch=%d as batch_size=%d with "
+                 "trainer.accumulate_grad_batches=%d", cfg.tune.effective_batch, cfg.batch_size,
+                 cfg.trainer.accumulate_grad_batches)
     start = start_of(cfg)
     lab = DeviceLab(cfg, started_at, start, job)
     spec = tuning.Spec(start=start, budget_min=cfg.budget_min, grid_points=cfg.tune.grid_points,
-                       objective=cfg.tune.objective, target_ci=cfg.target_ci, cap=cfg.compare.rounds)
+                       objective=cfg.tune.objective, target_ci=cfg.target_ci, cap=cfg.compare.rounds,
+                       effective_batch=cfg.tune.effective_batch, world_size=cfg.devices * cfg.trainer.num_nodes)
     compiled = cfg.compile or cfg.tune.compile
     try:  # a compiled arm per batch size, precision and memory format: room for the graphs of all of them
         with rounds.quiet_lightning(), rounds.recompile_room(COMPILED_ARMS if compiled else 0) as limit:
