@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SMOKE, composed, terminal
 
 
@@ -29,7 +31,9 @@ def test_ddp_sweep_over_device_counts_runs_each_job_once(cli, monkeypatch):
     assert runs[1]["torch_num_threads"] == 2 and runs[1]["omp_num_threads"] == "2"
     assert runs[2]["torch_num_threads"] == 1 and runs[2]["omp_num_threads"] == "1"
     # no torchrun banner, no per-rank Lightning banners on the terminal: one line per job
-    assert proc.stderr == "" and "OMP_NUM_THREADS" not in proc.stdout and "Initializing distributed" not in proc.stdout
+    # (torchrun's banner; the busy-machine warning, on a loaded machine, names OMP_NUM_THREADS too)
+    assert proc.stderr == "" and "Setting OMP_NUM_THREADS" not in proc.stdout
+    assert "Initializing distributed" not in proc.stdout
     assert [line.split(":")[0] for line in terminal(proc.stdout)[:2]] == ["job 1 of 2", "job 2 of 2"]
     assert "Initializing distributed: GLOBAL_RANK: 1" in (Path(runs[2]["run_dir"]) / "bsbench.log").read_text()
 
@@ -83,3 +87,50 @@ def test_ranks_share_one_process_s_threads_and_an_uneven_split_is_named(monkeypa
     monkeypatch.setattr(ranks.torch, "get_num_threads", lambda: 3)
     assert ranks.threads_per_rank(2) == 1
     assert "2 ranks cannot share 3 threads evenly: each rank gets 1, 2 in all against 3" in caplog.text
+
+
+def test_ddp_settings_reach_distributed_data_parallel_on_several_devices_only():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from bsbench.core.config import typed
+    from bsbench.job.build import strategy_of
+
+    two = strategy_of(typed(composed(*SMOKE, "devices=2", "ddp.static_graph=true", "ddp.bucket_cap_mb=100")))
+    assert isinstance(two, DDPStrategy) and two._ddp_kwargs == {"static_graph": True, "bucket_cap_mb": 100}
+    assert strategy_of(typed(composed(*SMOKE, "devices=1", "ddp.static_graph=true"))) == "auto"
+    assert strategy_of(typed(composed(*SMOKE, "devices=2"))) == "auto"  # torch's defaults: Lightning's own choice
+    # refused in one line where they would not reach DDP, and a tune on several devices needs their count and DDP
+    from bsbench.core.errors import UserError
+    from bsbench.job.hooks import check
+
+    for overrides, said in [(["strategy=ddp_spawn", "ddp.static_graph=true"], "ddp.static_graph=true is a setting of "
+                             "Lightning's DDPStrategy, which strategy=ddp_spawn does not take; use strategy=ddp"),
+                            (["mode=tune", "devices=auto"], "mode=tune measures its advice on every device against one "
+                             "and needs their count, not devices=auto; use a number"),
+                            (["mode=tune", "devices=2", "strategy=ddp_spawn"], "mode=tune on several devices runs every "
+                             "rank through the same stages with DDP, which strategy=ddp_spawn does not")]:
+        with pytest.raises(UserError) as err:
+            check(composed(*SMOKE, *overrides), sweep=False)
+        assert str(err.value).startswith(said), err.value
+
+
+def test_a_tune_on_two_devices_says_how_its_advice_scales_and_races_ddps_settings(cli, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a thread per rank, and the one-device arm rank 0's
+    proc = cli(*SMOKE, "model=custom", "model._target_=toy.TinyNet", "data=synthetic", "mode=tune", "devices=2",
+               "budget_min=0.3", "compare.steps=2", "compare.warmup_steps=1", "timing.warmup_steps=1", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = cli.results()
+    (summary,) = [r for r in results if r.get("tune_decision")]
+    scaling = summary["tune_scaling"]
+    assert scaling["devices"] == 2 and 0 < scaling["ci_low"] <= scaling["efficiency"] <= scaling["ci_high"]
+    scale = {r["world_size"]: r for r in results if r.get("tune_stage") == "scale"}
+    assert sorted(scale) == [1, 2] and scale[1]["compare_setting"] == {**scale[2]["compare_setting"], "devices": 1}
+    assert len(scale[1]["round_samples_per_s"]) == len(scale[2]["round_samples_per_s"]) >= 2  # paired rounds
+    knobs = [r["compare_setting"] for r in results if r.get("tune_stage") == "knobs"]
+    assert {"batch_size": 32, "ddp.static_graph": True} in knobs and {"batch_size": 32, "ddp.bucket_cap_mb": 100} in knobs
+    text = next(cli.outputs.rglob("tune.md")).read_text()
+    assert "- Scaling: on 2 devices " in text and "scaling efficiency (" in text
+    assert "devices=2" in text.split("## To use it")[1]  # the snippet and the command to measure it again
+    assert "on 2 devices " in proc.stdout + proc.stderr  # the tune's line
+    # one line per tune on the terminal: no rank but 0 speaks
+    assert (proc.stdout + proc.stderr).count("tune: stage 6 of 6") == 1

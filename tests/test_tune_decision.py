@@ -210,3 +210,26 @@ def test_a_knob_the_confirm_does_not_show_faster_is_not_pasted_beside_one_it_doe
         assert {"batch_size": 32, "model.fused_adam": True} in lab.raced["confirm"]
         pasted += "model.fused_adam" in found["tune_best"]
     assert pasted <= 3
+
+
+def test_on_several_devices_a_last_stage_measures_the_advice_on_every_device_against_one():
+    def two_devices(setting: dict) -> float:  # two devices train 1.7 times one's samples/s: 85% efficient
+        return sim.channels_last_10(setting) * (1.0 if setting.get("devices") == 1 else 1.7)
+
+    start = {**sim.START, "ddp.gradient_as_bucket_view": False, "ddp.static_graph": False, "ddp.bucket_cap_mb": None}
+    ddp = tuning.knob_settings(start, on_cuda=True, bf16=True, compile_=False)[-3:]
+    assert ddp == [{"ddp.gradient_as_bucket_view": True}, {"ddp.static_graph": True}, {"ddp.bucket_cap_mb": 100}]
+    held = 0
+    for i in range(20):
+        lab = sim.SimLab(two_devices, sim.quiet, random.Random(f"scale-{i}"))
+        found = tuning.run(lab, tuning.Spec(start=start, budget_min=3, world_size=2))
+        assert [line.split(",")[0] for line in lab.lines if line.startswith("tune: stage")][-1] == "tune: stage 6 of 6"
+        advised, alone = lab.raced["scale"]  # the advice (or your settings), and the same on one device
+        assert alone == {**advised, "devices": 1} and "devices" not in advised
+        assert advised == {"batch_size": found["tune_best"]["batch_size"],
+                           **tuning.changes(found["tune_best"], start)}
+        scaling = found["tune_scaling"]
+        assert scaling["devices"] == 2 and scaling["efficiency"] == pytest.approx(scaling["speedup"] / 2)
+        held += scaling["ci_low"] <= 0.85 <= scaling["ci_high"]
+        assert lab.t <= 3 * 60 * 1.1
+    assert held >= 17  # a 95% interval

@@ -142,6 +142,16 @@ class Profile:
 
 
 @dataclass
+class Ddp:
+    gradient_as_bucket_view: bool = False
+    static_graph: bool = False
+    bucket_cap_mb: Optional[int] = None
+
+
+DDP_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Ddp)}  # torch's own
+
+
+@dataclass
 class Mfu:
     peak_tflops: Optional[float] = None
 
@@ -153,6 +163,7 @@ class Config:
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"
+    ddp: Ddp = field(default_factory=Ddp)
     epochs: int = 10
     seed: int = 123
     mode: str = "train"

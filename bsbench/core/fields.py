@@ -148,14 +148,15 @@ RESULT_FIELDS = (
            "counter (Volta and newer; the whole board), and per image; null elsewhere, with `energy_reason` saying "
            "why; `mode=compare` and `mode=tune`: joules per image in each round"),
     Fields(("tune_stage", "tune_job_id", "tune_start", "tune_not_measured", "report_row"),
-           "`mode=tune`: which stage measured this result (`edge`, `knobs`, `batch`, `near`, `confirm`), the tune it "
+           "`mode=tune`: which stage measured this result (`edge`, `knobs`, `batch`, `near`, `confirm`, and `scale` on "
+           "several devices), the tune it "
            "belongs to, the starting configuration it was tuned from, the stage's settings the budget left unmeasured; "
            "`report_row` false: a result that measured nothing itself (the edge search, the tune's summary), left "
            "out of the tables"),
     Fields(("tune_decision", "tune_best", "tune_speedup", "tune_resolution", "tune_basis", "tune_basis_reason",
             "tune_best_samples_per_s",
             "tune_best_ci", "tune_edge", "tune_chosen_knobs", "tune_skipped", "tune_elapsed_s", "tune_pipeline",
-            "tune_effective_batch", "tune_step_time_s"),
+            "tune_effective_batch", "tune_step_time_s", "tune_scaling"),
            "`mode=tune`'s summary (`results.json` in the tune's folder): the advice, `change` or `keep` (keep unless a "
            "change was clearly faster than the starting configuration: [the decision rule](modes/tune.md)); the "
            "setting advised (the start's batch size and the keys it changes; the start itself for keep); its "
@@ -168,7 +169,9 @@ RESULT_FIELDS = (
            "from the device against yours (the ratio and its 95% interval: what waiting for data costs); "
            "`tune_effective_batch`: the samples per optimizer step the tune kept (null: the batch size was free; the "
            "advice then gives `trainer.accumulate_grad_batches` beside `batch_size`), and `tune_step_time_s` the "
-           "advised setting's seconds per optimizer step"),
+           "advised setting's seconds per optimizer step; `tune_scaling`, on several devices: the advised setting on "
+           "every device against one device at the same batch per device, in paired rounds (`devices`, `speedup`, "
+           "`efficiency` = speedup / devices with its 95% interval `ci_low` to `ci_high`, `rounds`, or `reason`)"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",
             "sm_clock_mhz_max", "power_w_min", "power_w_mean", "power_w_max", "telemetry_samples"),
            "NVML telemetry during training; null without NVML"),
@@ -239,7 +242,7 @@ FIELD_KINDS = {
     "tune_best": "any", "tune_decision": "str", "tune_resolution": "any", "tune_basis": "str", "tune_basis_reason": "str",
     "tune_chosen_knobs": "any", "tune_pipeline": "any", "tune_skipped": "list", "tune_best_samples_per_s": "number", "tune_best_ci": "any",
     "tune_speedup": "any", "tune_elapsed_s": "nonnegative",
-    "tune_effective_batch": "any", "tune_step_time_s": "nonnegative",
+    "tune_effective_batch": "any", "tune_step_time_s": "nonnegative", "tune_scaling": "any",
     "gpu_temp_c_min": "number", "gpu_temp_c_mean": "number", "gpu_temp_c_max": "number",
     "sm_clock_mhz_min": "number", "sm_clock_mhz_mean": "number", "sm_clock_mhz_max": "number",
     "power_w_min": "number", "power_w_mean": "number", "power_w_max": "number", "telemetry_samples": "count",

@@ -112,6 +112,7 @@ RANGES: dict[str, Range] = {
     "find_max.max_trials": at_least(1, 25),
     "tune.max_batch_size": at_least(1, 512),
     "tune.effective_batch": at_least(2, 256),
+    "ddp.bucket_cap_mb": at_least(1, 25),
     "tune.objective": one_of(*OBJECTIVES),
     "tune.grid_points": at_least(1, 5),
     "inference.batches": at_least(1, 50),

@@ -22,6 +22,12 @@ pooled over all of them, bsbench.core.stats.Race):
    without each in turn). The advice is made from these rounds alone: the earlier stages chose what to
    confirm, and a choice made on noise is not confirmed by new rounds.
 
+On several devices (Spec.world_size > 1; DDP), a sixth stage:
+
+6. scale: the advice (or your settings, to keep) on every device against the same on one device, the same
+   batch per device, in paired rounds: the scaling efficiency, N devices' samples/s over N times one's,
+   with its 95% interval. The knobs stage tries DDP's settings too (DDP_KNOBS).
+
 With a fixed effective batch (`tune.effective_batch`, Spec.effective_batch) every arm carries its
 accumulation (ACCUMULATE) beside its micro-batch: the edge stops at one device's share, the batch race
 holds every micro-batch that divides it (`ways`), the near race the leader, the sizes in contention and
@@ -49,8 +55,12 @@ from bsbench.core.arms import changes, describe, is_power_of_two
 from bsbench.core.errors import UserError
 from bsbench.core.stats import Race, describe as statistics, simultaneous
 
-STAGES = ("edge", "knobs", "batch", "near", "confirm")
-SHARES = {"edge": 0.08, "knobs": 0.27, "batch": 0.2, "near": 0.2, "confirm": 0.15}
+STAGES = ("edge", "knobs", "batch", "near", "confirm", "scale")  # scale: on several devices only
+SHARES = {"edge": 0.08, "knobs": 0.27, "batch": 0.2, "near": 0.2, "confirm": 0.15, "scale": 0.1}
+KEPT_BACK = 0.1  # of the budget, for what no prediction sees
+# where a tune trains on several devices, the DDP settings it tries as knobs (torch's defaults in the start)
+DDP_KNOBS = ("ddp.gradient_as_bucket_view", "ddp.static_graph", "ddp.bucket_cap_mb")
+DDP_BUCKET_MB = 25  # DistributedDataParallel's bucket size where ddp.bucket_cap_mb is null
 DONE_FILE = "done.json"
 # what a done.json's stages mean: 2 since the knobs came before the batch races, 3 since the knobs race holds
 # the loader's settings and the input pipeline's ceiling (a tune of an earlier one cannot be resumed)
@@ -128,7 +138,17 @@ def knob_settings(start: dict, on_cuda: bool, bf16: bool, compile_: bool, builds
         knobs.append({"model.fused_adam": not start["model.fused_adam"]})
     if compile_ and not start["compile"]:
         knobs.append({"compile": True})
-    return knobs + loader_knobs(start, on_cuda, cores)
+    return knobs + loader_knobs(start, on_cuda, cores) + ddp_knobs(start)
+
+
+def ddp_knobs(start: dict) -> list[dict]:
+    """On several devices (the start holds DDP's settings): gradients as views of the buckets, the static graph,
+    and buckets four times as large."""
+    if not all(key in start for key in DDP_KNOBS):
+        return []
+    bucket = start["ddp.bucket_cap_mb"] or DDP_BUCKET_MB
+    return [{"ddp.gradient_as_bucket_view": not start["ddp.gradient_as_bucket_view"]},
+            {"ddp.static_graph": not start["ddp.static_graph"]}, {"ddp.bucket_cap_mb": 4 * bucket}]
 
 
 def loader_knobs(start: dict, on_cuda: bool, cores: int) -> list[dict]:
@@ -322,6 +342,26 @@ def way_of(setting: dict) -> dict:
     return {k: setting[k] for k in ("batch_size", ACCUMULATE) if k in setting}
 
 
+def scaling(results: list[dict], world: int) -> dict:
+    """A scale race's efficiency: N devices' samples/s over N times one device's (1: perfect), from the paired
+    rounds' ratio and its 95% interval; its `reason` where the race did not measure both."""
+    arms = measured(results, "time")
+    many = next((r for r in arms if r["compare_setting"].get("devices") != 1), None)
+    one = next((r for r in arms if r["compare_setting"].get("devices") == 1), None)
+    out = {"devices": world, "setting": many["compare_setting"] if many else None, "efficiency": None, "ci_low": None,
+           "ci_high": None, "speedup": None, "confidence": CONFIDENCE, "rounds": 0}
+    if many is None or one is None:
+        return {**out, "reason": "the budget ended before the scale stage measured both"}
+    c = Race([values(many, "time"), values(one, "time")]).compare(0, 1, CONFIDENCE, own=True)
+
+    def efficiency(ratio: float | None) -> float | None:
+        return None if ratio is None else (1 + ratio) / world
+
+    return {**out, "efficiency": efficiency(c["ratio"]), "ci_low": efficiency(c["ci_low"]),
+            "ci_high": efficiency(c["ci_high"]), "speedup": 1 + c["ratio"], "rounds": c["pairs"],
+            "reason": None if c["ci_low"] is not None else "one round, no interval"}
+
+
 def _none(reason: str) -> dict:
     return {"ratio": None, "ci_low": None, "ci_high": None, "confidence": None, "comparisons": 0, "df": None,
             "reason": reason}
@@ -339,10 +379,12 @@ def resolution(detectable: float | None, budget_min: float) -> dict:
 
 # --- the budget ---
 class Budget:
-    """The tune's time: `budget_s` in all, counted from `spent_s` before now (a resumed tune's earlier runs)."""
+    """The tune's time: `budget_s` in all, counted from `spent_s` before now (a resumed tune's earlier runs),
+    shared by the `stages` it runs (the scale stage on several devices only) by their SHARES."""
 
-    def __init__(self, budget_s: float, clock: Callable[[], float], spent_s: float = 0.0):
-        self.total, self.clock = budget_s, clock
+    def __init__(self, budget_s: float, clock: Callable[[], float], spent_s: float = 0.0,
+                 stages: tuple[str, ...] = STAGES[:-1]):
+        self.total, self.clock, self.stages = budget_s, clock, stages
         self.t0 = clock() - spent_s
 
     def elapsed(self) -> float:
@@ -353,8 +395,8 @@ class Budget:
 
     def stage_s(self, stage: str) -> float:
         """The stage's share of what is left of the budget's shared part, by its share of what is to come."""
-        to_come = STAGES[STAGES.index(stage):]
-        soft_left = sum(SHARES.values()) * self.total - self.elapsed()
+        to_come = self.stages[self.stages.index(stage):]
+        soft_left = (1 - KEPT_BACK) * self.total - self.elapsed()
         return max(0.0, soft_left * SHARES[stage] / sum(SHARES[s] for s in to_come))
 
 
@@ -439,11 +481,13 @@ class Procedure:
     anew: bool = False
 
     def __post_init__(self):
-        self.budget = Budget(self.spec.budget_min * 60, self.lab.clock, self.lab.spent())
+        # on several devices a last stage measures how the advice scales: N devices against one
+        self.stages = STAGES if self.spec.world_size > 1 else STAGES[:-1]
+        self.budget = Budget(self.spec.budget_min * 60, self.lab.clock, self.lab.spent(), self.stages)
 
     def run(self) -> dict:
         spec, start = self.spec, self.spec.start
-        self.lab.say(f"tune: stage 1 of {len(STAGES)}, the memory edge ({_minutes(self.budget.left())} of "
+        self.lab.say(f"tune: stage 1 of {len(self.stages)}, the memory edge ({_minutes(self.budget.left())} of "
                      f"budget_min={spec.budget_min:g} left)")
         edge = self.lab.edge(self.budget.stage_s("edge"), self.costs)
         base = self.way(self._base_size(edge))
@@ -478,13 +522,25 @@ class Procedure:
         best = at(leader)
         self.lab.keep_only([base, best, *self.halves(best, chosen)])  # the confirm's arms
         found = self.confirm(start, best, chosen, edge)
+        scaled = self.scale(found) if spec.world_size > 1 else {}
         self.lab.keep_only([])
         step = {}
         if spec.effective_batch and found.get("tune_best_samples_per_s"):  # time per optimizer step, all ranks'
             step = {"tune_step_time_s": spec.effective_batch / found["tune_best_samples_per_s"]}
         return {**found, "tune_edge": edge, "tune_start": dict(start), "tune_skipped": self.skipped,
                 "tune_elapsed_s": self.budget.elapsed(), "tune_chosen_knobs": chosen,
-                "tune_pipeline": pipeline or None, "tune_effective_batch": spec.effective_batch, **step}
+                "tune_pipeline": pipeline or None, "tune_effective_batch": spec.effective_batch, **step, **scaled}
+
+    def scale(self, found: dict) -> dict:
+        """The scale stage: the advised setting (or yours, to keep) on every device against the same on one
+        device, the same batch per device, in paired rounds (rank 0 trains the one-device arm while the others
+        wait); its efficiency, the samples/s of N devices over N times one's, with its 95% interval."""
+        start = self.spec.start
+        advised = {**way_of(found["tune_best"]), **changes(found["tune_best"], start)}
+        self.lab.keep_only([advised])
+        raced = self.race("scale", [advised, {**advised, "devices": 1}],
+                          lambda arms, table: [(0, 1)] if all(a.live for a in arms) else [])
+        return {"tune_scaling": scaling(raced, self.spec.world_size)}
 
     def way(self, batch_size: int) -> dict:
         """An arm's batch size, with the accumulation that makes the effective batch where one is kept."""
@@ -584,7 +640,7 @@ class Procedure:
             order = {describe(s): i for i, s in enumerate(settings)}
             self.races[stage] = sorted(found, key=lambda r: order.get(describe(r["compare_setting"]), len(order)))
             return self.races[stage]
-        number = STAGES.index(stage) + 1
+        number = self.stages.index(stage) + 1
         self.anew = True
         seconds, started = self.budget.stage_s(stage), self.lab.clock()
         arms = self._warm(stage, settings, seconds) if settings else []
@@ -592,7 +648,7 @@ class Procedure:
             self.skipped.append(stage)
             why = "the budget is spent" if self.budget.left() <= 0 else \
                 f"its arms would not fit in the {_minutes(self.budget.left())} left, by what such work took so far"
-            self.lab.say(f"tune: stage {number} of {len(STAGES)}, {stage}: not run, {why} "
+            self.lab.say(f"tune: stage {number} of {len(self.stages)}, {stage}: not run, {why} "
                          "(resume=<this run's folder> with a larger budget_min runs it)")
             self.lab.keep_only([])
             return []
@@ -619,8 +675,8 @@ class Procedure:
         the stage's `seconds` (a batch size too slow to measure in the time is left out, and its results say
         so)."""
         self.lab.begin(stage)
-        number, started = STAGES.index(stage) + 1, self.lab.clock()
-        self.lab.say(f"tune: stage {number} of {len(STAGES)}, {_stage_words(stage, settings)} "
+        number, started = self.stages.index(stage) + 1, self.lab.clock()
+        self.lab.say(f"tune: stage {number} of {len(self.stages)}, {_stage_words(stage, settings)} "
                      f"({_minutes(self.budget.left())} left)")
         arms = []
         for setting in settings:
@@ -688,6 +744,8 @@ def _stage_words(stage: str, settings: list[dict]) -> str:
         return f"each knob at batch_size={sizes[0]} against your settings, {len(settings) - 1} knobs"
     if stage == "confirm":
         return f"your settings against the best found, {len(settings)} arms"
+    if stage == "scale":
+        return f"scale: {describe(settings[0])} on every device against one, the same batch per device"
     return f"{stage}: batch sizes {', '.join(map(str, sizes))}"
 
 

@@ -11,9 +11,11 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from bsbench.core import parts
+from bsbench.core.config import DDP_DEFAULTS
 from bsbench.core.tuning import REPLAY
 from bsbench.training.health import LossWatch
 from bsbench.training.parts import make_datamodule, make_module, set_batch_size
@@ -71,7 +73,7 @@ def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
     trainer = L.Trainer(
         accelerator=cfg.accelerator,
         devices=OmegaConf.to_container(cfg.devices) if OmegaConf.is_config(cfg.devices) else cfg.devices,
-        strategy=cfg.strategy,
+        strategy=strategy_of(cfg),
         precision=cfg.precision,
         benchmark=cfg.cudnn_benchmark,
         logger=_logger(cfg.logger),
@@ -83,6 +85,21 @@ def build(cfg: DictConfig, callbacks=(), reuse: Built | None = None) -> Built:
     if not reuse and cfg.get(REPLAY):  # mode=tune's ceiling arm: no step waits for its data
         replay_on(datamodule, trainer.strategy.root_device)
     return Built(datamodule, model, trainer, timing, step_timer, telemetry, loss_watch)
+
+
+def ddp_options(cfg: DictConfig) -> dict:
+    """The ddp settings that differ from DistributedDataParallel's defaults."""
+    return {key: cfg.ddp[key] for key, default in DDP_DEFAULTS.items() if cfg.ddp[key] != default}
+
+
+def strategy_of(cfg: DictConfig):
+    """Lightning's strategy for a run: on several devices with ddp settings of its own, Lightning's DDPStrategy
+    passing them to DistributedDataParallel (bsbench.job.validate allows them with strategy=auto or ddp only);
+    else `strategy` as written."""
+    options = ddp_options(cfg)
+    if not options or (cfg.devices == 1 and cfg.trainer.num_nodes == 1):
+        return cfg.strategy
+    return DDPStrategy(**options)
 
 
 _told: set = set()  # the datamodules whose convention was said, once per process

@@ -11,7 +11,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from bsbench.core.config import node_of
+from bsbench.core.config import DDP_DEFAULTS, node_of
 from bsbench.core.fields import MODE_SECTIONS, SWEEP_CONTROL, flatten, without
 from bsbench.modes import mode_of
 
@@ -90,6 +90,8 @@ def _unused(cfg: DictConfig) -> tuple[str, ...]:
         unused += ("data.shape",)
     if cfg.tune.get("effective_batch", None) is None:  # and tunes from before tune.effective_batch existed
         unused += ("tune.effective_batch",)
+    # and jobs from before the ddp settings existed, where they are DDP's defaults
+    unused += tuple(f"ddp.{key}" for key, value in DDP_DEFAULTS.items() if cfg.ddp.get(key, value) == value)
     return unused
 
 

@@ -19,7 +19,8 @@ from lightning.pytorch.strategies import StrategyRegistry
 from omegaconf import DictConfig
 
 from bsbench.core import parts
-from bsbench.core.config import in_range
+from bsbench.core.arms import text
+from bsbench.core.config import DDP_DEFAULTS, in_range
 from bsbench.core.errors import UserError
 from bsbench.modes import mode_of
 from bsbench.training.data import CIFAR10_CLASSES, DATASETS, RESIZE_ON, ImageDataModule
@@ -91,6 +92,12 @@ def validate_run(cfg: DictConfig, here: bool = True, batches: list[tuple[int, st
     if str(cfg.precision) not in PRECISIONS:
         raise UserError(f"precision={cfg.precision} is not a Lightning precision; use one of: {', '.join(PRECISIONS)}.")
     _check_devices(cfg.accelerator, cfg.devices, str(cfg.strategy), here)
+    if str(cfg.strategy) not in ("auto", "ddp"):
+        for key, default in DDP_DEFAULTS.items():
+            if cfg.ddp[key] != default:
+                raise UserError(f"ddp.{key}={text(cfg.ddp[key])} is a setting of Lightning's DDPStrategy, which "
+                                f"strategy={cfg.strategy} does not take; use strategy=ddp (or auto), or "
+                                f"ddp.{key}={text(default)}.")
     if not parts.own(cfg, "model"):
         _check_bsbench_model(cfg)
     if not parts.own(cfg, "data"):

@@ -20,7 +20,6 @@ from bsbench.modes.base import Mode, failure, model_chosen, with_progress
 
 class Tune(Mode):
     name = "tune"
-    one_device = "tunes"
     sections = ("tune",)
     own_rounds = True
     reports_single_run = True
@@ -33,6 +32,13 @@ class Tune(Mode):
         if OmegaConf.to_container(cfg.trainer, resolve=False).get("default_root_dir") is None:
             raise UserError("mode=tune writes its stages under trainer.default_root_dir, which is null; use its "
                             "default (the run's own directory) or a directory, e.g. trainer.default_root_dir=runs.")
+        devices = cfg.devices
+        if not isinstance(devices, int) or isinstance(devices, bool) or devices < 1:
+            raise UserError(f"mode=tune measures its advice on every device against one and needs their count, not "
+                            f"devices={devices}; use a number, e.g. devices=1 or devices=2.")
+        if _world(cfg) > 1 and str(cfg.strategy) not in ("auto", "ddp"):
+            raise UserError(f"mode=tune on several devices runs every rank through the same stages with DDP, which "
+                            f"strategy={cfg.strategy} does not; use strategy=ddp (or auto).")
         if cfg.tune.effective_batch is not None:
             check_effective_batch(cfg)
 
@@ -93,7 +99,20 @@ class Tune(Mode):
                 shown += " (too few or too noisy rounds to resolve even a twofold difference)"
             elif detectable is not None:
                 shown += f" (a difference beyond ±{detectable:.1%} would have shown)"
-        return with_progress(f"{what}: {shown}", progress)
+        scaled = scaling_words(r.get("tune_scaling"))
+        return with_progress(f"{what}: {shown}" + (f"; {scaled}" if scaled else ""), progress)
+
+
+def scaling_words(scaling: dict | None) -> str | None:
+    """A tune's scaling on several devices, in words (the terminal's line and tune.md's)."""
+    if not isinstance(scaling, dict) or not isinstance(scaling.get("devices"), int):
+        return None
+    n = scaling["devices"]
+    if scaling.get("ci_low") is None:
+        return f"on {n} devices against one: not measured ({scaling.get('reason') or 'no interval'})"
+    return (f"on {n} devices {scaling['speedup']:.2f}x one device's samples/s at the same batch per device: "
+            f"{scaling['efficiency']:.0%} scaling efficiency ({scaling['ci_low']:.0%} to {scaling['ci_high']:.0%}, "
+            f"95%)")
 
 
 def _world(cfg) -> int:

@@ -12,6 +12,7 @@ from bsbench.core import tuning
 from bsbench.core.arms import changes, describe as named, is_power_of_two, text
 from bsbench.core.results import write_atomic
 from bsbench.core.stats import Race, describe, readable, resolved, simultaneous
+from bsbench.modes.tune import scaling_words
 from bsbench.report.plots import axis_top, interval_bars, save_png
 from bsbench.report.verdict import BUSY  # the words, and the gid of the ring around a busy race's point
 
@@ -416,6 +417,9 @@ def markdown(one: dict) -> str:
     memory = memory_words(a, one)
     if memory:
         lines.append(f"- Memory: {memory}.")
+    scaled = scaling_words((summary or {}).get("tune_scaling"))
+    if scaled:
+        lines.append(f"- Scaling: {scaled}.")
     compiled = compile_words(one, a["objective"])
     if compiled:
         lines.append(f"- torch.compile (ranked below by its steady-state effect): {compiled}.")
@@ -481,20 +485,33 @@ def _flags(summary: dict, setting: dict) -> str:
     own_module = "_target_" in (config.get("model") or {})
     start = summary["tune_start"]
     keys = ["batch_size", *(k for k in [tuning.ACCUMULATE] if k in start), "precision", "channels_last",
-            *([] if own_module else ["model.fused_adam"]), "compile", *(k for k in tuning.LOADER if k in start)]
-    return " ".join(f"{k}={text(setting.get(k, start.get(k, False)))}" for k in keys)
+            *([] if own_module else ["model.fused_adam"]), "compile", *(k for k in tuning.LOADER if k in start),
+            *(k for k in tuning.DDP_KNOBS if k in start)]
+    devices = _devices(summary)
+    return (f"devices={devices} " if devices > 1 else "") + \
+        " ".join(f"{k}={text(setting.get(k, start.get(k, False)))}" for k in keys)
+
+
+def _devices(summary: dict) -> int:
+    """The devices the tune trained on (each node's, as devices= counts them)."""
+    devices = (summary.get("config") or {}).get("devices")
+    return devices if isinstance(devices, int) and not isinstance(devices, bool) else 1
 
 
 def snippet(summary: dict) -> list[str]:
     """The Lightning arguments and batch size of the recommended setting, to paste."""
     best = {**summary["tune_start"], **summary["tune_best"]}
     config = summary.get("config") or {}
+    # DDP's settings where the advice sets them (torch's defaults are false and null), as DDPStrategy takes them
+    ddp = ", ".join(f"{k.split('.', 1)[1]}={best[k]!r}" for k in tuning.DDP_KNOBS if best.get(k) not in (None, False))
     lines = [f"# bsbench mode=tune on {summary.get('device_name')}: "
              f"{named(changes(best, summary['tune_start']))}",
-             "import lightning as L", "import torch", "",
-             f"trainer = L.Trainer(accelerator={config.get('accelerator', 'auto')!r}, devices=1, "
+             "import lightning as L", "import torch",
+             *(["from lightning.pytorch.strategies import DDPStrategy"] if ddp else []), "",
+             f"trainer = L.Trainer(accelerator={config.get('accelerator', 'auto')!r}, devices={_devices(summary)}, "
              f"precision={best.get('precision')!r}" + (f", accumulate_grad_batches={best[tuning.ACCUMULATE]}"
-                                                      if tuning.ACCUMULATE in best else "") + ")",
+                                                      if tuning.ACCUMULATE in best else "")
+             + (f", strategy=DDPStrategy({ddp})" if ddp else "") + ")",
              f"batch_size = {best['batch_size']}  # your DataLoader's" + (
                  f": {tuning.samples(best)} samples per optimizer step with the accumulation, as before"
                  if tuning.ACCUMULATE in best else "")]

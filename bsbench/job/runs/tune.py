@@ -2,16 +2,24 @@
 Each stage's arms are built and warmed up here (bsbench.job.rounds), each of its rounds played here, and
 each arm written as a result (`<stage>/<arm>/results.json`, with `busy` as any run's) with a done.json per
 finished stage; a stage already done in the tune's folder (resume=) is read back instead of measured
-again, and the time the earlier run spent counts against the budget."""
+again, and the time the earlier run spent counts against the budget.
+
+On several devices (devices=N, DDP; bsbench.job.ranks starts the ranks, or SLURM) every rank runs the same
+procedure: the ranks join one process group before the first stage (Lightning's own, as its DDP makes
+it), and every rank takes rank 0's clock, rank 0's rounds and whatever rank 0 read from the folder, so
+that every decision is the same on every rank. Rank 0 alone writes, speaks, searches the memory edge on
+one device and trains the scale stage's one-device arm while the others wait."""
 
 import json
 import logging
 import os
+from typing import Callable
 import shutil
 import time
 import uuid
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.utilities.memory import garbage_collection_cuda
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +32,7 @@ from bsbench.core.fields import Status
 from bsbench.core.oom import is_oom
 from bsbench.core.results import RESULT_FILE, now, read_results, write_json_atomic
 from bsbench.job import noise, rounds
-from bsbench.job.build import build
+from bsbench.job.build import build, strategy_of
 from bsbench.job.fit import check_batch, fit
 from bsbench.job.identity import job_id
 from bsbench.job.record import setup_fields
@@ -35,8 +43,21 @@ from bsbench.training.parts import loader_settings, train_samples
 log = logging.getLogger("bsbench")
 COMPILED_ARMS = 32  # more than a tune's races hold together
 
+class Elsewhere(rounds.Arm):
+    """The scale stage's one-device arm on a rank other than 0: rank 0 trains it; here its rounds are rank 0's."""
+
+    left = False
+
+    @property
+    def live(self) -> bool:
+        return not self.left
+
+    def leave(self) -> None:
+        self.left = True
+
+
 class DeviceLab:
-    def __init__(self, cfg: DictConfig, started_at: str, start: dict, job: str):
+    def __init__(self, cfg: DictConfig, started_at: str, start: dict, job: str, world: int = 1):
         self.cfg, self.started_at, self.start = cfg, started_at, start
         self.dir = Path(OmegaConf.to_container(cfg.trainer, resolve=True).get("default_root_dir") or ".")
         self.job = job  # the tune's job id (bsbench.job.identity), as its command asked for it
@@ -45,13 +66,37 @@ class DeviceLab:
         self.device = None
         self.watch: noise.Watch | None = None  # the machine's load while a stage measures (bsbench.job.noise)
         self.recompile_limit: int | None = None
+        self.world = world  # the tune's ranks
+        self.zero = world == 1 or torch.distributed.get_rank() == 0
+        # the scale stage's one-device arm: Lightning's single-device strategy on rank 0's device
+        self.one_device = rounds.with_setting(cfg, {"devices": 1, "strategy": "auto", "trainer.num_nodes": 1})
 
-    clock = staticmethod(time.monotonic)
+    def clock(self) -> float:
+        return rounds.agreed(time.monotonic()) if self.world > 1 else time.monotonic()
+
+    def on_zero(self, work: Callable):
+        """`work()` on rank 0, its value (or the UserError it raised) on every rank."""
+        if self.world == 1:
+            return work()
+        outcome = None
+        if self.zero:
+            try:
+                outcome = ("value", work())
+            except UserError as err:
+                outcome = ("error", str(err))
+        kind, value = rounds.agreed(outcome)
+        if kind == "error":
+            raise UserError(value)
+        return value
 
     def say(self, line: str) -> None:
-        log.info("%s", line)
+        if self.zero:
+            log.info("%s", line)
 
     def spent(self) -> float:
+        return self.on_zero(self._spent)
+
+    def _spent(self) -> float:
         """The time the runs before this one spent on the stages they finished (resume=)."""
         spent = 0.0
         for marker in self.dir.glob(f"*/{tuning.DONE_FILE}"):
@@ -65,6 +110,9 @@ class DeviceLab:
 
     # --- stages on disk ---
     def done(self, stage: str) -> list[dict] | None:
+        return self.on_zero(lambda: self._done(stage))
+
+    def _done(self, stage: str) -> list[dict] | None:
         """A stage finished in this folder earlier (resume=): its results; a stage begun and not finished
         is removed, to be measured again."""
         where = self.dir / stage
@@ -86,9 +134,12 @@ class DeviceLab:
         return None
 
     def forget(self, stage: str) -> None:
-        shutil.rmtree(self.dir / stage, ignore_errors=True)
+        if self.zero:
+            shutil.rmtree(self.dir / stage, ignore_errors=True)
 
     def _write(self, stage: str, results: list[dict], elapsed_s: float) -> None:
+        if not self.zero:
+            return
         for r in results:
             path = Path(r["run_dir"]) / RESULT_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,12 +159,18 @@ class DeviceLab:
 
     # --- 1. the memory edge ---
     def edge(self, seconds: float, costs: tuning.Costs) -> int:
-        found = self.done("edge")
+        """On several devices, rank 0's search on one device (DDP keeps the same batch per device), the others
+        waiting for its answer."""
+        return self.on_zero(lambda: self._edge(seconds, costs))
+
+    def _edge(self, seconds: float, costs: tuning.Costs) -> int:
+        found = self._done("edge")
         if found:
             return found[0]["max_batch_size"]
-        cfg, started = self.cfg, time.monotonic()
+        cfg, started = self.one_device if self.world > 1 else self.cfg, time.monotonic()
         self.begin("edge")
-        images = train_samples(cfg) or cfg.find_max.max_val
+        images = train_samples(cfg)  # each device's share of them, on several
+        images = images // self.world if images else cfg.find_max.max_val
         share = effective_share(cfg)  # a fixed effective batch: no micro-batch beyond one device's share of it
         given = cfg.tune.max_batch_size
         if given is not None and (share is None or given <= share):
@@ -148,7 +205,7 @@ class DeviceLab:
         result = {**setup_fields(rounds.with_setting(cfg, {"batch_size": edge})), **self.common(), "status": Status.OK,
                   "tune_stage": "edge", "report_row": False, "max_batch_size": edge, **outcome, "finished_at": now(),
                   "run_dir": str(self.dir / "edge"), **(load if outcome["find_max_trials"] else {})}
-        self._write("edge", [{**result, **noise.judge(result)}], self.spent() + time.monotonic() - started)
+        self._write("edge", [{**result, **noise.judge(result)}], self._spent() + time.monotonic() - started)
         words = tuning.edge_words(outcome["find_max_stop"], bool(outcome["find_max_trials"]))
         self.say(f"tune: the memory edge: {edge} ({words})")
         return edge
@@ -163,6 +220,9 @@ class DeviceLab:
 
     # --- 2-5. races ---
     def knobs(self) -> list[dict]:
+        return self.on_zero(self._knobs)  # rank 0's cores
+
+    def _knobs(self) -> list[dict]:
         on_cuda = (self.device or rounds.device_of(self.cfg)).type == "cuda"
         bf16 = on_cuda and torch.cuda.is_bf16_supported()
         return tuning.knob_settings(self.start, on_cuda, bf16, self.cfg.tune.compile, parts.builds_optimizer(self.cfg),
@@ -189,18 +249,25 @@ class DeviceLab:
 
     def warm(self, setting: dict) -> rounds.Arm:
         before = self.warmed_arms.get(named(setting))
+        alone = self.world > 1 and setting.get("devices") == 1  # the scale stage's one-device arm
         if before is not None and before.live:  # a fresh record of it for this stage, on the same model
-            arm = rounds.Arm(setting, before.cfg, before.built, before.first_step_time_s,
-                             precision_used=before.precision_used)
+            arm = type(before)(setting, before.cfg, before.built, before.first_step_time_s,
+                               precision_used=before.precision_used)
+        elif alone and not self.zero:
+            arm = Elsewhere(setting, rounds.with_setting(self.one_device, setting))
         else:
-            arm = rounds.warm(self.cfg, setting)
+            arm = rounds.warm(self.one_device if alone else self.cfg, setting)
         self.warmed_arms[named(setting)] = arm
         if arm.built is not None:
             self.device = arm.built.trainer.strategy.root_device
         return arm
 
     def play(self, arm: rounds.Arm) -> None:
-        rounds.play(arm, self.cfg.compare)
+        """One round of the arm; on several devices, every rank then holds rank 0's rounds of it."""
+        if not isinstance(arm, Elsewhere):
+            rounds.play(arm, self.cfg.compare)
+        if self.world > 1:
+            arm.rates, arm.round_joules_per_sample = rounds.agreed((arm.rates, arm.round_joules_per_sample))
 
     def value(self, arm: rounds.Arm) -> list[float]:
         """An arm's rounds as the objective ranks them (larger is better)."""
@@ -217,11 +284,17 @@ class DeviceLab:
 
     def save(self, stage: str, arms: list[rounds.Arm], settings: list[dict], stop: dict, elapsed_s: float) -> list[dict]:
         cfg, busy = self.cfg, self._busy()
+        if not self.zero:  # what the procedure decides on, which rank 0 writes: the same rounds on every rank
+            return [{"status": arm.status, "tune_stage": stage, "compare_setting": arm.setting,
+                     "batch_size": arm.batch_size, "round_samples_per_s": arm.rates,
+                     "round_joules_per_sample": arm.round_joules_per_sample} for arm in arms]
         race_id = uuid.uuid4().hex[:12]
         measured = [arm.setting for arm in arms]
         results = []
         for arm in arms:
-            r = {**self.common(), **rounds.arm_result(arm, 1, cfg.compare), "status": arm.status, "tune_stage": stage,
+            world = 1 if arm.setting.get("devices") == 1 else self.world
+            r = {**self.common(), **rounds.arm_result(arm, world, cfg.compare), "world_size": world,
+                 "status": arm.status, "tune_stage": stage,
                  "compare_id": race_id, "compare_setting": arm.setting, "compare_settings": measured,
                  "tune_not_measured": [s for s in settings if s not in measured], "compare_stop": stop,
                  "compile_recompile_limit": self.recompile_limit, "finished_at": now(), "config": OmegaConf.to_container(arm.cfg, resolve=True),
@@ -250,38 +323,58 @@ def effective_share(cfg: DictConfig) -> int | None:
     return cfg.tune.effective_batch // (cfg.devices * cfg.trainer.num_nodes)
 
 
-def start_of(cfg: DictConfig) -> dict:
+def start_of(cfg: DictConfig, world: int = 1) -> dict:
     """The starting settings a tune measures changes against: batch_size (with its accumulation, where the
-    effective batch is kept) and every knob's value."""
+    effective batch is kept) and every knob's value (DDP's settings on several devices)."""
     start = {"batch_size": cfg.batch_size}
     if cfg.tune.effective_batch is not None:
         start[tuning.ACCUMULATE] = cfg.trainer.accumulate_grad_batches
     start |= {"precision": str(cfg.precision), "channels_last": cfg.channels_last, "compile": cfg.compile}
     if parts.builds_optimizer(cfg):  # a module of the user's builds its own
         start["model.fused_adam"] = cfg.model.fused_adam
-    return {**start, **loader_settings(cfg)}
+    ddp = {key: cfg.ddp[key.split(".", 1)[1]] for key in tuning.DDP_KNOBS} if world > 1 else {}
+    return {**start, **loader_settings(cfg), **ddp}
 
 
-def run(cfg: DictConfig, started_at: str) -> dict:
+def join_ranks(cfg: DictConfig) -> int:
+    """The tune's ranks in one process group before its first stage, made by Lightning's DDP strategy as every
+    round's Trainer would make it (the backend for the device, torchrun's or SLURM's environment), which then
+    finds it made: how many ranks there are (1 on one device)."""
+    if cfg.devices == 1 and cfg.trainer.num_nodes == 1:
+        return 1
+    if not torch.distributed.is_initialized():
+        trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy_of(cfg),
+                            num_nodes=cfg.trainer.num_nodes, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+        trainer.strategy.setup_environment()
+    return torch.distributed.get_world_size()
+
+
+def run(cfg: DictConfig, started_at: str) -> dict | None:
+    """The tune's summary result, on rank 0 (None on the other ranks)."""
     job = job_id(cfg)
+    world = join_ranks(cfg)
+    lead = world == 1 or torch.distributed.get_rank() == 0
     ran = rounds.precision_that_runs(cfg)
     if ran != str(cfg.precision):  # a tune starts from what runs: its knobs and its advice are changes of that
-        log.warning("precision=%s runs as %s on this device, so the tune starts from precision=%s", cfg.precision, ran,
-                    ran)
+        if lead:
+            log.warning("precision=%s runs as %s on this device, so the tune starts from precision=%s", cfg.precision,
+                        ran, ran)
         cfg = cfg.copy()
         cfg.precision = ran
     share = effective_share(cfg)
     if share is not None and cfg.batch_size * cfg.trainer.accumulate_grad_batches != share:
         # batch_size divides the share (bsbench.modes.tune checked it): the accumulation that makes it
         cfg = rounds.with_setting(cfg, {tuning.ACCUMULATE: share // cfg.batch_size})
-        log.info("tune: your settings make tune.effective_batch=%d as batch_size=%d with "
-                 "trainer.accumulate_grad_batches=%d", cfg.tune.effective_batch, cfg.batch_size,
-                 cfg.trainer.accumulate_grad_batches)
-    start = start_of(cfg)
-    lab = DeviceLab(cfg, started_at, start, job)
+        if lead:
+            log.info("tune: your settings make tune.effective_batch=%d as batch_size=%d with "
+                     "trainer.accumulate_grad_batches=%d", cfg.tune.effective_batch, cfg.batch_size,
+                     cfg.trainer.accumulate_grad_batches)
+    start = start_of(cfg, world)
+    lab = DeviceLab(cfg, started_at, start, job, world)
     spec = tuning.Spec(start=start, budget_min=cfg.budget_min, grid_points=cfg.tune.grid_points,
                        objective=cfg.tune.objective, target_ci=cfg.target_ci, cap=cfg.compare.rounds,
-                       effective_batch=cfg.tune.effective_batch, world_size=cfg.devices * cfg.trainer.num_nodes)
+                       effective_batch=cfg.tune.effective_batch, world_size=world)
     compiled = cfg.compile or cfg.tune.compile
     try:  # a compiled arm per batch size, precision and memory format: room for the graphs of all of them
         with rounds.quiet_lightning(), rounds.recompile_room(COMPILED_ARMS if compiled else 0) as limit:
@@ -291,6 +384,8 @@ def run(cfg: DictConfig, started_at: str) -> dict:
         if lab.watch is not None:
             lab.watch.stop()
         lab.keep_only([])
+    if not lead:
+        return None
     return {
         "status": Status.OK,
         **setup_fields(cfg),
