@@ -403,10 +403,9 @@ class Budget:
 class Costs:
     """What warming an arm up and playing one round of it took so far, by the samples of one of its steps
     (its batch size, times its accumulation where it has one): the budget's predictions. Once two sizes were
-    seen, a line through them (a fixed part, the Trainer and model
-    built, and a part per image; least squares, neither below zero); before that, the seconds per image
-    of the most expensive seen, never less than the cheapest took (a larger batch costs at most
-    proportionally more)."""
+    seen, a line through them (a fixed part, the Trainer and model built, and a part per image; least
+    squares, neither below zero); before that, the seconds per image of the most expensive seen, never
+    less than the cheapest took (a larger batch costs at most proportionally more)."""
 
     def __init__(self):
         self.seen: dict[str, list[tuple[int, float]]] = {}

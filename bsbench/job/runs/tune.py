@@ -13,11 +13,11 @@ one device and trains the scale stage's one-device arm while the others wait."""
 import json
 import logging
 import os
-from typing import Callable
 import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
@@ -42,6 +42,7 @@ from bsbench.training.parts import loader_settings, train_samples
 
 log = logging.getLogger("bsbench")
 COMPILED_ARMS = 32  # more than a tune's races hold together
+
 
 class Elsewhere(rounds.Arm):
     """The scale stage's one-device arm on a rank other than 0: rank 0 trains it; here its rounds are rank 0's."""
@@ -171,7 +172,7 @@ class DeviceLab:
         self.begin("edge")
         images = train_samples(cfg)  # each device's share of them, on several
         images = images // self.world if images else cfg.find_max.max_val
-        share = effective_share(cfg)  # a fixed effective batch: no micro-batch beyond one device's share of it
+        share = effective_share(self.cfg)  # a fixed effective batch: no micro-batch beyond one device's share of it
         given = cfg.tune.max_batch_size
         if given is not None and (share is None or given <= share):
             edge, outcome = given, {"find_max_stop": "tune.max_batch_size", "find_max_trials": []}
