@@ -157,6 +157,27 @@ def test_ddp_with_a_datamodule_that_divides_the_batch_trains_each_device_on_the_
     assert said.count("divides the batch size it is given by the world size (2): bsbench gives it 32") == 1
 
 
+def test_a_datamodule_that_divides_the_batch_by_the_world_size_is_given_the_global_batch_odd_or_even(toy):
+    # on two devices: 16 per device is 32 to the template; 15 it would refuse as not divisible by 2 (a tune's grid
+    # holds odd sizes), and is given 30 too
+    from types import SimpleNamespace
+
+    from bsbench.job.build import per_rank
+    from toy.template import DataModule
+
+    for per_device in (16, 15):
+        datamodule = DataModule(batch_size=per_device)
+        per_rank(datamodule, SimpleNamespace(world_size=2, is_global_zero=True), per_device)
+        assert datamodule.hparams.batch_size == 2 * per_device
+        datamodule.setup("fit")
+        assert datamodule.train_dataloader().batch_size == per_device
+    # a datamodule that keeps what it is given is left as it was, whatever its setup does
+    kept = DataModule(batch_size=15)
+    kept.setup = lambda stage=None: (_ for _ in ()).throw(RuntimeError("needs more of fit"))
+    per_rank(kept, SimpleNamespace(world_size=2, is_global_zero=True), 15)
+    assert kept.hparams.batch_size == 15
+
+
 def _configs(root):
     (root / "model").mkdir(parents=True)
     (root / "data").mkdir()

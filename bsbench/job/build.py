@@ -111,19 +111,29 @@ def per_rank(datamodule: L.LightningDataModule, trainer: L.Trainer, batch_size: 
     `world_size` times smaller than the run is labelled with: its loader is looked at once (setup and
     train_dataloader, as fit calls them) and, where it made batch_size / world_size, the datamodule is given
     batch_size x world_size, said once. What the loader makes in the timed steps is checked against
-    batch_size all the same (bsbench.job.fit.check_trained)."""
+    batch_size all the same (bsbench.job.fit.check_trained). A setup that refuses a batch size it cannot
+    divide by the world size (the template's, given an odd batch per device on two) is asked again with
+    batch_size x world_size, and keeps it where its loader then makes batch_size."""
     world = trainer.world_size
-    try:
-        datamodule.trainer = trainer  # as Trainer.fit attaches it, which its setup reads
-        datamodule.setup("fit")
-        made = getattr(datamodule.train_dataloader(), "batch_size", None)
-    except Exception:  # a datamodule that needs more of fit than this: the check after the run tells
+    datamodule.trainer = trainer  # as Trainer.fit attaches it, which its setup reads
+
+    def made() -> int | None:
+        try:
+            datamodule.setup("fit")
+            return getattr(datamodule.train_dataloader(), "batch_size", None)
+        except Exception:  # a datamodule that needs more of fit than this: the check after the run tells
+            return None
+
+    first = made()
+    if first is not None and (first == batch_size or first * world != batch_size):
         return
-    if made is not None and made != batch_size and made * world == batch_size:
-        set_batch_size((datamodule,), batch_size * world)  # the module keeps the per-device batch it trains on
-        name = type(datamodule).__qualname__
-        if name not in _told and trainer.is_global_zero:
-            _told.add(name)
-            log.info("%s divides the batch size it is given by the world size (%d): bsbench gives it %d, so that each "
-                     "device trains on batch_size=%d as the results say (global_batch_size=%d)", name, world,
-                     batch_size * world, batch_size, batch_size * world)
+    set_batch_size((datamodule,), batch_size * world)  # the module keeps the per-device batch it trains on
+    if first is None and made() != batch_size:  # not the convention: what it was given, as it was
+        set_batch_size((datamodule,), batch_size)
+        return
+    name = type(datamodule).__qualname__
+    if name not in _told and trainer.is_global_zero:
+        _told.add(name)
+        log.info("%s divides the batch size it is given by the world size (%d): bsbench gives it %d, so that each "
+                 "device trains on batch_size=%d as the results say (global_batch_size=%d)", name, world,
+                 batch_size * world, batch_size, batch_size * world)

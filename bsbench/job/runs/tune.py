@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -42,6 +43,24 @@ from bsbench.training.parts import loader_settings, train_samples
 
 log = logging.getLogger("bsbench")
 COMPILED_ARMS = 32  # more than a tune's races hold together
+
+
+@contextmanager
+def alone(really: bool = True):
+    """Rank 0's one-device work on several devices (the edge search, the scale stage's one-device arm), as a
+    process of one: torch.distributed looks uninitialized to the code inside, so that Lightning (its
+    prepare_data barrier) and torchmetrics (their syncs) make no collective call that the other ranks, waiting
+    for rank 0's answer, would have to join; and an arm out of memory is one process's, handled as such."""
+    if not really:
+        yield
+        return
+    distributed = torch.distributed
+    initialized = distributed.is_initialized
+    distributed.is_initialized = lambda: False
+    try:
+        yield
+    finally:
+        distributed.is_initialized = initialized
 
 
 class Elsewhere(rounds.Arm):
@@ -162,7 +181,11 @@ class DeviceLab:
     def edge(self, seconds: float, costs: tuning.Costs) -> int:
         """On several devices, rank 0's search on one device (DDP keeps the same batch per device), the others
         waiting for its answer."""
-        return self.on_zero(lambda: self._edge(seconds, costs))
+        def search() -> int:
+            with alone(self.world > 1):
+                return self._edge(seconds, costs)
+
+        return self.on_zero(search)
 
     def _edge(self, seconds: float, costs: tuning.Costs) -> int:
         found = self._done("edge")
@@ -250,14 +273,17 @@ class DeviceLab:
 
     def warm(self, setting: dict) -> rounds.Arm:
         before = self.warmed_arms.get(named(setting))
-        alone = self.world > 1 and setting.get("devices") == 1  # the scale stage's one-device arm
+        one = self.world > 1 and setting.get("devices") == 1  # the scale stage's one-device arm
         if before is not None and before.live:  # a fresh record of it for this stage, on the same model
             arm = type(before)(setting, before.cfg, before.built, before.first_step_time_s,
                                precision_used=before.precision_used)
-        elif alone and not self.zero:
+        elif one and not self.zero:
             arm = Elsewhere(setting, rounds.with_setting(self.one_device, setting))
+        elif one:
+            with alone():
+                arm = rounds.warm(self.one_device, setting)
         else:
-            arm = rounds.warm(self.one_device if alone else self.cfg, setting)
+            arm = rounds.warm(self.cfg, setting)
         self.warmed_arms[named(setting)] = arm
         if arm.built is not None:
             self.device = arm.built.trainer.strategy.root_device
@@ -266,7 +292,8 @@ class DeviceLab:
     def play(self, arm: rounds.Arm) -> None:
         """One round of the arm; on several devices, every rank then holds rank 0's rounds of it."""
         if not isinstance(arm, Elsewhere):
-            rounds.play(arm, self.cfg.compare)
+            with alone(self.world > 1 and arm.setting.get("devices") == 1):
+                rounds.play(arm, self.cfg.compare)
         if self.world > 1:
             arm.rates, arm.round_joules_per_sample = rounds.agreed((arm.rates, arm.round_joules_per_sample))
 

@@ -88,6 +88,10 @@ class DataModule(L.LightningDataModule):
         self.data_train = self.data_val = self.data_test = None
         self.batch_size_per_device = batch_size
 
+    def prepare_data(self):
+        """The template's downloads its data set here (Lightning calls it behind a barrier of every rank); this
+        one has nothing to fetch."""
+
     def setup(self, stage=None):
         if self.trainer is not None:
             if self.hparams.batch_size % self.trainer.world_size != 0:
