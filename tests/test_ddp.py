@@ -108,7 +108,10 @@ def test_ddp_settings_reach_distributed_data_parallel_on_several_devices_only():
                             (["mode=tune", "devices=auto"], "mode=tune measures its advice on every device against one "
                              "and needs their count, not devices=auto; use a number"),
                             (["mode=tune", "devices=2", "strategy=ddp_spawn"], "mode=tune on several devices runs every "
-                             "rank through the same stages with DDP, which strategy=ddp_spawn does not")]:
+                             "rank through the same stages with DDP, which strategy=ddp_spawn does not"),
+                            # 256 per device, but each of the two devices has 128 of the 256 images
+                            (["mode=tune", "devices=2", "tune.effective_batch=512"], "tune.effective_batch=512 is "
+                             "larger than the 256 training images")]:
         with pytest.raises(UserError) as err:
             check(composed(*SMOKE, *overrides), sweep=False)
         assert str(err.value).startswith(said), err.value
@@ -141,3 +144,20 @@ def test_a_tune_on_two_devices_says_how_its_advice_scales_and_races_ddps_setting
     assert "on 2 devices " in proc.stdout + proc.stderr  # the tune's line
     # one line per tune on the terminal: no rank but 0 speaks
     assert (proc.stdout + proc.stderr).count("tune: stage 6 of 6") == 1
+
+
+def test_the_one_device_arm_out_of_memory_on_rank_0_leaves_the_race_on_every_rank(monkeypatch):
+    # rank 0 trains the scale stage's one-device arm as a process of one, where running out of memory is handled:
+    # the other ranks hold the arm too, and drop it with rank 0, or their rounds and collectives would part
+    from bsbench.core.fields import Status
+    from bsbench.core.config import typed
+    from bsbench.job import rounds
+    from bsbench.job.runs import tune
+
+    cfg = typed(composed(*SMOKE, "mode=tune", "trainer.default_root_dir=tune"))
+    lab = tune.DeviceLab(cfg, "now", {"batch_size": 32}, "job")
+    elsewhere = tune.Elsewhere({"batch_size": 32, "devices": 1}, cfg)
+    assert elsewhere.live
+    monkeypatch.setattr(rounds, "agreed", lambda mine: (Status.OOM, {"error_type": "OutOfMemoryError"}))
+    lab._agree_fit(elsewhere)
+    assert not elsewhere.live and elsewhere.status == Status.OOM

@@ -167,9 +167,9 @@ RESULT_FIELDS = (
            "memory edge; the knobs the batch races ran with; the stages the budget left out; the time the tune took, "
            "earlier runs of it (resume=) included; `tune_pipeline`: the same steps on your loader's batches replayed "
            "from the device against yours (the ratio and its 95% interval: what waiting for data costs); "
-           "`tune_effective_batch`: the samples per optimizer step the tune kept (null: the batch size was free; the "
-           "advice then gives `trainer.accumulate_grad_batches` beside `batch_size`), and `tune_step_time_s` the "
-           "advised setting's seconds per optimizer step; `tune_scaling`, on several devices: the advised setting on "
+           "`tune_effective_batch`: the samples per optimizer step the tune kept, where the advice gives "
+           "`trainer.accumulate_grad_batches` beside `batch_size` (null: the batch size was free), and "
+           "`tune_step_time_s` the advised setting's seconds per optimizer step; `tune_scaling`, on several devices: the advised setting on "
            "every device against one device at the same batch per device, in paired rounds (`devices`, `speedup`, "
            "`efficiency` = speedup / devices with its 95% interval `ci_low` to `ci_high`, `rounds`, or `reason`)"),
     Fields(("gpu_temp_c_min", "gpu_temp_c_mean", "gpu_temp_c_max", "sm_clock_mhz_min", "sm_clock_mhz_mean",

@@ -195,11 +195,12 @@ def edge_words(stop: str, searched: bool) -> str:
         return "the largest that ran in the edge stage's time, not a memory limit"
     if stop == "tune.max_batch_size":
         return "given by tune.max_batch_size"
-    share = "one device's share of tune.effective_batch: no larger micro-batch makes it"
+    if stop == "tune.effective_batch":
+        return "one device's share of tune.effective_batch: no larger micro-batch makes it"
     if not searched:
-        limit = {"dataset": "the data set's size", "tune.effective_batch": share}.get(stop, "find_max.max_val")
+        limit = "the data set's size" if stop == "dataset" else "find_max.max_val"
         return f"on the CPU nothing runs out of device memory: {limit}; a batch size too slow for the budget is left out"
-    return share if stop == "tune.effective_batch" else f"the search ended at: {stop}"
+    return f"the search ended at: {stop}"
 
 
 # --- what a race measured ---
@@ -315,7 +316,7 @@ def decide(races: dict[str, list[dict]], start: dict, objective: str, budget_min
     found, arms = basis
     table = Race([values(r, objective) for r in arms])
     clear = sorted((c for c in found if c["ci_low"] is not None and c["ci_low"] > 0),
-                   key=lambda c: (len(changes(c["setting"], start)), -c["ratio"]))
+                   key=lambda c: (changed(c["setting"], start), -c["ratio"]))
     stage = found[0]["stage"]
     if not clear:
         base = next(r for r in arms if same(r["compare_setting"], start))
@@ -326,7 +327,7 @@ def decide(races: dict[str, list[dict]], start: dict, objective: str, budget_min
                 "tune_best_values": values(base, objective)}
     pick = clear[0]
     for c in clear[1:]:
-        if len(changes(c["setting"], start)) > len(changes(pick["setting"], start)):
+        if changed(c["setting"], start) > changed(pick["setting"], start):
             between = table.compare(c["index"], pick["index"], pick["confidence"], own=True)
             if between["ci_low"] is not None and between["ci_low"] > 0:
                 pick = c
@@ -334,6 +335,13 @@ def decide(races: dict[str, list[dict]], start: dict, objective: str, budget_min
     return {"tune_decision": CHANGE, "tune_best": {**way_of(pick["setting"]), **changes(pick["setting"], start)},
             "tune_speedup": {**speedup, "reason": None}, "tune_resolution": None, "tune_basis": stage,
             "tune_best_values": values(arms[pick["index"]], objective)}
+
+
+def changed(setting: dict, start: dict) -> int:
+    """How many changes an arm makes from the start: its keys that differ, a micro-batch and the accumulation
+    that makes the same effective batch with it one change, as a batch size is one."""
+    keys = changes(setting, start)
+    return len(keys) - (1 if "batch_size" in keys and ACCUMULATE in keys else 0)
 
 
 def way_of(setting: dict) -> dict:
@@ -524,7 +532,8 @@ class Procedure:
         scaled = self.scale(found) if spec.world_size > 1 else {}
         self.lab.keep_only([])
         step = {}
-        if spec.effective_batch and found.get("tune_best_samples_per_s"):  # time per optimizer step, all ranks'
+        if spec.effective_batch and spec.objective == "time" and found.get("tune_best_samples_per_s"):
+            # the time per optimizer step: the effective batch (all ranks') over samples/s (all ranks')
             step = {"tune_step_time_s": spec.effective_batch / found["tune_best_samples_per_s"]}
         return {**found, "tune_edge": edge, "tune_start": dict(start), "tune_skipped": self.skipped,
                 "tune_elapsed_s": self.budget.elapsed(), "tune_chosen_knobs": chosen,

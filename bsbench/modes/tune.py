@@ -43,13 +43,12 @@ class Tune(Mode):
             check_effective_batch(cfg)
 
     def full_batches(self, cfg):
-        """A fixed effective batch: one device's share of it is an epoch's batches too (an accumulation cut
-        short by the epoch's end would step on fewer samples than it)."""
+        """A fixed effective batch: each device's share of it is one epoch's batches at most (an accumulation
+        cut short by the epoch's end would step on fewer samples than it), so all of it fits in the training
+        images that the devices share."""
         batches = super().full_batches(cfg)
         if cfg.tune.effective_batch is not None:
-            share = cfg.tune.effective_batch // _world(cfg)
-            batches.append((share, f"tune.effective_batch={cfg.tune.effective_batch}" +
-                            (f" ({share} per device)" if share != cfg.tune.effective_batch else "")))
+            batches.append((cfg.tune.effective_batch, f"tune.effective_batch={cfg.tune.effective_batch}"))
         return batches
 
     def energy(self, cfg):
@@ -108,8 +107,10 @@ def scaling_words(scaling: dict | None) -> str | None:
     if not isinstance(scaling, dict) or not isinstance(scaling.get("devices"), int):
         return None
     n = scaling["devices"]
-    if scaling.get("ci_low") is None:
+    if scaling.get("efficiency") is None:
         return f"on {n} devices against one: not measured ({scaling.get('reason') or 'no interval'})"
+    if scaling.get("ci_low") is None:
+        return f"on {n} devices {scaling['speedup']:.2f}x one device's samples/s: not resolved (one round, no interval)"
     return (f"on {n} devices {scaling['speedup']:.2f}x one device's samples/s at the same batch per device: "
             f"{scaling['efficiency']:.0%} scaling efficiency ({scaling['ci_low']:.0%} to {scaling['ci_high']:.0%}, "
             f"95%)")
@@ -127,8 +128,8 @@ def check_effective_batch(cfg) -> None:
         cfg.trainer.accumulate_grad_batches
     devices = f" × {world} devices" if world > 1 else ""
     if n % world:
-        raise UserError(f"tune.effective_batch={n} does not split evenly over{devices}; use a multiple of {world}, "
-                        f"e.g. tune.effective_batch={max(world, n - n % world)}.")
+        raise UserError(f"tune.effective_batch={n} does not split evenly over {world} devices; use a multiple of "
+                        f"{world}, e.g. tune.effective_batch={max(world, n - n % world)}.")
     share = n // world
     if share < SMALLEST:
         raise UserError(f"tune.effective_batch={n} leaves fewer than {SMALLEST} samples per device and step (batch "

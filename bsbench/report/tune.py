@@ -513,7 +513,8 @@ def snippet(summary: dict) -> list[str]:
                                                       if tuning.ACCUMULATE in best else "")
              + (f", strategy=DDPStrategy({ddp})" if ddp else "") + ")",
              f"batch_size = {best['batch_size']}  # your DataLoader's" + (
-                 f": {tuning.samples(best)} samples per optimizer step with the accumulation, as before"
+                 f": {tuning.samples(best)} samples per optimizer step with the accumulation"
+                 + (" on each device" if _devices(summary) > 1 else "") + ", as before"
                  if tuning.ACCUMULATE in best else "")]
     if best.get("channels_last"):
         lines.append("model = model.to(memory_format=torch.channels_last)  # and each input: "
@@ -584,7 +585,8 @@ def figure(one: dict):
         ax.set_ylabel("training samples/s" if a["objective"] == "time" else "images per joule")
         ax.set_ylim(0, top)
         kept = tuning.ACCUMULATE in a["start"]
-        ax.set_title((f"the ways to make {tuning.samples(a['start'])} per step" if kept else "the grid below the memory edge") if stage == "batch" else
+        ax.set_title((f"the ways to make {tuning.samples(a['start'])} per device and step" if kept else
+                      "the grid below the memory edge") if stage == "batch" else
                      ("the fastest raced again" if kept else "near the grid's fastest"), fontsize=10)
         ax.grid(alpha=0.3)
     drawn = {}  # each entry once, for what either panel draws

@@ -249,9 +249,11 @@ class DeviceLab:
     def _knobs(self) -> list[dict]:
         on_cuda = (self.device or rounds.device_of(self.cfg)).type == "cuda"
         bf16 = on_cuda and torch.cuda.is_bf16_supported()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        # loader workers per rank: each rank's share of its node's cores
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE") or 1) if self.world > 1 else 1
         return tuning.knob_settings(self.start, on_cuda, bf16, self.cfg.tune.compile, parts.builds_optimizer(self.cfg),
-                                    cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
-                                    os.cpu_count() or 1)
+                                    cores=max(1, cores // ranks_here))
 
     def ceiling(self) -> dict:
         return {tuning.REPLAY: True}  # bsbench.training.replay, which bsbench.job.build applies
@@ -284,6 +286,8 @@ class DeviceLab:
                 arm = rounds.warm(self.one_device, setting)
         else:
             arm = rounds.warm(self.cfg, setting)
+        if one:
+            self._agree_fit(arm)
         self.warmed_arms[named(setting)] = arm
         if arm.built is not None:
             self.device = arm.built.trainer.strategy.root_device
@@ -291,11 +295,22 @@ class DeviceLab:
 
     def play(self, arm: rounds.Arm) -> None:
         """One round of the arm; on several devices, every rank then holds rank 0's rounds of it."""
+        one = self.world > 1 and arm.setting.get("devices") == 1
         if not isinstance(arm, Elsewhere):
-            with alone(self.world > 1 and arm.setting.get("devices") == 1):
+            with alone(one):
                 rounds.play(arm, self.cfg.compare)
         if self.world > 1:
             arm.rates, arm.round_joules_per_sample = rounds.agreed((arm.rates, arm.round_joules_per_sample))
+        if one:
+            self._agree_fit(arm)
+
+    def _agree_fit(self, arm: rounds.Arm) -> None:
+        """The one-device arm, out of memory on rank 0 (where it ran as a process of one), leaves the race on
+        every rank: the ranks' arms stay the same."""
+        status, error = rounds.agreed((arm.status, arm.error))
+        if status != Status.OK and isinstance(arm, Elsewhere):
+            arm.status, arm.error = status, error
+            arm.leave()
 
     def value(self, arm: rounds.Arm) -> list[float]:
         """An arm's rounds as the objective ranks them (larger is better)."""
