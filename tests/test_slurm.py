@@ -67,6 +67,19 @@ def test_a_sweep_of_two_node_ddp_jobs_runs_and_a_rank_failing_on_one_node_fails_
     assert "sacct" not in proc.stdout + proc.stderr and "(submitit)" not in proc.stdout + proc.stderr
 
 
+def test_a_tune_on_two_nodes_through_slurm_says_how_its_advice_scales(slurm_cli):
+    # SLURM starts the ranks (one task per node): they join one process group before the first stage
+    proc = slurm_cli(*SLURM, "model=custom", "model._target_=toy.TinyNet", "data=synthetic", "mode=tune",
+                     "budget_min=0.3", "compare.steps=2", "compare.warmup_steps=1", "timing.warmup_steps=1", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (summary,) = [r for r in slurm_cli.results() if r.get("tune_decision")]
+    scaling = summary["tune_scaling"]
+    assert scaling["devices"] == 2 and 0 < scaling["ci_low"] <= scaling["efficiency"] <= scaling["ci_high"]
+    assert "on 2 devices " in proc.stdout and "[SLURM job " in proc.stdout
+    pasted = next(slurm_cli.outputs.rglob("tune.md")).read_text().split("## To use it")[1]
+    assert "num_nodes=2" in pasted and "trainer.num_nodes=2" in pasted  # the snippet and the command again
+
+
 def test_ctrl_c_cancels_the_sweeps_slurm_jobs(slurm_cli, tmp_path):
     # 2-node jobs: the stop of a job with a task on each node
     waiting, go = _waiting(tmp_path, 31)

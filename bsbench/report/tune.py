@@ -487,15 +487,22 @@ def _flags(summary: dict, setting: dict) -> str:
     keys = ["batch_size", *(k for k in [tuning.ACCUMULATE] if k in start), "precision", "channels_last",
             *([] if own_module else ["model.fused_adam"]), "compile", *(k for k in tuning.LOADER if k in start),
             *(k for k in tuning.DDP_KNOBS if k in start)]
-    devices = _devices(summary)
-    return (f"devices={devices} " if devices > 1 else "") + \
+    devices, nodes = _devices(summary), _nodes(summary)
+    return (f"devices={devices} " if devices > 1 else "") + (f"trainer.num_nodes={nodes} " if nodes > 1 else "") + \
         " ".join(f"{k}={text(setting.get(k, start.get(k, False)))}" for k in keys)
+
+
+def _count(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def _devices(summary: dict) -> int:
     """The devices the tune trained on (each node's, as devices= counts them)."""
-    devices = (summary.get("config") or {}).get("devices")
-    return devices if isinstance(devices, int) and not isinstance(devices, bool) else 1
+    return _count((summary.get("config") or {}).get("devices"))
+
+
+def _nodes(summary: dict) -> int:
+    return _count(((summary.get("config") or {}).get("trainer") or {}).get("num_nodes"))
 
 
 def snippet(summary: dict) -> list[str]:
@@ -509,12 +516,13 @@ def snippet(summary: dict) -> list[str]:
              "import lightning as L", "import torch",
              *(["from lightning.pytorch.strategies import DDPStrategy"] if ddp else []), "",
              f"trainer = L.Trainer(accelerator={config.get('accelerator', 'auto')!r}, devices={_devices(summary)}, "
+             + (f"num_nodes={_nodes(summary)}, " if _nodes(summary) > 1 else "") +
              f"precision={best.get('precision')!r}" + (f", accumulate_grad_batches={best[tuning.ACCUMULATE]}"
                                                       if tuning.ACCUMULATE in best else "")
              + (f", strategy=DDPStrategy({ddp})" if ddp else "") + ")",
              f"batch_size = {best['batch_size']}  # your DataLoader's" + (
                  f": {tuning.samples(best)} samples per optimizer step with the accumulation"
-                 + (" on each device" if _devices(summary) > 1 else "") + ", as before"
+                 + (" on each device" if _devices(summary) * _nodes(summary) > 1 else "") + ", as before"
                  if tuning.ACCUMULATE in best else "")]
     if best.get("channels_last"):
         lines.append("model = model.to(memory_format=torch.channels_last)  # and each input: "
